@@ -1,0 +1,10 @@
+"""The deltahub Python SDK and command line.
+
+    from deltahub_client import Hub
+    hub = Hub("127.0.0.1:50051")
+    hub.push("./my-adapter", "finance/lora-v1", kind="adapter", base="base/llama@main")
+"""
+
+from deltahub_client.hub import DeleteResult, Hub, PushResult, TaskVectorResult
+
+__all__ = ["Hub", "PushResult", "DeleteResult", "TaskVectorResult"]

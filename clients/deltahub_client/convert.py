@@ -1,0 +1,82 @@
+"""Protobuf <-> core types, client side."""
+
+from __future__ import annotations
+
+import json
+
+from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.v1 import common_pb2 as pb
+
+KIND_TO_PB = {
+    Kind.MODEL: pb.ARTIFACT_KIND_MODEL,
+    Kind.ADAPTER: pb.ARTIFACT_KIND_ADAPTER,
+    Kind.TASK_VECTOR: pb.ARTIFACT_KIND_TASK_VECTOR,
+    Kind.DATASET: pb.ARTIFACT_KIND_DATASET,
+}
+KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
+
+
+def kind_to_pb(kind: Kind | str | None) -> int:
+    return pb.ARTIFACT_KIND_UNSPECIFIED if kind is None else KIND_TO_PB[Kind.parse(kind)]
+
+
+def files_to_pb(files: list[FileEntry]) -> list[pb.FileEntry]:
+    return [pb.FileEntry(path=f.path, sha256=f.sha256, size=f.size) for f in files]
+
+
+def card_to_pb(card: DomainCard | dict | None) -> pb.DomainCard | None:
+    if card is None:
+        return None
+    card = DomainCard.from_dict(card) if isinstance(card, dict) else card
+    return pb.DomainCard(description=card.description, samples=list(card.samples))
+
+
+def lineage_to_pb(lineage: Lineage | None) -> pb.Lineage:
+    lineage = lineage or Lineage()
+
+    def dumps(d):
+        return json.dumps(d, sort_keys=True) if d else ""
+
+    return pb.Lineage(
+        parents=list(lineage.parents),
+        recipe_json=dumps(lineage.recipe),
+        training_json=dumps(lineage.training),
+        metrics_json=dumps(lineage.metrics),
+    )
+
+
+def _loads(text: str) -> dict:
+    return json.loads(text) if text else {}
+
+
+def revision_from_pb(msg: pb.Revision) -> Revision:
+    return Revision(
+        artifact=msg.artifact,
+        kind=KIND_FROM_PB[msg.kind],
+        digest=msg.digest,
+        files=tuple(FileEntry(f.path, f.sha256, int(f.size)) for f in msg.files),
+        base=msg.base,
+        card=DomainCard(msg.card.description, tuple(msg.card.samples)),
+        labels=dict(msg.labels),
+        lineage=Lineage(
+            tuple(msg.lineage.parents),
+            _loads(msg.lineage.recipe_json),
+            _loads(msg.lineage.training_json),
+            _loads(msg.lineage.metrics_json),
+        ),
+        created_at=msg.created_at.ToNanoseconds() / 1e9,
+        created_by=msg.created_by,
+        refs=tuple(msg.refs),
+    )
+
+
+def artifact_from_pb(msg: pb.Artifact) -> ArtifactInfo:
+    return ArtifactInfo(
+        name=msg.name,
+        kind=KIND_FROM_PB[msg.kind],
+        refs=dict(msg.refs),
+        revision_count=msg.revision_count,
+        size=msg.size,
+        created_at=msg.created_at.ToNanoseconds() / 1e9,
+        updated_at=msg.updated_at.ToNanoseconds() / 1e9,
+    )

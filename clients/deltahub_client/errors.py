@@ -1,0 +1,49 @@
+"""The one place where gRPC errors become deltahub exceptions, client side.
+
+The server sends each :class:`deltahub.errors.DeltahubError` as the status in
+its ``code``; this maps the status back to the same class, keeping the
+server's message, so callers catch ``NotFoundError`` and not ``RpcError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import grpc
+
+from deltahub.errors import CLASS_FOR_CODE, DeltahubError, UnavailableError
+
+
+def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    message = err.details() if hasattr(err, "details") else str(err)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnavailableError(f"cannot reach the hub at {address or '?'}: {message}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return UnavailableError(f"the hub at {address or '?'} did not answer in time: {message}")
+    cls = CLASS_FOR_CODE.get(code.name, DeltahubError)
+    return cls(message or code.name)
+
+
+def translated(fn):
+    """Decorates a Hub method (or generator) so RpcErrors surface as deltahub errors."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen(self, *args, **kwargs):
+            try:
+                yield from fn(self, *args, **kwargs)
+            except grpc.RpcError as err:
+                raise translate(err, address=self.address) from None
+
+        return gen
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except grpc.RpcError as err:
+            raise translate(err, address=self.address) from None
+
+    return call

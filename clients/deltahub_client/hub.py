@@ -1,0 +1,387 @@
+"""The Python SDK: :class:`Hub` holds the endpoint and token and offers every verb.
+
+Results are core dataclasses (:class:`~deltahub.artifacts.Revision`,
+:class:`~deltahub.artifacts.ArtifactInfo`), errors are
+:mod:`deltahub.errors` classes, whatever went over the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tqdm.auto import tqdm
+
+from deltahub import hf_cache
+from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.errors import IntegrityError, InvalidInputError, UnavailableError
+from deltahub.names import DEFAULT_REF
+from deltahub.storage.blobs import sha256_file
+from deltahub.v1 import registry_pb2 as rpb
+from deltahub.v1 import registry_pb2_grpc as rgrpc
+from deltahub.v1 import transfer_pb2 as tpb
+from deltahub.v1 import transfer_pb2_grpc as tgrpc
+from deltahub_client import convert
+from deltahub_client.errors import translate, translated
+from deltahub_client.files import hash_files, list_folder
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+CHUNK_SIZE = 1 << 20
+UPLOAD_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class PushResult:
+    revision: Revision
+    created: bool
+    blobs_sent: int
+    bytes_sent: int
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted_revisions: list[str]
+    deleted_refs: list[str]
+    blobs_removed: int
+    bytes_freed: int
+
+
+@dataclass(frozen=True)
+class TaskVectorResult:
+    revision: Revision
+    created: bool
+    relative_error: float
+
+
+def _expected_kw(expected_revision: str | None) -> dict:
+    return {} if expected_revision is None else {"expected_revision": expected_revision}
+
+
+class Hub:
+    """A connection to a deltahub server.
+
+    Args:
+        address: ``host:port``; defaults to ``DELTAHUB_ADDRESS`` or 127.0.0.1:50051.
+        token: bearer token; defaults to ``DELTAHUB_TOKEN``.
+        timeout: seconds for unary calls (streams are not limited).
+        progress: show progress bars on transfers (on a terminal).
+    """
+
+    def __init__(self, address: str | None = None, token: str | None = None, *, timeout: float | None = 60.0,
+                 progress: bool = True) -> None:
+        self.address = address or os.environ.get("DELTAHUB_ADDRESS") or DEFAULT_ADDRESS
+        self.token = token if token is not None else os.environ.get("DELTAHUB_TOKEN")
+        self.timeout = timeout
+        self.progress = progress
+        self._channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_receive_message_length", 2 * CHUNK_SIZE + (64 << 10)),
+                ("grpc.max_send_message_length", 2 * CHUNK_SIZE + (64 << 10)),
+            ],
+        )
+        self._registry = rgrpc.RegistryStub(self._channel)
+        self._transfer = tgrpc.TransferStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Hub":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def _metadata(self) -> tuple:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def _unary(self, method, request):
+        return method(request, timeout=self.timeout, metadata=self._metadata)
+
+    def _bar(self, total: int, desc: str):
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                    disable=None if self.progress else True)
+
+    # -- health ------------------------------------------------------------
+    @translated
+    def health(self, service: str = "") -> str:
+        """The server's health status name (``SERVING`` when up). Raises UnavailableError if unreachable."""
+        resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    # -- push --------------------------------------------------------------
+    def push(
+        self,
+        folder: str | os.PathLike,
+        artifact: str,
+        *,
+        kind: Kind | str,
+        base: str | None = None,
+        card: DomainCard | dict | None = None,
+        labels: dict[str, str] | None = None,
+        lineage: Lineage | None = None,
+        ref: str = DEFAULT_REF,
+        tags: list[str] | tuple[str, ...] = (),
+        expected_revision: str | None = None,
+    ) -> PushResult:
+        """Uploads a folder as a new revision of ``artifact`` and moves ``ref`` to it.
+
+        Only blobs the hub lacks are sent; an interrupted upload resumes where it stopped.
+
+        Raises:
+            InvalidInputError: bad name, kind, file or tensor (nothing is stored).
+            NotFoundError: the base does not exist.
+            PreconditionError: kind or base do not fit.
+            StaleRefError: ``expected_revision`` is stale.
+            LimitExceededError: a file or the revision is over the hub's limit.
+        """
+        files = list_folder(folder)
+        entries = hash_files(files, progress=self.progress)
+        return self.push_files(files, entries, artifact, kind=kind, base=base, card=card, labels=labels,
+                               lineage=lineage, ref=ref, tags=tags, expected_revision=expected_revision)
+
+    @translated
+    def push_files(self, files: dict[str, Path], entries: list[FileEntry], artifact: str, *, kind, base=None,
+                   card=None, labels=None, lineage=None, ref=DEFAULT_REF, tags=(), expected_revision=None) -> PushResult:
+        plan = self._unary(
+            self._transfer.PlanPush,
+            tpb.PlanPushRequest(artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries)),
+        )
+        by_sha = {e.sha256: files[e.path] for e in entries}
+        sent = self._upload_all([(m.sha256, m.size, m.offset, by_sha[m.sha256]) for m in plan.missing],
+                                plan.bytes_to_send)
+        request = rpb.CommitRevisionRequest(
+            artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries), base=base or "",
+            card=convert.card_to_pb(card), labels=labels or {}, lineage=convert.lineage_to_pb(lineage),
+            ref=ref, tags=list(tags), **_expected_kw(expected_revision),
+        )
+        resp = self._unary(self._registry.CommitRevision, request)
+        return PushResult(convert.revision_from_pb(resp.revision), resp.created, len(plan.missing), sent)
+
+    def _upload_all(self, blobs: list[tuple[str, int, int, Path]], total: int) -> int:
+        if not blobs:
+            return 0
+        sent = 0
+        lock = threading.Lock()
+        with self._bar(total, "uploading") as bar:
+
+            def one(item):
+                nonlocal sent
+                n = self._upload_blob(*item, bar=bar)
+                with lock:
+                    sent += n
+
+            with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
+                list(pool.map(one, blobs))
+        return sent
+
+    def _upload_blob(self, sha256: str, size: int, offset: int, path: Path, *, bar) -> int:
+        """Sends one blob from ``offset``; on a broken stream asks where the hub got to and resumes."""
+        sent = 0
+        for attempt in range(UPLOAD_RETRIES + 1):
+            try:
+                self._transfer.UploadBlob(self._chunks(sha256, size, offset, path, bar), metadata=self._metadata)
+                return sent + (size - offset)
+            except grpc.RpcError as err:
+                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED) or attempt == UPLOAD_RETRIES:
+                    raise
+                status = self._unary(self._transfer.GetUploadStatus, tpb.GetUploadStatusRequest(sha256=sha256))
+                if status.complete:
+                    return sent
+                sent += max(0, status.offset - offset)
+                offset = status.offset
+        return sent
+
+    @staticmethod
+    def _chunks(sha256: str, size: int, offset: int, path: Path, bar) -> Iterator[tpb.UploadChunk]:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            first = True
+            while True:
+                data = fh.read(CHUNK_SIZE)
+                if first:
+                    yield tpb.UploadChunk(sha256=sha256, size=size, offset=offset, data=data)
+                    first = False
+                elif data:
+                    yield tpb.UploadChunk(data=data)
+                if not data:
+                    return
+                bar.update(len(data))
+
+    # -- pull --------------------------------------------------------------
+    @translated
+    def pull(self, spec: str, dest: str | os.PathLike) -> Path:
+        """Downloads a revision into ``dest`` (a folder that peft/transformers load as is).
+
+        Files already there with the right sha256 are kept; every downloaded
+        blob is verified before it is moved into place.
+
+        Raises:
+            NotFoundError: no such artifact, ref or digest.
+            IntegrityError: a blob arrived corrupt.
+        """
+        rev = self.show(spec)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        todo = [f for f in rev.files if not _has_file(dest / f.path, f)]
+        with self._bar(sum(f.size for f in todo), "downloading") as bar:
+            with ThreadPoolExecutor(max_workers=min(4, max(1, len(todo)))) as pool:
+                list(pool.map(lambda f: self.download_blob(f.sha256, dest / f.path, bar=bar), todo))
+        return dest
+
+    def download_blob(self, sha256: str, target: Path, *, bar=None) -> None:
+        """Streams one blob to ``target`` through a temp file, verifying its sha256."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                stream = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256), metadata=self._metadata)
+                for chunk in stream:
+                    fh.write(chunk.data)
+                    digest.update(chunk.data)
+                    if bar is not None:
+                        bar.update(len(chunk.data))
+            if digest.hexdigest() != sha256:
+                raise IntegrityError(f"{target.name}: downloaded bytes hash to {digest.hexdigest()}, expected {sha256}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    # -- reading -----------------------------------------------------------
+    @translated
+    def list_artifacts(self, namespace: str | None = None, *, kind: Kind | str | None = None) -> list[ArtifactInfo]:
+        resp = self._unary(self._registry.ListArtifacts,
+                           rpb.ListArtifactsRequest(namespace=namespace or "", kind=convert.kind_to_pb(kind)))
+        return [convert.artifact_from_pb(a) for a in resp.artifacts]
+
+    @translated
+    def artifact(self, artifact: str) -> ArtifactInfo:
+        return convert.artifact_from_pb(self._unary(self._registry.GetArtifact, rpb.GetArtifactRequest(artifact=artifact)))
+
+    @translated
+    def show(self, spec: str) -> Revision:
+        """The revision ``namespace/name[@ref_or_digest]`` resolves to (``main`` by default)."""
+        return convert.revision_from_pb(self._unary(self._registry.GetRevision, rpb.GetRevisionRequest(spec=spec)))
+
+    @translated
+    def revisions(self, artifact: str) -> list[Revision]:
+        resp = self._unary(self._registry.ListRevisions, rpb.ListRevisionsRequest(artifact=artifact))
+        return [convert.revision_from_pb(r) for r in resp.revisions]
+
+    # -- refs --------------------------------------------------------------
+    @translated
+    def tag(self, artifact: str, ref: str, revision: str = DEFAULT_REF, *,
+            expected_revision: str | None = None) -> tuple[str, str]:
+        """Points ``ref`` at ``revision`` (a ref or digest). ``expected_revision``: CAS
+        (``""`` = the ref must be new). Returns (digest, previous digest or "")."""
+        resp = self._unary(self._registry.UpdateRef, rpb.UpdateRefRequest(
+            artifact=artifact, ref=ref, revision=revision, **_expected_kw(expected_revision)))
+        return resp.digest, resp.previous
+
+    @translated
+    def delete_ref(self, artifact: str, ref: str, *, expected_revision: str | None = None) -> str:
+        resp = self._unary(self._registry.DeleteRef, rpb.DeleteRefRequest(
+            artifact=artifact, ref=ref, **_expected_kw(expected_revision)))
+        return resp.digest
+
+    @staticmethod
+    def _deleted(resp) -> DeleteResult:
+        return DeleteResult(list(resp.deleted_revisions), list(resp.deleted_refs), resp.blobs_removed, resp.bytes_freed)
+
+    @translated
+    def delete_revision(self, artifact: str, revision: str) -> DeleteResult:
+        return self._deleted(self._unary(self._registry.DeleteRevision,
+                                         rpb.DeleteRevisionRequest(artifact=artifact, revision=revision)))
+
+    @translated
+    def delete_artifact(self, artifact: str) -> DeleteResult:
+        return self._deleted(self._unary(self._registry.DeleteArtifact, rpb.DeleteArtifactRequest(artifact=artifact)))
+
+    @translated
+    def update_card(self, spec: str, *, card: DomainCard | dict | None = None, labels: dict[str, str] | None = None,
+                    replace_labels: bool = False) -> Revision:
+        request = rpb.UpdateCardRequest(spec=spec, labels=labels or {}, replace_labels=replace_labels)
+        if card is not None:
+            request.card.CopyFrom(convert.card_to_pb(card))
+        return convert.revision_from_pb(self._unary(self._registry.UpdateCard, request))
+
+    @translated
+    def create_task_vector(self, finetuned: str, base: str, out: str, *, rank: int = 0, energy: float = 0.0,
+                           card: DomainCard | dict | None = None, labels: dict[str, str] | None = None,
+                           ref: str = DEFAULT_REF) -> TaskVectorResult:
+        """delta = finetuned - base, computed on the server; dense, or low-rank at ``rank``/``energy``."""
+        request = rpb.CreateTaskVectorRequest(finetuned=finetuned, base=base, out=out, rank=rank, energy=energy,
+                                              labels=labels or {}, ref=ref)
+        if card is not None:
+            request.card.CopyFrom(convert.card_to_pb(card))
+        resp = self._registry.CreateTaskVector(request, metadata=self._metadata)  # no deadline: long work
+        return TaskVectorResult(convert.revision_from_pb(resp.revision), resp.created, resp.relative_error)
+
+    @translated
+    def collect_garbage(self, *, partial_upload_max_age_s: float = 0.0) -> dict:
+        resp = self._unary(self._registry.CollectGarbage,
+                           rpb.CollectGarbageRequest(partial_upload_max_age_s=partial_upload_max_age_s))
+        return {"blobs_removed": resp.blobs_removed, "bytes_freed": resp.bytes_freed,
+                "partial_uploads_removed": resp.partial_uploads_removed}
+
+    # -- Hugging Face cache ------------------------------------------------------
+    def import_hf(self, source: str | os.PathLike, artifact: str, *, kind: Kind | str, repo_id: str | None = None,
+                  revision: str | None = None, repo_type: str = "model", **push_kwargs) -> PushResult:
+        """Pushes a snapshot from a Hugging Face cache (``source`` + ``repo_id``) or a snapshot folder."""
+        snapshot = hf_cache.find_snapshot(source, repo_id=repo_id, revision=revision, repo_type=repo_type)
+        return self.push(snapshot, artifact, kind=kind, **push_kwargs)
+
+    def export_hf(self, spec: str, cache_dir: str | os.PathLike, *, repo_id: str | None = None,
+                  repo_type: str = "model", ref: str = DEFAULT_REF) -> Path:
+        """Writes a revision into a Hugging Face cache, where ``huggingface_hub`` finds it offline.
+
+        Returns the snapshot folder. ``repo_id`` defaults to the artifact name.
+        """
+        rev = self.show(spec)
+        repo_id = repo_id or rev.artifact
+        todo = {f.sha256: f for f in rev.files}
+        blobs = {sha: hf_cache.blob_path(cache_dir, repo_id, sha, repo_type) for sha in todo}
+        missing = [sha for sha, p in blobs.items() if not _has_file(p, todo[sha])]
+        with self._bar(sum(todo[s].size for s in missing), "exporting") as bar:
+            for sha in missing:
+                try:
+                    self.download_blob(sha, blobs[sha], bar=bar)
+                except grpc.RpcError as err:
+                    raise translate(err, address=self.address) from None
+        return hf_cache.link_snapshot(cache_dir, repo_id, rev.digest, [(f.path, f.sha256) for f in rev.files],
+                                      ref=ref, repo_type=repo_type)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise UnavailableError(f"the hub at {self.address} did not come up within {timeout} s") from None
+
+
+def _has_file(path: Path, entry: FileEntry) -> bool:
+    if not path.is_file() or path.stat().st_size != entry.size:
+        return False
+    return sha256_file(path) == entry.sha256
+
+
+def parse_labels(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"label {item!r} must be KEY=VALUE")
+        out[key] = value
+    return out

@@ -1,0 +1,137 @@
+"""Bearer tokens with scopes per namespace. Pure: no transport here.
+
+A token file (YAML or JSON) lists tokens, each with scopes by namespace::
+
+    tokens:
+      - name: ci
+        token: "s3cret"          # or  sha256: "<hex digest of the token>"
+        scopes: {"*": read, finance: write}
+
+Scopes are ordered: read < write < admin; ``*`` is every namespace. A token
+may be given in clear or as its sha256 so the file need not hold secrets.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deltahub.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
+
+ANY_NAMESPACE = "*"
+
+
+class Scope(enum.IntEnum):
+    READ = 1
+    WRITE = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: str) -> "Scope":
+        try:
+            return cls[str(text).upper()]
+        except KeyError:
+            raise InvalidInputError(f"unknown scope {text!r}; known scopes: read, write, admin") from None
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: dict[str, Scope] = field(default_factory=dict)
+
+    def scope_in(self, namespace: str) -> Scope | None:
+        return max(
+            (s for ns, s in self.scopes.items() if ns in (namespace, ANY_NAMESPACE)),
+            default=None,
+        )
+
+    def allows(self, namespace: str | None, scope: Scope) -> bool:
+        """namespace None means 'somewhere': any namespace granting the scope will do."""
+        if namespace is None:
+            return any(s >= scope for s in self.scopes.values())
+        have = self.scope_in(namespace)
+        return have is not None and have >= scope
+
+
+ANONYMOUS = Principal("anonymous", {ANY_NAMESPACE: Scope.ADMIN})
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenTable:
+    """Maps bearer tokens to principals; empty means the hub is open (loopback only)."""
+
+    def __init__(self, entries: dict[str, Principal] | None = None) -> None:
+        self._by_digest = dict(entries or {})
+
+    def __bool__(self) -> bool:
+        return bool(self._by_digest)
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "tokens") -> "TokenTable":
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise InvalidInputError(f"{source}: not valid YAML/JSON ({err})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
+            raise InvalidInputError(f"{source}: expected a mapping with a 'tokens' list")
+        entries: dict[str, Principal] = {}
+        for i, item in enumerate(doc["tokens"]):
+            if not isinstance(item, dict):
+                raise InvalidInputError(f"{source}: tokens[{i}] must be a mapping")
+            name = str(item.get("name") or f"token-{i}")
+            if "token" in item:
+                digest = _digest(str(item["token"]))
+            elif "sha256" in item:
+                digest = str(item["sha256"]).lower()
+            else:
+                raise InvalidInputError(f"{source}: tokens[{i}] ({name}) has neither 'token' nor 'sha256'")
+            scopes = item.get("scopes")
+            if not isinstance(scopes, dict) or not scopes:
+                raise InvalidInputError(f"{source}: tokens[{i}] ({name}) needs a 'scopes' mapping of namespace -> scope")
+            entries[digest] = Principal(name, {str(ns): Scope.parse(s) for ns, s in scopes.items()})
+        return cls(entries)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, environ: dict[str, str] | None = None) -> "TokenTable":
+        """From a file, else from ``DELTAHUB_TOKENS`` (inline YAML/JSON) or ``DELTAHUB_TOKENS_FILE``."""
+        env = os.environ if environ is None else environ
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise InvalidInputError(f"tokens file {p} does not exist")
+            return cls.parse(p.read_text(), source=str(p))
+        if env.get("DELTAHUB_TOKENS"):
+            return cls.parse(env["DELTAHUB_TOKENS"], source="DELTAHUB_TOKENS")
+        if env.get("DELTAHUB_TOKENS_FILE"):
+            return cls.load(env["DELTAHUB_TOKENS_FILE"], environ={})
+        return cls()
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not self:
+            return ANONYMOUS
+        if not token:
+            raise UnauthenticatedError("this hub needs a bearer token (--token or DELTAHUB_TOKEN)")
+        digest = _digest(token)
+        for known, principal in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                return principal
+        raise UnauthenticatedError("the bearer token is not known to this hub")
+
+    @staticmethod
+    def authorize(principal: Principal, namespace: str | None, scope: Scope) -> None:
+        if not principal.allows(namespace, scope):
+            where = f"namespace {namespace!r}" if namespace else "any namespace"
+            raise PermissionDeniedError(f"token {principal.name!r} lacks {scope.name.lower()} scope on {where}")
+

@@ -1,0 +1,1 @@
+"""Weight deltas: task vectors (dense or low-rank) and the pure math behind them."""

@@ -1,0 +1,56 @@
+"""Readers and validators for what the hub stores. No pickle, ever.
+
+:func:`validate` is the one entry point: given a kind, the revision's files
+(revision path -> local file) and, for adapters and task vectors, the base's
+parameters, it raises :class:`~deltahub.errors.InvalidInputError` naming the
+first problem, or returns a short summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deltahub.artifacts import Kind
+from deltahub.errors import InvalidInputError
+from deltahub.formats.adapter import validate_adapter
+from deltahub.formats.dataset import validate_dataset
+from deltahub.formats.model import BaseModelInfo, validate_model
+from deltahub.formats.rules import check_files, check_path
+from deltahub.formats.task_vector import validate_task_vector
+
+__all__ = ["BaseModelInfo", "validate", "check_files", "check_path", "validate_model", "required_files"]
+
+REQUIRED_FILES = {
+    Kind.MODEL: ("config.json",),
+    Kind.ADAPTER: ("adapter_config.json", "adapter_model.safetensors"),
+    Kind.TASK_VECTOR: (),
+    Kind.DATASET: (),
+}
+
+
+def required_files(kind: Kind, paths: set[str]) -> None:
+    """The cheap check made before upload: files every revision of this kind must have."""
+    for required in REQUIRED_FILES[kind]:
+        if required not in paths:
+            raise InvalidInputError(f"{kind.value} is missing required file {required}")
+    if kind in (Kind.MODEL, Kind.TASK_VECTOR) and not any(p.endswith(".safetensors") for p in paths):
+        raise InvalidInputError(f"{kind.value} has no *.safetensors weight file")
+    if kind is Kind.DATASET and not any(p.endswith(".jsonl") for p in paths):
+        raise InvalidInputError("dataset has no *.jsonl file")
+
+
+def validate(kind: Kind, files: dict[str, Path], base: BaseModelInfo | None) -> dict:
+    for path in files:
+        check_path(path)
+    required_files(kind, set(files))
+    if kind is Kind.MODEL:
+        info = validate_model(files)
+        return {"parameters": len(info.shapes)}
+    if kind is Kind.DATASET:
+        return validate_dataset(files)
+    if base is None:
+        raise InvalidInputError(f"a {kind.value} needs a base model")
+    if kind is Kind.ADAPTER:
+        summary = validate_adapter(files, base)
+        return {"modules": len(summary["ranks"]), "total_rank": sum(summary["ranks"].values())}
+    return validate_task_vector(files, base)

@@ -1,0 +1,108 @@
+"""PEFT adapter folders, checked against the base they declare.
+
+Key layout written by peft: ``base_model.model.<module>.<part>[.weight]`` where
+part is ``lora_A``/``lora_B`` (LoRA), plus ``lora_E`` (AdaLoRA's singular
+values), ``lora_embedding_A``/``lora_embedding_B`` (embeddings) and
+``lora_magnitude_vector`` (DoRA). Any other key must be a base parameter
+saved whole (``modules_to_save``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from deltahub.errors import InvalidInputError
+from deltahub.formats.model import BaseModelInfo, load_json, read_header
+from deltahub.formats.tensors import check_finite
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA"}
+_PART = re.compile(
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_E|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
+    r"(?:\.[A-Za-z0-9_]+)?(?:\.weight)?$"
+)
+
+
+def _targets_fit(targets, module_names: set[str]) -> list[str]:
+    """Target modules of the config that match no module of the base."""
+    if targets is None or targets == "all-linear":
+        return []
+    if isinstance(targets, str):
+        return [] if any(re.fullmatch(targets, m) for m in module_names) else [targets]
+    return [t for t in targets if not any(m == t or m.endswith("." + t) for m in module_names)]
+
+
+def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True) -> dict:
+    for required in (CONFIG_FILE, WEIGHTS_FILE):
+        if required not in files:
+            raise InvalidInputError(f"adapter is missing required file {required}")
+    config = load_json(files[CONFIG_FILE], CONFIG_FILE)
+    peft_type = config.get("peft_type")
+    if peft_type not in SUPPORTED_PEFT_TYPES:
+        raise InvalidInputError(
+            f"{CONFIG_FILE}: peft_type {peft_type!r} is not supported; supported: {sorted(SUPPORTED_PEFT_TYPES)}"
+        )
+    missing = _targets_fit(config.get("target_modules"), base.module_names)
+    if missing:
+        raise InvalidInputError(f"{CONFIG_FILE}: target modules {missing} match no module of the base model")
+    header = read_header(files[WEIGHTS_FILE], label=WEIGHTS_FILE)
+    if not header.tensors:
+        raise InvalidInputError(f"{WEIGHTS_FILE}: holds no tensors")
+    ranks: dict[str, int] = {}
+    for key, t in header.tensors.items():
+        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        m = _PART.match(name)
+        if not m:
+            if name not in base.shapes:
+                raise InvalidInputError(f"{WEIGHTS_FILE}: tensor {key!r} is neither a LoRA factor nor a base parameter")
+            if t.shape != base.shapes[name]:
+                raise InvalidInputError(
+                    f"{WEIGHTS_FILE}: tensor {key!r} has shape {list(t.shape)}, base has {list(base.shapes[name])}"
+                )
+            continue
+        module, part = m["module"], m["part"]
+        weight = f"{module}.weight"
+        if weight not in base.shapes:
+            raise InvalidInputError(f"{WEIGHTS_FILE}: tensor {key!r} targets module {module!r}, which the base does not have")
+        bshape = base.shapes[weight]
+        if len(bshape) != 2:
+            raise InvalidInputError(f"{WEIGHTS_FILE}: module {module!r} has a {len(bshape)}-D weight; only 2-D weights take LoRA")
+        out_f, in_f = bshape
+        shape = t.shape
+        if part == "lora_A":
+            ok = len(shape) == 2 and shape[1] == in_f
+            rank = shape[0] if ok else None
+        elif part == "lora_B":
+            ok = len(shape) == 2 and shape[0] == out_f
+            rank = shape[1] if ok else None
+        elif part == "lora_embedding_A":  # [r, num_embeddings]; the base weight is [num_embeddings, dim]
+            ok = len(shape) == 2 and shape[1] == out_f
+            rank = shape[0] if ok else None
+        elif part == "lora_embedding_B":
+            ok = len(shape) == 2 and shape[0] == in_f
+            rank = shape[1] if ok else None
+        elif part == "lora_E":
+            ok = len(shape) == 2 and shape[1] == 1
+            rank = shape[0] if ok else None
+        else:  # lora_magnitude_vector: one magnitude per output feature
+            ok = len(shape) == 1 and shape[0] in (out_f, in_f)
+            rank = None
+        if not ok:
+            raise InvalidInputError(
+                f"{WEIGHTS_FILE}: tensor {key!r} has shape {list(shape)}, which does not fit "
+                f"base weight {weight!r} of shape {list(bshape)}"
+            )
+        if rank is not None:
+            if module in ranks and ranks[module] != rank:
+                raise InvalidInputError(
+                    f"{WEIGHTS_FILE}: module {module!r} has factors of ranks {ranks[module]} and {rank}"
+                )
+            ranks[module] = rank
+    if not ranks:
+        raise InvalidInputError(f"{WEIGHTS_FILE}: no LoRA factors found")
+    if check_values:
+        check_finite(files[WEIGHTS_FILE], header, label=WEIGHTS_FILE)
+    return {"ranks": ranks, "config": config}

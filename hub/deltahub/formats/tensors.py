@@ -1,0 +1,34 @@
+"""Checks on tensor values (after the header is known to be sound)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from safetensors import safe_open
+
+from deltahub.errors import InvalidInputError
+from deltahub.formats.safetensors_header import FLOAT_DTYPES, SafetensorsHeader
+
+# Elements per slice when scanning: bounds memory by a slice, not by the largest tensor.
+_SCAN_ELEMENTS = 1 << 24
+
+
+def check_finite(path: str | os.PathLike, header: SafetensorsHeader, *, label: str) -> None:
+    """Raise if any floating-point tensor holds NaN or Inf."""
+    floats = [name for name, t in header.tensors.items() if t.dtype in FLOAT_DTYPES and t.nbytes]
+    if not floats:
+        return
+    with safe_open(os.fspath(path), framework="pt") as fh:
+        for name in floats:
+            shape = header.tensors[name].shape
+            sl = fh.get_slice(name)
+            rows = shape[0] if shape else 1
+            per_row = math.prod(shape[1:]) or 1
+            step = max(1, _SCAN_ELEMENTS // per_row)
+            for start in range(0, rows, step):
+                part = sl[start : start + step] if shape else fh.get_tensor(name)
+                if not torch.isfinite(part).all():
+                    bad = "NaN" if torch.isnan(part).any() else "Inf"
+                    raise InvalidInputError(f"{label}: tensor {name!r} contains {bad} values")

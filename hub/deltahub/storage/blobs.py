@@ -1,0 +1,268 @@
+"""sha256-addressed files on local disk.
+
+Layout under the root: ``blobs/ab/<sha256>`` for verified blobs,
+``uploads/<sha256>.part`` for uploads in progress (their size is the offset a
+client resumes from), ``tmp/`` for files being written. A blob becomes
+visible only by ``os.replace`` after fsync, so a crash leaves either the whole
+verified blob or nothing under ``blobs/``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from deltahub.artifacts import check_sha256
+from deltahub.errors import (
+    ChecksumMismatchError,
+    ConflictError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+)
+
+_HASH_BLOCK = 8 << 20
+
+
+def sha256_file(path: str | os.PathLike, *, block: int = _HASH_BLOCK) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(block)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: str | os.PathLike, *, max_blob_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.max_blob_bytes = max_blob_bytes
+        self._blobs = self.root / "blobs"
+        self._uploads = self.root / "uploads"
+        self._tmp = self.root / "tmp"
+        for d in (self._blobs, self._uploads, self._tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        # Temp files left by a process that died mid-write are garbage by construction.
+        for stale in self._tmp.iterdir():
+            stale.unlink(missing_ok=True)
+
+    # -- reading ---------------------------------------------------------
+    def path(self, sha256: str) -> Path:
+        return self._blobs / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def require(self, sha256: str) -> Path:
+        path = self.path(check_sha256(sha256))
+        if not path.is_file():
+            raise NotFoundError(f"blob {sha256} is not in the store")
+        return path
+
+    def size(self, sha256: str) -> int:
+        return self.require(sha256).stat().st_size
+
+    def read_chunks(self, sha256: str, *, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        path = self.require(sha256)
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+    def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """(sha256, size, mtime) of every stored blob."""
+        for sub in self._blobs.iterdir():
+            for path in sub.iterdir():
+                st = path.stat()
+                yield path.name, st.st_size, st.st_mtime
+
+    # -- uploads -----------------------------------------------------------
+    def upload_offset(self, sha256: str) -> int:
+        part = self._uploads / f"{check_sha256(sha256)}.part"
+        try:
+            return part.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def check_size(self, size: int) -> None:
+        if size < 0:
+            raise InvalidInputError(f"blob size {size} is negative")
+        if self.max_blob_bytes is not None and size > self.max_blob_bytes:
+            raise LimitExceededError(
+                f"blob of {size} bytes exceeds the configured limit of {self.max_blob_bytes} bytes per file"
+            )
+
+    def open_upload(self, sha256: str, size: int, offset: int) -> "UploadWriter":
+        check_sha256(sha256)
+        self.check_size(size)
+        return UploadWriter(self, sha256, size, offset)
+
+    def stale_uploads(self, max_age_s: float) -> Iterator[Path]:
+        now = time.time()
+        for part in self._uploads.glob("*.part"):
+            try:
+                if now - part.stat().st_mtime > max_age_s:
+                    yield part
+            except FileNotFoundError:
+                continue
+
+    # -- writing server-made content -----------------------------------------
+    def writer(self) -> "BlobWriter":
+        return BlobWriter(self)
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        with self.writer() as w:
+            w.write(data)
+        return w.sha256, w.size
+
+    def put_file(self, path: str | os.PathLike) -> tuple[str, int]:
+        with self.writer() as w, open(path, "rb") as fh:
+            while chunk := fh.read(_HASH_BLOCK):
+                w.write(chunk)
+        return w.sha256, w.size
+
+    def _install(self, tmp_path: Path, sha256: str) -> None:
+        dest = self.path(sha256)
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(tmp_path, dest)
+        _fsync_dir(dest.parent)
+
+    def delete(self, sha256: str) -> int:
+        path = self.path(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+
+class BlobWriter:
+    """Writes a new blob whose hash is learned as it is written."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(dir=store._tmp, prefix="w-")
+        self._fh = os.fdopen(fd, "wb")
+        self._tmp = Path(name)
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.sha256 = ""
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._fh.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        self._store.check_size(self.size)
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                self.sha256 = self._hash.hexdigest()
+                if self._store.has(self.sha256):
+                    self._tmp.unlink()
+                else:
+                    self._store._install(self._tmp, self.sha256)
+        finally:
+            if not self._fh.closed:
+                self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+class UploadWriter:
+    """Appends a client's chunks to ``uploads/<sha>.part``; ``finish`` verifies and installs.
+
+    The part file is locked for the life of the stream so two streams cannot
+    interleave bytes of one blob; the second gets ABORTED and may retry.
+    """
+
+    def __init__(self, store: BlobStore, sha256: str, size: int, offset: int) -> None:
+        self._store = store
+        self.sha256 = sha256
+        self.size = size
+        self._part = store._uploads / f"{sha256}.part"
+        fd = os.open(self._part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise ConflictError(f"blob {sha256} is being uploaded by another stream; retry later") from None
+            raise
+        self._fd = fd
+        have = os.fstat(fd).st_size
+        if offset != have:
+            self.close()
+            raise InvalidInputError(
+                f"upload of blob {sha256} must resume at offset {have} (the bytes the hub holds), not {offset}"
+            )
+        if offset > size:
+            self.close()
+            raise InvalidInputError(f"upload offset {offset} is past the declared size {size}")
+        self.offset = offset
+        # Hash as we go when the stream holds the whole blob; a resumed upload
+        # re-reads the part file once at the end instead.
+        self._hash = hashlib.sha256() if offset == 0 else None
+        os.lseek(fd, offset, os.SEEK_SET)
+
+    def write(self, data: bytes) -> None:
+        if self.offset + len(data) > self.size:
+            raise InvalidInputError(
+                f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
+            )
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self._hash is not None:
+            self._hash.update(data)
+        self.offset += len(data)
+
+    def finish(self) -> None:
+        """Verify the sha256 and move the blob into place. Raises on a short or corrupt upload."""
+        if self.offset < self.size:
+            os.fsync(self._fd)
+            return  # incomplete: kept for resumption
+        os.fsync(self._fd)
+        actual = self._hash.hexdigest() if self._hash is not None else sha256_file(self._part)
+        if actual != self.sha256:
+            self._part.unlink(missing_ok=True)
+            self.close()
+            raise ChecksumMismatchError(
+                f"blob declared as sha256 {self.sha256} hashes to {actual}; the upload was discarded"
+            )
+        if self._store.has(self.sha256):
+            self._part.unlink(missing_ok=True)
+        else:
+            self._store._install(self._part, self.sha256)
+        self.close()
+
+    @property
+    def complete(self) -> bool:
+        return self._store.has(self.sha256)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

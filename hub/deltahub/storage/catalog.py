@@ -1,0 +1,263 @@
+"""The catalog: artifacts, revisions, their files and refs, in SQLite.
+
+Every write runs in one ``BEGIN IMMEDIATE`` transaction, so a process killed
+mid-commit leaves the previous state. WAL mode lets readers in other
+processes see a consistent snapshot while one writer works.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    name TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS artifacts_namespace ON artifacts(namespace);
+CREATE TABLE IF NOT EXISTS revisions (
+    artifact TEXT NOT NULL REFERENCES artifacts(name),
+    digest TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    base TEXT NOT NULL,
+    card TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (artifact, digest)
+);
+CREATE INDEX IF NOT EXISTS revisions_base ON revisions(base);
+CREATE TABLE IF NOT EXISTS files (
+    artifact TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (artifact, digest, path)
+);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE TABLE IF NOT EXISTS refs (
+    artifact TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (artifact, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    artifact TEXT NOT NULL,
+    digest TEXT NOT NULL
+);
+"""
+
+
+class Catalog:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- artifacts -----------------------------------------------------------
+    def artifact_kind(self, name: str) -> Kind | None:
+        rows = self._query("SELECT kind FROM artifacts WHERE name=?", (name,))
+        return Kind(rows[0]["kind"]) if rows else None
+
+    def list_artifacts(self, namespace: str | None = None, kind: Kind | None = None) -> list[ArtifactInfo]:
+        sql = (
+            "SELECT a.*, (SELECT COUNT(*) FROM revisions r WHERE r.artifact=a.name) AS n,"
+            " (SELECT COALESCE(SUM(f.size),0) FROM files f WHERE f.artifact=a.name) AS size"
+            " FROM artifacts a WHERE 1=1"
+        )
+        args: list = []
+        if namespace:
+            sql += " AND a.namespace=?"
+            args.append(namespace)
+        if kind:
+            sql += " AND a.kind=?"
+            args.append(kind.value)
+        sql += " ORDER BY a.name"
+        out = []
+        for row in self._query(sql, tuple(args)):
+            out.append(
+                ArtifactInfo(
+                    name=row["name"],
+                    kind=Kind(row["kind"]),
+                    refs=self.refs(row["name"]),
+                    revision_count=row["n"],
+                    size=row["size"],
+                    created_at=row["created_at"],
+                    updated_at=row["updated_at"],
+                )
+            )
+        return out
+
+    # -- revisions -----------------------------------------------------------
+    def _revision(self, row: sqlite3.Row, refs: dict[str, str] | None = None) -> Revision:
+        files = tuple(
+            FileEntry(r["path"], r["sha256"], r["size"])
+            for r in self._query(
+                "SELECT path, sha256, size FROM files WHERE artifact=? AND digest=? ORDER BY path",
+                (row["artifact"], row["digest"]),
+            )
+        )
+        refs = self.refs(row["artifact"]) if refs is None else refs
+        return Revision(
+            artifact=row["artifact"],
+            kind=Kind(row["kind"]),
+            digest=row["digest"],
+            files=files,
+            base=row["base"],
+            card=DomainCard.from_dict(json.loads(row["card"])),
+            labels=json.loads(row["labels"]),
+            lineage=Lineage.from_dict(json.loads(row["lineage"])),
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+            refs=tuple(sorted(r for r, d in refs.items() if d == row["digest"])),
+        )
+
+    def get_revision(self, artifact: str, digest: str) -> Revision | None:
+        rows = self._query("SELECT * FROM revisions WHERE artifact=? AND digest=?", (artifact, digest))
+        return self._revision(rows[0]) if rows else None
+
+    def digests_with_prefix(self, artifact: str, prefix: str) -> list[str]:
+        rows = self._query(
+            "SELECT digest FROM revisions WHERE artifact=? AND digest >= ? AND digest < ?",
+            (artifact, prefix, prefix + "g"),
+        )
+        return [r["digest"] for r in rows]
+
+    def list_revisions(self, artifact: str) -> list[Revision]:
+        refs = self.refs(artifact)
+        rows = self._query("SELECT * FROM revisions WHERE artifact=? ORDER BY seq DESC", (artifact,))
+        return [self._revision(r, refs) for r in rows]
+
+    def dependents(self, base_prefix: str) -> list[str]:
+        """Revisions whose base is ``base_prefix`` (an exact ``name@digest``, or ``name@`` for any)."""
+        rows = self._query(
+            "SELECT artifact, digest FROM revisions WHERE base = ? OR (? LIKE '%@' AND base LIKE ? || '%')",
+            (base_prefix, base_prefix, base_prefix),
+        )
+        return [f"{r['artifact']}@{r['digest']}" for r in rows]
+
+    def insert_revision(self, db: sqlite3.Connection, rev: Revision) -> None:
+        now = time.time()
+        ns = rev.artifact.split("/")[0]
+        db.execute(
+            "INSERT INTO artifacts(name, namespace, kind, created_at, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(name) DO UPDATE SET updated_at=excluded.updated_at",
+            (rev.artifact, ns, rev.kind.value, now, now),
+        )
+        seq = db.execute("SELECT COALESCE(MAX(seq),0)+1 FROM revisions WHERE artifact=?", (rev.artifact,)).fetchone()[0]
+        db.execute(
+            "INSERT INTO revisions(artifact, digest, kind, base, card, labels, lineage, created_at, created_by, seq)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                rev.artifact,
+                rev.digest,
+                rev.kind.value,
+                rev.base,
+                json.dumps(rev.card.to_dict()),
+                json.dumps(rev.labels, sort_keys=True),
+                json.dumps(rev.lineage.to_dict(), sort_keys=True),
+                rev.created_at,
+                rev.created_by,
+                seq,
+            ),
+        )
+        db.executemany(
+            "INSERT INTO files(artifact, digest, path, sha256, size) VALUES (?,?,?,?,?)",
+            [(rev.artifact, rev.digest, f.path, f.sha256, f.size) for f in rev.files],
+        )
+        self.record_event(db, "commit", rev.artifact, rev.digest)
+
+    def update_annotations(self, db: sqlite3.Connection, artifact: str, digest: str, card: DomainCard, labels: dict) -> None:
+        db.execute(
+            "UPDATE revisions SET card=?, labels=? WHERE artifact=? AND digest=?",
+            (json.dumps(card.to_dict()), json.dumps(labels, sort_keys=True), artifact, digest),
+        )
+        self.record_event(db, "card", artifact, digest)
+
+    def delete_revision(self, db: sqlite3.Connection, artifact: str, digest: str) -> list[str]:
+        """Deletes one revision; returns the sha256s its files used."""
+        shas = [r[0] for r in db.execute("SELECT sha256 FROM files WHERE artifact=? AND digest=?", (artifact, digest))]
+        db.execute("DELETE FROM files WHERE artifact=? AND digest=?", (artifact, digest))
+        db.execute("DELETE FROM revisions WHERE artifact=? AND digest=?", (artifact, digest))
+        self.record_event(db, "delete", artifact, digest)
+        return shas
+
+    def delete_artifact_row(self, db: sqlite3.Connection, artifact: str) -> None:
+        db.execute("DELETE FROM artifacts WHERE name=?", (artifact,))
+
+    # -- refs --------------------------------------------------------------
+    def refs(self, artifact: str) -> dict[str, str]:
+        return {r["name"]: r["digest"] for r in self._query("SELECT name, digest FROM refs WHERE artifact=? ORDER BY name", (artifact,))}
+
+    def ref(self, db: sqlite3.Connection, artifact: str, name: str) -> str | None:
+        row = db.execute("SELECT digest FROM refs WHERE artifact=? AND name=?", (artifact, name)).fetchone()
+        return row[0] if row else None
+
+    def set_ref(self, db: sqlite3.Connection, artifact: str, name: str, digest: str) -> None:
+        db.execute(
+            "INSERT INTO refs(artifact, name, digest, updated_at) VALUES (?,?,?,?)"
+            " ON CONFLICT(artifact, name) DO UPDATE SET digest=excluded.digest, updated_at=excluded.updated_at",
+            (artifact, name, digest, time.time()),
+        )
+        db.execute("UPDATE artifacts SET updated_at=? WHERE name=?", (time.time(), artifact))
+        self.record_event(db, "ref", artifact, digest)
+
+    def delete_ref(self, db: sqlite3.Connection, artifact: str, name: str) -> None:
+        db.execute("DELETE FROM refs WHERE artifact=? AND name=?", (artifact, name))
+
+    # -- blobs -------------------------------------------------------------
+    def blob_in_use(self, sha256: str) -> bool:
+        return bool(self._query("SELECT 1 FROM files WHERE sha256=? LIMIT 1", (sha256,)))
+
+    def blobs_in_use(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT DISTINCT sha256 FROM files")}
+
+    # -- change events (the router and caches follow these) ---------------------
+    def record_event(self, db: sqlite3.Connection, kind: str, artifact: str, digest: str) -> None:
+        db.execute("INSERT INTO events(at, kind, artifact, digest) VALUES (?,?,?,?)", (time.time(), kind, artifact, digest))
+
+    def events_since(self, seq: int) -> list[sqlite3.Row]:
+        return self._query("SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,))

@@ -1,0 +1,396 @@
+"""HubStore: the hub's state and every operation on it, with no transport.
+
+The gRPC servicers are thin adapters over this class; tests may also drive
+it directly. It owns a :class:`BlobStore` and a :class:`Catalog` under one
+data folder and keeps three promises:
+
+* a revision becomes visible only after every file is stored and validated
+  (validation first, then one catalog transaction);
+* a rejected commit leaves no new blob and no catalog row behind;
+* blobs are removed only when no revision uses them, under a lock that
+  commits also take, so a commit never references a blob being removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from deltahub import formats
+from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
+from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
+from deltahub.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    PreconditionError,
+    StaleRefError,
+)
+from deltahub.formats.model import BaseModelInfo, validate_model
+from deltahub.formats.safetensors_writer import SafetensorsWriter
+from deltahub.formats.task_vector import DEFAULT_FILE as TASK_VECTOR_FILE
+from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_ref, looks_like_digest
+from deltahub.storage import BlobStore, Catalog, UploadWriter
+
+UNSET = object()  # "no compare-and-swap": distinct from "" (= the ref must not exist)
+
+
+@dataclass
+class StoreConfig:
+    data_dir: Path
+    max_blob_bytes: int | None = None        # per file
+    max_revision_bytes: int | None = None    # per revision
+    gc_grace_s: float = 3600.0               # unreferenced blobs younger than this survive a full GC
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+
+
+@dataclass
+class CommitRequest:
+    artifact: str
+    kind: Kind | str
+    files: list[FileEntry]
+    base: str = ""
+    card: DomainCard = field(default_factory=DomainCard)
+    labels: dict[str, str] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
+    ref: str = DEFAULT_REF
+    expected_revision: object = UNSET
+    tags: list[str] = field(default_factory=list)
+    created_by: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted_revisions: list[str]
+    deleted_refs: list[str]
+    blobs_removed: int
+    bytes_freed: int
+
+
+class HubStore:
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(config.data_dir, max_blob_bytes=config.max_blob_bytes)
+        self.catalog = Catalog(config.data_dir / "catalog.sqlite")
+        self._gc_lock_path = config.data_dir / "gc.lock"
+        self._base_cache: OrderedDict[str, BaseModelInfo] = OrderedDict()
+        self._base_cache_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike, **kwargs) -> "HubStore":
+        return cls(StoreConfig(Path(data_dir), **kwargs))
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    @contextmanager
+    def _blob_lock(self) -> Iterator[None]:
+        # flock is per open file description: it excludes threads of this
+        # process and other server processes on the same data folder alike.
+        with open(self._gc_lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- push --------------------------------------------------------------
+    def check_manifest(self, artifact: str, kind: Kind | str, files: list[FileEntry]) -> tuple[ArtifactName, Kind]:
+        """Everything that can be checked before a byte is sent."""
+        name = ArtifactName.parse(artifact)
+        kind = Kind.parse(kind)
+        formats.check_files(files)
+        formats.required_files(kind, {f.path for f in files})
+        for f in files:
+            self.blobs.check_size(f.size)
+        total = sum(f.size for f in files)
+        if self.config.max_revision_bytes is not None and total > self.config.max_revision_bytes:
+            raise LimitExceededError(
+                f"revision of {total} bytes exceeds the configured limit of {self.config.max_revision_bytes} bytes"
+            )
+        existing = self.catalog.artifact_kind(str(name))
+        if existing is not None and existing is not kind:
+            raise PreconditionError(f"artifact {name} holds {existing.value} revisions, not {kind.value}")
+        return name, kind
+
+    def plan_push(self, artifact: str, kind: Kind | str, files: list[FileEntry]) -> list[tuple[str, int, int]]:
+        """(sha256, size, resume offset) of each blob the hub still needs."""
+        self.check_manifest(artifact, kind, files)
+        missing: dict[str, tuple[str, int, int]] = {}
+        for f in files:
+            if f.sha256 not in missing and not self.blobs.has(f.sha256):
+                missing[f.sha256] = (f.sha256, f.size, self.blobs.upload_offset(f.sha256))
+        return list(missing.values())
+
+    def open_upload(self, sha256: str, size: int, offset: int) -> UploadWriter:
+        return self.blobs.open_upload(sha256, size, offset)
+
+    def upload_status(self, sha256: str) -> tuple[int, bool]:
+        """(offset, complete) of a blob's upload."""
+        if self.blobs.has(sha256):
+            return self.blobs.size(sha256), True
+        return self.blobs.upload_offset(sha256), False
+
+    def commit(self, req: CommitRequest) -> tuple[Revision, bool]:
+        name, kind = self.check_manifest(req.artifact, req.kind, req.files)
+        ref = check_ref(req.ref or DEFAULT_REF)
+        tags = [check_ref(t) for t in req.tags]
+        base_rev = self._resolve_base(kind, req.base)
+        missing = [f.path for f in req.files if not self.blobs.has(f.sha256)]
+        if missing:
+            raise PreconditionError(f"blobs of {missing[:10]} have not been uploaded; upload them, then commit")
+        for f in req.files:
+            actual = self.blobs.size(f.sha256)
+            if actual != f.size:
+                raise InvalidInputError(f"{f.path}: declared size {f.size} but its blob holds {actual} bytes")
+        local = {f.path: self.blobs.path(f.sha256) for f in req.files}
+        try:
+            formats.validate(kind, local, self.base_info(base_rev) if base_rev else None)
+        except Exception:
+            self._discard_unused([f.sha256 for f in req.files])
+            raise
+        base = base_rev.spec if base_rev else ""
+        digest = manifest_digest(kind, base, list(req.files))
+        rev = Revision(
+            artifact=str(name), kind=kind, digest=digest, files=tuple(sorted(req.files)), base=base,
+            card=req.card, labels=dict(req.labels), lineage=req.lineage, created_at=time.time(),
+            created_by=req.created_by,
+        )
+        with self._blob_lock(), self.catalog.transaction() as db:
+            gone = [f.path for f in req.files if not self.blobs.has(f.sha256)]
+            if gone:
+                raise PreconditionError(f"blobs of {gone[:10]} were removed while committing; push again")
+            created = self.catalog.get_revision(rev.artifact, digest) is None
+            self._cas(db, rev.artifact, ref, req.expected_revision)
+            if created:
+                self.catalog.insert_revision(db, rev)
+            self.catalog.set_ref(db, rev.artifact, ref, digest)
+            for tag in tags:
+                self.catalog.set_ref(db, rev.artifact, tag, digest)
+        return self.catalog.get_revision(rev.artifact, digest), created
+
+    def _resolve_base(self, kind: Kind, base: str) -> Revision | None:
+        if not base:
+            if kind.needs_base:
+                raise InvalidInputError(f"a {kind.value} needs a base model revision (--base namespace/name[@ref])")
+            return None
+        try:
+            rev = self.resolve(base)
+        except NotFoundError as err:
+            raise NotFoundError(f"base {base!r} does not exist: {err}") from None
+        if rev.kind is not Kind.MODEL:
+            raise PreconditionError(f"base {base!r} is a {rev.kind.value}, not a model")
+        return rev
+
+    def _discard_unused(self, shas: list[str]) -> tuple[int, int]:
+        removed = freed = 0
+        with self._blob_lock():
+            for sha in set(shas):
+                if not self.catalog.blob_in_use(sha):
+                    size = self.blobs.delete(sha)
+                    if size or not self.blobs.has(sha):
+                        removed += 1
+                        freed += size
+        return removed, freed
+
+    # -- reading -----------------------------------------------------------
+    def resolve(self, spec: str | RevisionSpec) -> Revision:
+        spec = RevisionSpec.parse(spec) if isinstance(spec, str) else spec
+        artifact = str(spec.artifact)
+        if self.catalog.artifact_kind(artifact) is None:
+            raise NotFoundError(f"artifact {artifact} does not exist")
+        wanted = spec.revision or DEFAULT_REF
+        refs = self.catalog.refs(artifact)
+        if wanted in refs:
+            return self.catalog.get_revision(artifact, refs[wanted])
+        if looks_like_digest(wanted):
+            matches = self.catalog.digests_with_prefix(artifact, wanted)
+            if len(matches) == 1:
+                return self.catalog.get_revision(artifact, matches[0])
+            if len(matches) > 1:
+                raise InvalidInputError(f"digest prefix {wanted!r} of {artifact} is ambiguous ({len(matches)} revisions)")
+        known = ", ".join(sorted(refs)) or "none"
+        raise NotFoundError(f"{artifact} has no ref or revision {wanted!r} (refs: {known})")
+
+    def list_artifacts(self, namespace: str | None = None, kind: Kind | None = None) -> list[ArtifactInfo]:
+        return self.catalog.list_artifacts(namespace or None, kind)
+
+    def artifact(self, artifact: str) -> ArtifactInfo:
+        name = str(ArtifactName.parse(artifact))
+        found = [a for a in self.catalog.list_artifacts(name.split("/")[0]) if a.name == name]
+        if not found:
+            raise NotFoundError(f"artifact {name} does not exist")
+        return found[0]
+
+    def list_revisions(self, artifact: str) -> list[Revision]:
+        self.artifact(artifact)
+        return self.catalog.list_revisions(str(ArtifactName.parse(artifact)))
+
+    def local_files(self, rev: Revision) -> dict[str, Path]:
+        return {f.path: self.blobs.require(f.sha256) for f in rev.files}
+
+    def base_info(self, rev: Revision) -> BaseModelInfo:
+        """Parameter shapes of a model revision, from its headers (cached: revisions are immutable)."""
+        with self._base_cache_lock:
+            if rev.digest in self._base_cache:
+                self._base_cache.move_to_end(rev.digest)
+                return self._base_cache[rev.digest]
+        info = validate_model(self.local_files(rev), check_values=False)
+        with self._base_cache_lock:
+            self._base_cache[rev.digest] = info
+            while len(self._base_cache) > 32:
+                self._base_cache.popitem(last=False)
+        return info
+
+    # -- refs --------------------------------------------------------------
+    def _cas(self, db, artifact: str, ref: str, expected: object) -> str | None:
+        current = self.catalog.ref(db, artifact, ref)
+        if expected is UNSET or expected is None:
+            return current
+        if expected == "":
+            if current is not None:
+                raise StaleRefError(f"ref {ref} of {artifact} already exists (points to {current[:12]}); expected it not to")
+            return current
+        if current is None or not current.startswith(str(expected)):
+            where = f"points to {current[:12]}" if current else "does not exist"
+            raise StaleRefError(f"ref {ref} of {artifact} {where}, not the expected {str(expected)[:12]}; reload and retry")
+        return current
+
+    def update_ref(self, artifact: str, ref: str, target: str, expected: object = UNSET) -> tuple[str, str | None]:
+        name = str(ArtifactName.parse(artifact))
+        check_ref(ref)
+        rev = self.resolve(f"{name}@{target}")
+        with self.catalog.transaction() as db:
+            previous = self._cas(db, name, ref, expected)
+            self.catalog.set_ref(db, name, ref, rev.digest)
+        return rev.digest, previous
+
+    def delete_ref(self, artifact: str, ref: str, expected: object = UNSET) -> str:
+        name = str(ArtifactName.parse(artifact))
+        check_ref(ref)
+        with self.catalog.transaction() as db:
+            current = self.catalog.ref(db, name, ref)
+            if current is None:
+                raise NotFoundError(f"{name} has no ref {ref!r}")
+            self._cas(db, name, ref, expected)
+            self.catalog.delete_ref(db, name, ref)
+        return current
+
+    # -- deleting ------------------------------------------------------------
+    def delete_revision(self, artifact: str, revision: str) -> DeleteResult:
+        rev = self.resolve(f"{ArtifactName.parse(artifact)}@{revision}")
+        if rev.refs:
+            raise PreconditionError(
+                f"revision {rev.digest[:12]} of {rev.artifact} is still the target of refs {list(rev.refs)}; "
+                "delete or move them first"
+            )
+        return self._delete([rev], refs=[])
+
+    def delete_artifact(self, artifact: str) -> DeleteResult:
+        name = str(ArtifactName.parse(artifact))
+        revs = self.list_revisions(name)
+        refs = sorted(self.catalog.refs(name))
+        return self._delete(revs, refs=refs, artifact=name)
+
+    def _delete(self, revs: list[Revision], *, refs: list[str], artifact: str | None = None) -> DeleteResult:
+        doomed = {r.spec for r in revs}
+        for r in revs:
+            users = [d for d in self.catalog.dependents(r.spec) if d not in doomed]
+            if users:
+                raise PreconditionError(
+                    f"{r.spec[: len(r.artifact) + 13]} is the base of {len(users)} other revision(s), e.g. {users[0]}; delete those first"
+                )
+        shas: list[str] = []
+        with self.catalog.transaction() as db:
+            for ref in refs:
+                self.catalog.delete_ref(db, artifact, ref)
+            for r in revs:
+                shas += self.catalog.delete_revision(db, r.artifact, r.digest)
+            if artifact is not None:
+                self.catalog.delete_artifact_row(db, artifact)
+        removed, freed = self._discard_unused(shas)
+        return DeleteResult([r.digest for r in revs], refs, removed, freed)
+
+    def collect_garbage(self, *, partial_upload_max_age_s: float = 86400.0) -> tuple[int, int, int]:
+        """(blobs removed, bytes freed, partial uploads removed)."""
+        removed = freed = partials = 0
+        now = time.time()
+        with self._blob_lock():
+            used = self.catalog.blobs_in_use()
+            for sha, size, mtime in list(self.blobs.iter_blobs()):
+                # young unreferenced blobs may belong to a push that has not committed yet
+                if sha not in used and now - mtime > self.config.gc_grace_s:
+                    freed += self.blobs.delete(sha)
+                    removed += 1
+        for part in self.blobs.stale_uploads(partial_upload_max_age_s):
+            part.unlink(missing_ok=True)
+            partials += 1
+        return removed, freed, partials
+
+    # -- annotations -----------------------------------------------------------
+    def update_card(
+        self, spec: str, card: DomainCard | None, labels: dict[str, str] | None, *, replace_labels: bool = False
+    ) -> Revision:
+        rev = self.resolve(spec)
+        new_labels = dict(labels or {}) if replace_labels else {**rev.labels, **(labels or {})}
+        with self.catalog.transaction() as db:
+            self.catalog.update_annotations(db, rev.artifact, rev.digest, card if card is not None else rev.card, new_labels)
+        return self.catalog.get_revision(rev.artifact, rev.digest)
+
+    # -- derived artifacts -------------------------------------------------------
+    def create_task_vector(
+        self,
+        finetuned: str,
+        base: str,
+        out: str,
+        *,
+        rank: int | None = None,
+        energy: float | None = None,
+        card: DomainCard = DomainCard(),
+        labels: dict[str, str] | None = None,
+        ref: str = DEFAULT_REF,
+        created_by: str = "",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[Revision, bool, float]:
+        ArtifactName.parse(out)
+        ft_rev, base_rev = self.resolve(finetuned), self.resolve(base)
+        for what, rev in (("finetuned", ft_rev), ("base", base_rev)):
+            if rev.kind is not Kind.MODEL:
+                raise PreconditionError(f"{what} {rev.artifact} is a {rev.kind.value}, not a model")
+        form = "lowrank" if (rank or energy) else "dense"
+        writer = SafetensorsWriter(metadata=task_vector_metadata(form), spool_dir=str(self.config.data_dir / "tmp"))
+        stats = build_task_vector(
+            (self.base_info(ft_rev), self.local_files(ft_rev)),
+            (self.base_info(base_rev), self.local_files(base_rev)),
+            writer, rank=rank, energy=energy, progress=progress,
+        )
+        with self.blobs.writer() as blob:
+            writer.finish(blob)
+        recipe = {"op": "task_vector", "finetuned": ft_rev.spec, "base": base_rev.spec, "form": form}
+        if rank:
+            recipe["rank"] = rank
+        if energy:
+            recipe["energy"] = energy
+        rev, created = self.commit(
+            CommitRequest(
+                artifact=out, kind=Kind.TASK_VECTOR,
+                files=[FileEntry(TASK_VECTOR_FILE, blob.sha256, blob.size)],
+                base=base_rev.spec, card=card, labels=dict(labels or {}),
+                lineage=Lineage(
+                    parents=(ft_rev.spec, base_rev.spec), recipe=recipe,
+                    metrics={"relative_error": stats.relative_error, "low_rank_parameters": stats.low_rank},
+                ),
+                ref=ref, created_by=created_by,
+            )
+        )
+        return rev, created, stats.relative_error

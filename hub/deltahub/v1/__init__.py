@@ -1,0 +1,2 @@
+"""Generated protobuf and gRPC modules (``make proto``); only ``deltahub_server``
+and ``deltahub_client`` import them."""

@@ -1,0 +1,119 @@
+"""Building and running the server.
+
+``create_server`` binds and returns ``(server, port)`` without blocking, so
+tests bind port 0 and talk over a real channel; ``serve`` adds logging,
+signal handling and a graceful stop around it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from deltahub.auth import TokenTable
+from deltahub.errors import InvalidInputError
+from deltahub.store import HubStore, StoreConfig
+from deltahub.v1 import registry_pb2, registry_pb2_grpc, transfer_pb2, transfer_pb2_grpc
+from deltahub_server.auth import AuthInterceptor
+from deltahub_server.registry import RegistryServicer
+from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
+
+log = logging.getLogger("deltahub.server")
+
+SERVICE_NAMES = (
+    registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
+    transfer_pb2.DESCRIPTOR.services_by_name["Transfer"].full_name,
+)
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("./data")
+    address: str = DEFAULT_ADDRESS
+    tokens: TokenTable = field(default_factory=TokenTable)
+    redis_url: str | None = None
+    max_blob_bytes: int | None = None
+    max_revision_bytes: int | None = None
+    workers: int = 16
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes, max_revision_bytes=self.max_revision_bytes)
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_server(config: ServerConfig, store: HubStore | None = None) -> tuple[grpc.Server, int, HubStore]:
+    """Builds, binds and starts the server. Returns (server, bound port, store)."""
+    if not config.tokens and not is_loopback(config.address):
+        raise InvalidInputError(
+            f"refusing to listen on {config.address} with no tokens configured: an open hub listens on "
+            "loopback only (give --tokens FILE, or an address such as 127.0.0.1:50051)"
+        )
+    store = store or HubStore(config.store_config())
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="deltahub-rpc"),
+        interceptors=[AuthInterceptor(config.tokens)],
+        options=[
+            ("grpc.max_receive_message_length", 2 * CHUNK_SIZE + (64 << 10)),
+            ("grpc.max_send_message_length", 2 * CHUNK_SIZE + (64 << 10)),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store), server)
+    transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise InvalidInputError(f"could not bind {config.address}")
+    server.start()
+    server.health = health_servicer  # type: ignore[attr-defined]
+    return server, port, store
+
+
+def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
+    """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
+    server, port, store = create_server(config)
+    host = config.address.rsplit(":", 1)[0]
+    log.info("deltahub listening on %s:%d (data in %s)", host, port, Path(config.data_dir).resolve())
+    if config.tokens:
+        log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
+    else:
+        log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
+    log.info("connect with: deltahub --hub %s:%d ls   (or export DELTAHUB_ADDRESS=%s:%d)", host, port, host, port)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    if ready:
+        ready.set()
+    stop.wait()
+    log.info("stopping: draining in-flight calls")
+    server.health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    server.stop(grace=10).wait()
+    store.close()
+    log.info("stopped")

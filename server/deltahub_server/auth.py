@@ -1,0 +1,166 @@
+"""The auth interceptor: every RPC passes through one table of required scopes.
+
+Interceptors see only the method name and metadata, so this one wraps the
+method handler instead: the wrapper reads the request, asks the table which
+scope on which namespace the call needs, and checks the bearer token before
+the servicer runs. Health checks and reflection stay open.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Callable
+
+import grpc
+
+from deltahub.auth import ANONYMOUS, Principal, Scope, TokenTable
+from deltahub.errors import PermissionDeniedError
+from deltahub_server.errors import status_for
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS)
+
+OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+Needs = list[tuple[str | None, Scope]]
+
+
+def _ns(text: str) -> str:
+    return text.split("@", 1)[0].split("/", 1)[0]
+
+
+def _on(field: str, scope: Scope) -> Callable[[object], Needs]:
+    return lambda req: [(_ns(getattr(req, field)), scope)]
+
+
+def _anywhere(scope: Scope) -> Callable[[object], Needs]:
+    return lambda req: [(None, scope)]
+
+
+def _listing(req) -> Needs:
+    return [(req.namespace or None, Scope.READ)]
+
+
+def _task_vector(req) -> Needs:
+    return [(_ns(req.finetuned), Scope.READ), (_ns(req.base), Scope.READ), (_ns(req.out), Scope.WRITE)]
+
+
+def _commit(req) -> Needs:
+    needs = [(_ns(req.artifact), Scope.WRITE)]
+    if req.base:
+        needs.append((_ns(req.base), Scope.READ))
+    return needs
+
+
+RULES: dict[str, Callable[[object], Needs]] = {
+    "/deltahub.v1.Registry/CommitRevision": _commit,
+    "/deltahub.v1.Registry/ListArtifacts": _listing,
+    "/deltahub.v1.Registry/GetArtifact": _on("artifact", Scope.READ),
+    "/deltahub.v1.Registry/ListRevisions": _on("artifact", Scope.READ),
+    "/deltahub.v1.Registry/GetRevision": _on("spec", Scope.READ),
+    "/deltahub.v1.Registry/UpdateRef": _on("artifact", Scope.WRITE),
+    "/deltahub.v1.Registry/DeleteRef": _on("artifact", Scope.WRITE),
+    "/deltahub.v1.Registry/DeleteRevision": _on("artifact", Scope.ADMIN),
+    "/deltahub.v1.Registry/DeleteArtifact": _on("artifact", Scope.ADMIN),
+    "/deltahub.v1.Registry/UpdateCard": _on("spec", Scope.WRITE),
+    "/deltahub.v1.Registry/CreateTaskVector": _task_vector,
+    "/deltahub.v1.Registry/CollectGarbage": lambda req: [("*", Scope.ADMIN)],
+    "/deltahub.v1.Transfer/PlanPush": _on("artifact", Scope.WRITE),
+    # Blobs are addressed by content: knowing a sha256 is the capability.
+    "/deltahub.v1.Transfer/UploadBlob": _anywhere(Scope.WRITE),
+    "/deltahub.v1.Transfer/GetUploadStatus": _anywhere(Scope.WRITE),
+    "/deltahub.v1.Transfer/DownloadBlob": _anywhere(Scope.READ),
+}
+
+
+def current_principal() -> Principal:
+    return _principal.get()
+
+
+def bearer_token(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith("bearer "):
+            return value[7:].strip()
+    return None
+
+
+def register_rule(method: str, rule: Callable[[object], Needs]) -> None:
+    """Services added by later modules declare their scopes here; duplicates are errors."""
+    if method in RULES:
+        raise ValueError(f"auth rule for {method} registered twice")
+    RULES[method] = rule
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    def __init__(self, tokens: TokenTable) -> None:
+        self.tokens = tokens
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        rule = RULES.get(details.method)
+        token = bearer_token(details.invocation_metadata)
+
+        def admit(request, context) -> contextvars.Token:
+            try:
+                if rule is None:  # a method nobody declared scopes for is closed, not open
+                    raise PermissionDeniedError(f"{details.method} is not covered by any auth rule")
+                principal = self.tokens.authenticate(token)
+                for namespace, scope in rule(request):
+                    self.tokens.authorize(principal, namespace, scope)
+            except Exception as exc:  # noqa: BLE001
+                code, message = status_for(exc)
+                context.abort(code, message)
+            return _principal.set(principal)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            def unary_unary(request, context):
+                reset = admit(request, context)
+                try:
+                    return inner(request, context)
+                finally:
+                    _principal.reset(reset)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            def unary_stream(request, context):
+                reset = admit(request, context)
+                try:
+                    yield from inner_us(request, context)
+                finally:
+                    _principal.reset(reset)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            def stream_unary(request_iterator, context):
+                reset = admit(None, context)
+                try:
+                    return inner_su(request_iterator, context)
+                finally:
+                    _principal.reset(reset)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+        inner_ss = handler.stream_stream
+
+        def stream_stream(request_iterator, context):
+            reset = admit(None, context)
+            try:
+                yield from inner_ss(request_iterator, context)
+            finally:
+                _principal.reset(reset)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )

@@ -1,0 +1,122 @@
+"""Registry service: commits, artifacts, revisions, refs, cards, task vectors."""
+
+from __future__ import annotations
+
+from deltahub.artifacts import DomainCard
+from deltahub.names import check_namespace
+from deltahub.store import UNSET, CommitRequest, HubStore
+from deltahub.v1 import registry_pb2 as rpb
+from deltahub.v1 import registry_pb2_grpc as rgrpc
+from deltahub_server import convert
+from deltahub_server.auth import current_principal
+from deltahub_server.errors import rpc_method
+from deltahub.auth import Scope
+
+
+def _expected(request, field: str = "expected_revision"):
+    return getattr(request, field) if request.HasField(field) else UNSET
+
+
+class RegistryServicer(rgrpc.RegistryServicer):
+    def __init__(self, store: HubStore) -> None:
+        self.store = store
+
+    @rpc_method
+    def CommitRevision(self, request, context):
+        rev, created = self.store.commit(
+            CommitRequest(
+                artifact=request.artifact,
+                kind=convert.kind_from_pb(request.kind),
+                files=convert.files_from_pb(request.files),
+                base=request.base,
+                card=convert.card_from_pb(request.card),
+                labels=dict(request.labels),
+                lineage=convert.lineage_from_pb(request.lineage),
+                ref=request.ref or "main",
+                expected_revision=_expected(request),
+                tags=list(request.tags),
+                created_by=current_principal().name,
+            )
+        )
+        return rpb.CommitRevisionResponse(revision=convert.revision_to_pb(rev), created=created)
+
+    @rpc_method
+    def ListArtifacts(self, request, context):
+        if request.namespace:
+            check_namespace(request.namespace)
+        kind = convert.kind_from_pb(request.kind, required=False)
+        principal = current_principal()
+        found = [
+            a
+            for a in self.store.list_artifacts(request.namespace or None, kind)
+            if principal.allows(a.name.split("/")[0], Scope.READ)
+        ]
+        return rpb.ListArtifactsResponse(artifacts=[convert.artifact_to_pb(a) for a in found])
+
+    @rpc_method
+    def GetArtifact(self, request, context):
+        return convert.artifact_to_pb(self.store.artifact(request.artifact))
+
+    @rpc_method
+    def ListRevisions(self, request, context):
+        revs = self.store.list_revisions(request.artifact)
+        return rpb.ListRevisionsResponse(revisions=[convert.revision_to_pb(r) for r in revs])
+
+    @rpc_method
+    def GetRevision(self, request, context):
+        return convert.revision_to_pb(self.store.resolve(request.spec))
+
+    @rpc_method
+    def UpdateRef(self, request, context):
+        digest, previous = self.store.update_ref(request.artifact, request.ref, request.revision, _expected(request))
+        return rpb.UpdateRefResponse(ref=request.ref, digest=digest, previous=previous or "")
+
+    @rpc_method
+    def DeleteRef(self, request, context):
+        digest = self.store.delete_ref(request.artifact, request.ref, _expected(request))
+        return rpb.DeleteRefResponse(digest=digest)
+
+    @staticmethod
+    def _deleted(result) -> rpb.DeleteResponse:
+        return rpb.DeleteResponse(
+            deleted_revisions=result.deleted_revisions,
+            deleted_refs=result.deleted_refs,
+            blobs_removed=result.blobs_removed,
+            bytes_freed=result.bytes_freed,
+        )
+
+    @rpc_method
+    def DeleteRevision(self, request, context):
+        return self._deleted(self.store.delete_revision(request.artifact, request.revision))
+
+    @rpc_method
+    def DeleteArtifact(self, request, context):
+        return self._deleted(self.store.delete_artifact(request.artifact))
+
+    @rpc_method
+    def UpdateCard(self, request, context):
+        card = convert.card_from_pb(request.card) if request.HasField("card") else None
+        rev = self.store.update_card(request.spec, card, dict(request.labels), replace_labels=request.replace_labels)
+        return convert.revision_to_pb(rev)
+
+    @rpc_method
+    def CreateTaskVector(self, request, context):
+        rev, created, error = self.store.create_task_vector(
+            request.finetuned,
+            request.base,
+            request.out,
+            rank=request.rank or None,
+            energy=request.energy or None,
+            card=convert.card_from_pb(request.card) if request.HasField("card") else DomainCard(),
+            labels=dict(request.labels),
+            ref=request.ref or "main",
+            created_by=current_principal().name,
+        )
+        return rpb.CreateTaskVectorResponse(revision=convert.revision_to_pb(rev), relative_error=error, created=created)
+
+    @rpc_method
+    def CollectGarbage(self, request, context):
+        removed, freed, partials = self.store.collect_garbage(
+            partial_upload_max_age_s=request.partial_upload_max_age_s or 86400.0
+        )
+        return rpb.CollectGarbageResponse(blobs_removed=removed, bytes_freed=freed, partial_uploads_removed=partials)

@@ -1,0 +1,74 @@
+"""Builders for tiny artifacts, made in-process from configs (no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+TINY_LLAMA = dict(
+    vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
+)
+WORDS = (
+    "the a market bonds rates rose fell rallied stock court law judge patient doctor dose treatment "
+    "contract appeal liability verdict equity yield inflation symptom diagnosis clinic ruling statute"
+).split()
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+
+
+def make_tiny_llama(dest: Path, *, seed: int = 0, perturb: float = 0.0, perturb_seed: int = 1) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA))
+    if perturb:
+        g = torch.Generator().manual_seed(perturb_seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * perturb)
+    model.save_pretrained(dest)
+    make_tokenizer().save_pretrained(dest)
+    return dest
+
+
+def make_adapter(base_dir: Path, dest: Path, *, r: int = 4, seed: int = 0, targets=("q_proj", "v_proj")) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)
+    # init_lora_weights=False: B is random too, so the adapter changes the output
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
+                                                  init_lora_weights=False))
+    peft_model.save_pretrained(dest)
+    return dest
+
+
+def make_dataset(dest: Path, texts: list[str], *, labels: list | None = None) -> Path:
+    with open(dest / "train.jsonl", "w") as fh:
+        for i, text in enumerate(texts):
+            row = {"text": text}
+            if labels is not None:
+                row["label"] = labels[i]
+            fh.write(json.dumps(row) + "\n")
+    return dest
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> Path:
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
