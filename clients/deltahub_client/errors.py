@@ -12,7 +12,7 @@ import inspect
 
 import grpc
 
-from deltahub.errors import CLASS_FOR_CODE, DeltahubError, UnavailableError
+from deltahub.errors import CLASS_BY_NAME, CLASS_FOR_CODE, ERROR_CLASS_KEY, DeltahubError, UnavailableError
 
 
 def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
@@ -22,7 +22,10 @@ def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
         return UnavailableError(f"cannot reach the hub at {address or '?'}: {message}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return UnavailableError(f"the hub at {address or '?'} did not answer in time: {message}")
-    cls = CLASS_FOR_CODE.get(code.name, DeltahubError)
+    named = dict(err.trailing_metadata() or ()).get(ERROR_CLASS_KEY) if hasattr(err, "trailing_metadata") else None
+    cls = CLASS_BY_NAME.get(named) or CLASS_FOR_CODE.get(code.name, DeltahubError)
+    if cls.code != code.name:  # never trust a name that contradicts the status
+        cls = CLASS_FOR_CODE.get(code.name, DeltahubError)
     return cls(message or code.name)
 
 

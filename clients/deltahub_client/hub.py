@@ -155,7 +155,8 @@ class Hub:
                    card=None, labels=None, lineage=None, ref=DEFAULT_REF, tags=(), expected_revision=None) -> PushResult:
         plan = self._unary(
             self._transfer.PlanPush,
-            tpb.PlanPushRequest(artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries)),
+            tpb.PlanPushRequest(artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries),
+                                base=base or ""),
         )
         by_sha = {e.sha256: files[e.path] for e in entries}
         sent = self._upload_all([(m.sha256, m.size, m.offset, by_sha[m.sha256]) for m in plan.missing],

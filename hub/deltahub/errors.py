@@ -112,7 +112,10 @@ ALL_ERRORS: tuple[type[DeltahubError], ...] = (
     IntegrityError,
 )
 
-# status name -> the class a client raises for it (the most general one per code)
+# The server names the class in trailing metadata under this key, so the
+# client raises the same class; without it, the code picks the general one.
+ERROR_CLASS_KEY = "deltahub-error"
+CLASS_BY_NAME: dict[str, type[DeltahubError]] = {cls.__name__: cls for cls in ALL_ERRORS}
 CLASS_FOR_CODE: dict[str, type[DeltahubError]] = {}
 for _cls in ALL_ERRORS:
     CLASS_FOR_CODE.setdefault(_cls.code, _cls)

@@ -123,9 +123,10 @@ class HubStore:
             raise PreconditionError(f"artifact {name} holds {existing.value} revisions, not {kind.value}")
         return name, kind
 
-    def plan_push(self, artifact: str, kind: Kind | str, files: list[FileEntry]) -> list[tuple[str, int, int]]:
+    def plan_push(self, artifact: str, kind: Kind | str, files: list[FileEntry], base: str = "") -> list[tuple[str, int, int]]:
         """(sha256, size, resume offset) of each blob the hub still needs."""
-        self.check_manifest(artifact, kind, files)
+        _, kind = self.check_manifest(artifact, kind, files)
+        self._resolve_base(kind, base)
         missing: dict[str, tuple[str, int, int]] = {}
         for f in files:
             if f.sha256 not in missing and not self.blobs.has(f.sha256):
@@ -142,6 +143,15 @@ class HubStore:
         return self.blobs.upload_offset(sha256), False
 
     def commit(self, req: CommitRequest) -> tuple[Revision, bool]:
+        try:
+            return self._commit(req)
+        except Exception:
+            # A refused commit stores nothing: blobs uploaded for it that no
+            # revision uses go too (a retry uploads them again).
+            self._discard_unused([f.sha256 for f in req.files if isinstance(f, FileEntry)])
+            raise
+
+    def _commit(self, req: CommitRequest) -> tuple[Revision, bool]:
         name, kind = self.check_manifest(req.artifact, req.kind, req.files)
         ref = check_ref(req.ref or DEFAULT_REF)
         tags = [check_ref(t) for t in req.tags]
@@ -154,11 +164,7 @@ class HubStore:
             if actual != f.size:
                 raise InvalidInputError(f"{f.path}: declared size {f.size} but its blob holds {actual} bytes")
         local = {f.path: self.blobs.path(f.sha256) for f in req.files}
-        try:
-            formats.validate(kind, local, self.base_info(base_rev) if base_rev else None)
-        except Exception:
-            self._discard_unused([f.sha256 for f in req.files])
-            raise
+        formats.validate(kind, local, self.base_info(base_rev) if base_rev else None)
         base = base_rev.spec if base_rev else ""
         digest = manifest_digest(kind, base, list(req.files))
         rev = Revision(
@@ -316,8 +322,11 @@ class HubStore:
                 self.catalog.delete_ref(db, artifact, ref)
             for r in revs:
                 shas += self.catalog.delete_revision(db, r.artifact, r.digest)
-            if artifact is not None:
-                self.catalog.delete_artifact_row(db, artifact)
+            # an artifact lives as long as it has revisions
+            for name in {r.artifact for r in revs} | ({artifact} if artifact else set()):
+                if not db.execute("SELECT 1 FROM revisions WHERE artifact=? LIMIT 1", (name,)).fetchone():
+                    db.execute("DELETE FROM refs WHERE artifact=?", (name,))
+                    self.catalog.delete_artifact_row(db, name)
         removed, freed = self._discard_unused(shas)
         return DeleteResult([r.digest for r in revs], refs, removed, freed)
 

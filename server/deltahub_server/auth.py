@@ -15,7 +15,7 @@ import grpc
 
 from deltahub.auth import ANONYMOUS, Principal, Scope, TokenTable
 from deltahub.errors import PermissionDeniedError
-from deltahub_server.errors import status_for
+from deltahub_server.errors import abort
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS)
 
@@ -64,7 +64,7 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Registry/UpdateCard": _on("spec", Scope.WRITE),
     "/deltahub.v1.Registry/CreateTaskVector": _task_vector,
     "/deltahub.v1.Registry/CollectGarbage": lambda req: [("*", Scope.ADMIN)],
-    "/deltahub.v1.Transfer/PlanPush": _on("artifact", Scope.WRITE),
+    "/deltahub.v1.Transfer/PlanPush": _commit,
     # Blobs are addressed by content: knowing a sha256 is the capability.
     "/deltahub.v1.Transfer/UploadBlob": _anywhere(Scope.WRITE),
     "/deltahub.v1.Transfer/GetUploadStatus": _anywhere(Scope.WRITE),
@@ -109,8 +109,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 for namespace, scope in rule(request):
                     self.tokens.authorize(principal, namespace, scope)
             except Exception as exc:  # noqa: BLE001
-                code, message = status_for(exc)
-                context.abort(code, message)
+                abort(context, exc)
             return _principal.set(principal)
 
         if handler.unary_unary:

@@ -13,7 +13,7 @@ import logging
 
 import grpc
 
-from deltahub.errors import DeltahubError
+from deltahub.errors import CLASS_BY_NAME, ERROR_CLASS_KEY, DeltahubError
 
 log = logging.getLogger("deltahub.server")
 
@@ -40,8 +40,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException):
+def abort(context: grpc.ServicerContext, exc: BaseException):
     code, message = status_for(exc)
+    if type(exc).__name__ in CLASS_BY_NAME:
+        context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
     context.abort(code, message)
 
 
@@ -54,7 +56,7 @@ def rpc_method(fn):
             try:
                 yield from fn(self, request, context)
             except Exception as exc:  # noqa: BLE001 - the one translation point
-                _abort(context, exc)
+                abort(context, exc)
 
         return stream
 
@@ -63,6 +65,6 @@ def rpc_method(fn):
         try:
             return fn(self, request, context)
         except Exception as exc:  # noqa: BLE001 - the one translation point
-            _abort(context, exc)
+            abort(context, exc)
 
     return unary

@@ -20,7 +20,7 @@ class TransferServicer(tgrpc.TransferServicer):
     @rpc_method
     def PlanPush(self, request, context):
         missing = self.store.plan_push(
-            request.artifact, convert.kind_from_pb(request.kind), convert.files_from_pb(request.files)
+            request.artifact, convert.kind_from_pb(request.kind), convert.files_from_pb(request.files), request.base
         )
         return tpb.PlanPushResponse(
             missing=[tpb.UploadStatus(sha256=s, size=n, offset=o, complete=False) for s, n, o in missing],

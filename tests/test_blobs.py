@@ -1,0 +1,84 @@
+"""The blob store: atomic installs, resumable uploads, checksum verification."""
+
+import hashlib
+import threading
+
+import pytest
+
+from deltahub.errors import ChecksumMismatchError, ConflictError, InvalidInputError, LimitExceededError
+from deltahub.storage import BlobStore
+
+
+def test_upload_in_two_streams_resumes_and_verifies(tmp_path):
+    store = BlobStore(tmp_path)
+    data = bytes(range(256)) * 100
+    sha = hashlib.sha256(data).hexdigest()
+    w = store.open_upload(sha, len(data), 0)
+    w.write(data[:1000])
+    w.finish()  # incomplete: kept, not installed
+    w.close()
+    assert store.upload_offset(sha) == 1000 and not store.has(sha)
+    with pytest.raises(InvalidInputError, match="resume at offset 1000"):
+        store.open_upload(sha, len(data), 0)
+    w = store.open_upload(sha, len(data), 1000)
+    w.write(data[1000:])
+    w.finish()
+    assert store.has(sha) and store.path(sha).read_bytes() == data
+    assert store.upload_offset(sha) == 0  # the part file moved into place
+
+
+def test_corrupt_upload_is_discarded(tmp_path):
+    store = BlobStore(tmp_path)
+    data = b"hello world"
+    w = store.open_upload("0" * 64, len(data), 0)
+    w.write(data)
+    with pytest.raises(ChecksumMismatchError, match="hashes to"):
+        w.finish()
+    assert not store.has("0" * 64) and store.upload_offset("0" * 64) == 0
+
+
+def test_two_streams_for_one_blob_conflict(tmp_path):
+    store = BlobStore(tmp_path)
+    data = b"x" * 10
+    sha = hashlib.sha256(data).hexdigest()
+    first = store.open_upload(sha, 10, 0)
+    with pytest.raises(ConflictError):
+        store.open_upload(sha, 10, 0)
+    first.close()
+
+
+def test_size_limit_and_overlong_streams(tmp_path):
+    store = BlobStore(tmp_path, max_blob_bytes=100)
+    with pytest.raises(LimitExceededError, match="limit of 100"):
+        store.open_upload("1" * 64, 101, 0)
+    w = store.open_upload("1" * 64, 10, 0)
+    with pytest.raises(InvalidInputError, match="more than its declared"):
+        w.write(b"y" * 11)
+    w.close()
+
+
+def test_writer_installs_atomically_and_dedups(tmp_path):
+    store = BlobStore(tmp_path)
+    sha, size = store.put_bytes(b"abc")
+    assert sha == hashlib.sha256(b"abc").hexdigest() and size == 3
+    assert store.put_bytes(b"abc")[0] == sha
+    assert list(store._tmp.iterdir()) == []
+    # a failed write leaves nothing
+    with pytest.raises(RuntimeError):
+        with store.writer() as w:
+            w.write(b"partial")
+            raise RuntimeError("boom")
+    assert list(store._tmp.iterdir()) == []
+    assert [s for s, _, _ in store.iter_blobs()] == [sha]
+
+
+def test_concurrent_writers_of_the_same_content(tmp_path):
+    store = BlobStore(tmp_path)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(store.put_bytes(b"same" * 1000))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r[0] for r in results}) == 1
+    assert store.path(results[0][0]).read_bytes() == b"same" * 1000
