@@ -6,6 +6,7 @@ message on stderr and exit 1 (2 for usage errors, as click does).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -22,10 +23,12 @@ from deltahub_client.hub import Hub, parse_labels
 KINDS = ["model", "adapter", "task_vector", "dataset"]
 
 
-def _hub_options(fn):
-    fn = click.option("--hub", "hub_address", envvar="DELTAHUB_ADDRESS", default=None,
+def _hub_options(fn, *, root: bool = False):
+    # Only the root reads the environment, so an explicit flag anywhere wins over it.
+    fn = click.option("--hub", "hub_address", envvar="DELTAHUB_ADDRESS" if root else None, default=None,
                       help="HOST:PORT of the hub (DELTAHUB_ADDRESS).")(fn)
-    fn = click.option("--token", envvar="DELTAHUB_TOKEN", default=None, help="Bearer token (DELTAHUB_TOKEN).")(fn)
+    fn = click.option("--token", envvar="DELTAHUB_TOKEN" if root else None, default=None,
+                      help="Bearer token (DELTAHUB_TOKEN).")(fn)
     return fn
 
 
@@ -103,7 +106,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@_hub_options
+@functools.partial(_hub_options, root=True)
 @click.version_option(package_name="deltahub")
 def main(hub_address, token):
     """deltahub: a model hub for weight deltas (adapters and task vectors)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from deltahub.artifacts import check_sha256
-from deltahub.errors import InvalidInputError
+import grpc
+
+from deltahub.errors import CancelledError, InvalidInputError
 from deltahub.store import HubStore
 from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
@@ -39,7 +41,14 @@ class TransferServicer(tgrpc.TransferServicer):
                 if len(chunk.data) > CHUNK_SIZE:
                     raise InvalidInputError(f"chunk of {len(chunk.data)} bytes exceeds {CHUNK_SIZE}")
                 writer.write(chunk.data)
-                chunk = next(request_iterator, None)
+                try:
+                    chunk = next(request_iterator, None)
+                except grpc.RpcError:
+                    # The client went away: what arrived is kept for it to resume.
+                    writer.finish()
+                    raise CancelledError(
+                        f"upload of blob {writer.sha256} interrupted at offset {writer.offset}; resume from there"
+                    ) from None
             writer.finish()
             return tpb.UploadBlobResponse(
                 status=tpb.UploadStatus(
