@@ -96,12 +96,16 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
     server, port, store = create_server(config)
     host = config.address.rsplit(":", 1)[0]
-    log.info("deltahub listening on %s:%d (data in %s)", host, port, Path(config.data_dir).resolve())
     if config.tokens:
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
     else:
         log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
-    log.info("connect with: deltahub --hub %s:%d ls   (or export DELTAHUB_ADDRESS=%s:%d)", host, port, host, port)
+    # the last start-up line: once it is out, the hub answers
+    log.info(
+        "deltahub listening on %s:%d (data in %s); connect with: deltahub --hub %s:%d ls  "
+        "(or export DELTAHUB_ADDRESS=%s:%d)",
+        host, port, Path(config.data_dir).resolve(), host, port, host, port,
+    )
     stop = threading.Event()
 
     def on_signal(signum, frame):
