@@ -5,6 +5,7 @@
     hub.push("./my-adapter", "finance/lora-v1", kind="adapter", base="base/llama@main")
 """
 
-from deltahub_client.hub import DeleteResult, Hub, PushResult, TaskVectorResult
+from deltahub.artifacts import DeleteResult
+from deltahub_client.hub import Hub, PushResult, TaskVectorResult
 
 __all__ = ["Hub", "PushResult", "DeleteResult", "TaskVectorResult"]

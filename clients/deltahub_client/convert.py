@@ -7,12 +7,7 @@ import json
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.v1 import common_pb2 as pb
 
-KIND_TO_PB = {
-    Kind.MODEL: pb.ARTIFACT_KIND_MODEL,
-    Kind.ADAPTER: pb.ARTIFACT_KIND_ADAPTER,
-    Kind.TASK_VECTOR: pb.ARTIFACT_KIND_TASK_VECTOR,
-    Kind.DATASET: pb.ARTIFACT_KIND_DATASET,
-}
+KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
 
 

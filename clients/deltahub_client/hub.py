@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm.auto import tqdm
 
 from deltahub import hf_cache
-from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.errors import IntegrityError, InvalidInputError, UnavailableError
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.blobs import sha256_file
@@ -44,14 +44,6 @@ class PushResult:
     created: bool
     blobs_sent: int
     bytes_sent: int
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    deleted_revisions: list[str]
-    deleted_refs: list[str]
-    blobs_removed: int
-    bytes_freed: int
 
 
 @dataclass(frozen=True)

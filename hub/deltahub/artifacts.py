@@ -40,6 +40,11 @@ class Kind(str, enum.Enum):
             raise InvalidInputError(f"unknown kind {text!r}; known kinds: {known}") from None
 
     @property
+    def wire_name(self) -> str:
+        """The name of this kind in the API's ArtifactKind enum."""
+        return f"ARTIFACT_KIND_{self.name}"
+
+    @property
     def needs_base(self) -> bool:
         return self in (Kind.ADAPTER, Kind.TASK_VECTOR)
 
@@ -160,6 +165,14 @@ class Revision:
         doc["refs"] = list(self.refs)
         doc["size"] = self.size
         return doc
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted_revisions: list[str]
+    deleted_refs: list[str]
+    blobs_removed: int
+    bytes_freed: int
 
 
 @dataclass(frozen=True)

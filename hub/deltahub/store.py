@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from deltahub import formats
-from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
+from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
 from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
 from deltahub.errors import (
     InvalidInputError,
@@ -66,14 +66,6 @@ class CommitRequest:
     expected_revision: object = UNSET
     tags: list[str] = field(default_factory=list)
     created_by: str = ""
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    deleted_revisions: list[str]
-    deleted_refs: list[str]
-    blobs_removed: int
-    bytes_freed: int
 
 
 class HubStore:

@@ -112,54 +112,39 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 abort(context, exc)
             return _principal.set(principal)
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
+        # One wrapper per handler shape: streaming requests carry no namespace
+        # up front (their rules ignore the request); streaming responses keep
+        # the principal set while the generator runs.
+        for attr, factory, request_first, stream_out in _SHAPES:
+            inner = getattr(handler, attr)
+            if inner is not None:
+                break
 
-            def unary_unary(request, context):
-                reset = admit(request, context)
+        if stream_out:
+
+            def behaviour(request, context):
+                reset = admit(request if request_first else None, context)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    _principal.reset(reset)
+
+        else:
+
+            def behaviour(request, context):
+                reset = admit(request if request_first else None, context)
                 try:
                     return inner(request, context)
                 finally:
                     _principal.reset(reset)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
+        return factory(behaviour, handler.request_deserializer, handler.response_serializer)
 
-            def unary_stream(request, context):
-                reset = admit(request, context)
-                try:
-                    yield from inner_us(request, context)
-                finally:
-                    _principal.reset(reset)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
-
-            def stream_unary(request_iterator, context):
-                reset = admit(None, context)
-                try:
-                    return inner_su(request_iterator, context)
-                finally:
-                    _principal.reset(reset)
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer
-            )
-        inner_ss = handler.stream_stream
-
-        def stream_stream(request_iterator, context):
-            reset = admit(None, context)
-            try:
-                yield from inner_ss(request_iterator, context)
-            finally:
-                _principal.reset(reset)
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
-        )
+# (handler attribute, handler factory, request is a message, response is a stream)
+_SHAPES = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, True, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, True, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, False, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, False, True),
+)
