@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 from deltahub import formats
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
 from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
+from deltahub.events import RedisEventSink
 from deltahub.errors import (
     InvalidInputError,
     LimitExceededError,
@@ -48,6 +49,7 @@ class StoreConfig:
     max_blob_bytes: int | None = None        # per file
     max_revision_bytes: int | None = None    # per revision
     gc_grace_s: float = 3600.0               # unreferenced blobs younger than this survive a full GC
+    redis_url: str | None = None             # catalog change events also go to a Redis stream
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -73,7 +75,8 @@ class HubStore:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(config.data_dir, max_blob_bytes=config.max_blob_bytes)
-        self.catalog = Catalog(config.data_dir / "catalog.sqlite")
+        sink = RedisEventSink(config.redis_url) if config.redis_url else None
+        self.catalog = Catalog(config.data_dir / "catalog.sqlite", sink=sink)
         self._gc_lock_path = config.data_dir / "gc.lock"
         self._base_cache: OrderedDict[str, BaseModelInfo] = OrderedDict()
         self._base_cache_lock = threading.Lock()

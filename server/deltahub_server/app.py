@@ -47,7 +47,8 @@ class ServerConfig:
     workers: int = 16
 
     def store_config(self) -> StoreConfig:
-        return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes, max_revision_bytes=self.max_revision_bytes)
+        return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
+                           max_revision_bytes=self.max_revision_bytes, redis_url=self.redis_url)
 
 
 def is_loopback(address: str) -> bool:
@@ -100,6 +101,8 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
     else:
         log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
+    if config.redis_url:
+        log.info("catalog events go to the Redis stream deltahub:events at %s", config.redis_url)
     # the last start-up line: once it is out, the hub answers
     log.info(
         "deltahub listening on %s:%d (data in %s); connect with: deltahub --hub %s:%d ls  "

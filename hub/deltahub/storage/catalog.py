@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.events import Event, EventSink, NullSink
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -67,8 +68,10 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 class Catalog:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, sink: "EventSink | None" = None) -> None:
         self.path = str(path)
+        self.sink = sink or NullSink()
+        self._pending: list[Event] = []
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
@@ -85,13 +88,17 @@ class Catalog:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            self._pending = []
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._pending = []
                 raise
             else:
                 self._db.execute("COMMIT")
+                events, self._pending = self._pending, []
+        self.sink.publish(events)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -258,6 +265,7 @@ class Catalog:
     # -- change events (the router and caches follow these) ---------------------
     def record_event(self, db: sqlite3.Connection, kind: str, artifact: str, digest: str) -> None:
         db.execute("INSERT INTO events(at, kind, artifact, digest) VALUES (?,?,?,?)", (time.time(), kind, artifact, digest))
+        self._pending.append(Event(kind, artifact, digest))
 
     def events_since(self, seq: int) -> list[sqlite3.Row]:
         return self._query("SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,))
