@@ -31,7 +31,7 @@ class TransferServicer(tgrpc.TransferServicer):
 
     @rpc_method
     def UploadBlob(self, request_iterator, context):
-        first = next(request_iterator, None)
+        first = _next_chunk(request_iterator, None)
         if first is None:
             raise InvalidInputError("upload stream carried no chunk")
         writer = self.store.open_upload(first.sha256, first.size, first.offset)
@@ -41,14 +41,7 @@ class TransferServicer(tgrpc.TransferServicer):
                 if len(chunk.data) > CHUNK_SIZE:
                     raise InvalidInputError(f"chunk of {len(chunk.data)} bytes exceeds {CHUNK_SIZE}")
                 writer.write(chunk.data)
-                try:
-                    chunk = next(request_iterator, None)
-                except grpc.RpcError:
-                    # The client went away: what arrived is kept for it to resume.
-                    writer.finish()
-                    raise CancelledError(
-                        f"upload of blob {writer.sha256} interrupted at offset {writer.offset}; resume from there"
-                    ) from None
+                chunk = _next_chunk(request_iterator, writer)
             writer.finish()
             return tpb.UploadBlobResponse(
                 status=tpb.UploadStatus(
@@ -69,3 +62,16 @@ class TransferServicer(tgrpc.TransferServicer):
         check_sha256(request.sha256)
         for data in self.store.blobs.read_chunks(request.sha256, offset=request.offset, chunk_size=CHUNK_SIZE):
             yield tpb.BlobChunk(data=data)
+
+
+def _next_chunk(request_iterator, writer):
+    """The next chunk, or None at the end; a client that went away is CANCELLED,
+    and what arrived before is kept for it to resume."""
+    try:
+        return next(request_iterator, None)
+    except grpc.RpcError:
+        offset = 0
+        if writer is not None:
+            writer.finish()
+            offset = writer.offset
+        raise CancelledError(f"upload interrupted by the client at offset {offset}; resume from there") from None
