@@ -15,7 +15,6 @@ import hashlib
 import os
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -29,10 +28,6 @@ from deltahub.errors import (
 )
 
 _HASH_BLOCK = 8 << 20
-# Uploads start disk writeback every this many bytes, in the background, so the
-# fsync that makes a blob durable only waits for the tail of the file.
-_WRITEBACK_EVERY = 64 << 20
-_writeback = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deltahub-writeback")
 
 
 def sha256_file(path: str | os.PathLike, *, block: int = _HASH_BLOCK) -> str:
@@ -216,8 +211,6 @@ class UploadWriter:
                 raise ConflictError(f"blob {sha256} is being uploaded by another stream; retry later") from None
             raise
         self._fd = fd
-        self._unsynced = 0
-        self._sync: Future | None = None
         have = os.fstat(fd).st_size
         if offset != have:
             self.close()
@@ -245,10 +238,6 @@ class UploadWriter:
         if self._hash is not None:
             self._hash.update(data)
         self.offset += len(data)
-        self._unsynced += len(data)
-        if self._unsynced >= _WRITEBACK_EVERY and (self._sync is None or self._sync.done()):
-            self._unsynced = 0
-            self._sync = _writeback.submit(os.fdatasync, self._fd)
 
     def finish(self) -> None:
         """Verify the sha256 and move the blob into place. Raises on a short or corrupt upload."""
@@ -274,8 +263,6 @@ class UploadWriter:
         return self._store.has(self.sha256)
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.exception()  # wait: the fd must outlive the background sync
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
