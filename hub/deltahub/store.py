@@ -197,11 +197,9 @@ class HubStore:
         removed = freed = 0
         with self._blob_lock():
             for sha in set(shas):
-                if not self.catalog.blob_in_use(sha):
-                    size = self.blobs.delete(sha)
-                    if size or not self.blobs.has(sha):
-                        removed += 1
-                        freed += size
+                if not self.catalog.blob_in_use(sha) and (size := self.blobs.delete(sha)) is not None:
+                    removed += 1
+                    freed += size
         return removed, freed
 
     # -- reading -----------------------------------------------------------
@@ -228,10 +226,10 @@ class HubStore:
 
     def artifact(self, artifact: str) -> ArtifactInfo:
         name = str(ArtifactName.parse(artifact))
-        found = [a for a in self.catalog.list_artifacts(name.split("/")[0]) if a.name == name]
-        if not found:
+        found = self.catalog.get_artifact(name)
+        if found is None:
             raise NotFoundError(f"artifact {name} does not exist")
-        return found[0]
+        return found
 
     def list_revisions(self, artifact: str) -> list[Revision]:
         self.artifact(artifact)
@@ -305,23 +303,23 @@ class HubStore:
 
     def _delete(self, revs: list[Revision], *, refs: list[str], artifact: str | None = None) -> DeleteResult:
         doomed = {r.spec for r in revs}
-        for r in revs:
-            users = [d for d in self.catalog.dependents(r.spec) if d not in doomed]
-            if users:
-                raise PreconditionError(
-                    f"{r.spec[: len(r.artifact) + 13]} is the base of {len(users)} other revision(s), e.g. {users[0]}; delete those first"
-                )
         shas: list[str] = []
         with self.catalog.transaction() as db:
+            # checked inside the write transaction, so no commit can take one
+            # of these revisions as its base between the check and the delete
+            for r in revs:
+                users = [d for d in self.catalog.dependents(db, r.spec) if d not in doomed]
+                if users:
+                    raise PreconditionError(
+                        f"{r.artifact}@{r.digest[:12]} is the base of {len(users)} other revision(s), "
+                        f"e.g. {users[0]}; delete those first"
+                    )
             for ref in refs:
                 self.catalog.delete_ref(db, artifact, ref)
             for r in revs:
                 shas += self.catalog.delete_revision(db, r.artifact, r.digest)
-            # an artifact lives as long as it has revisions
-            for name in {r.artifact for r in revs} | ({artifact} if artifact else set()):
-                if not db.execute("SELECT 1 FROM revisions WHERE artifact=? LIMIT 1", (name,)).fetchone():
-                    db.execute("DELETE FROM refs WHERE artifact=?", (name,))
-                    self.catalog.delete_artifact_row(db, name)
+            for name in {r.artifact for r in revs}:
+                self.catalog.drop_if_empty(db, name)
         removed, freed = self._discard_unused(shas)
         return DeleteResult([r.digest for r in revs], refs, removed, freed)
 
@@ -333,8 +331,8 @@ class HubStore:
             used = self.catalog.blobs_in_use()
             for sha, size, mtime in list(self.blobs.iter_blobs()):
                 # young unreferenced blobs may belong to a push that has not committed yet
-                if sha not in used and now - mtime > self.config.gc_grace_s:
-                    freed += self.blobs.delete(sha)
+                if sha not in used and now - mtime > self.config.gc_grace_s and (n := self.blobs.delete(sha)) is not None:
+                    freed += n
                     removed += 1
         for part in self.blobs.stale_uploads(partial_upload_max_age_s):
             part.unlink(missing_ok=True)

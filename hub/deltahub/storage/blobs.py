@@ -130,26 +130,21 @@ class BlobStore:
             w.write(data)
         return w.sha256, w.size
 
-    def put_file(self, path: str | os.PathLike) -> tuple[str, int]:
-        with self.writer() as w, open(path, "rb") as fh:
-            while chunk := fh.read(_HASH_BLOCK):
-                w.write(chunk)
-        return w.sha256, w.size
-
     def _install(self, tmp_path: Path, sha256: str) -> None:
         dest = self.path(sha256)
         dest.parent.mkdir(exist_ok=True)
         os.replace(tmp_path, dest)
         _fsync_dir(dest.parent)
 
-    def delete(self, sha256: str) -> int:
+    def delete(self, sha256: str) -> int | None:
+        """Removes a blob; its size, or None when it was not there."""
         path = self.path(sha256)
         try:
             size = path.stat().st_size
             path.unlink()
             return size
         except FileNotFoundError:
-            return 0
+            return None
 
 
 class BlobWriter:

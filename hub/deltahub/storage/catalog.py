@@ -109,34 +109,43 @@ class Catalog:
         rows = self._query("SELECT kind FROM artifacts WHERE name=?", (name,))
         return Kind(rows[0]["kind"]) if rows else None
 
-    def list_artifacts(self, namespace: str | None = None, kind: Kind | None = None) -> list[ArtifactInfo]:
-        sql = (
+    def list_artifacts(self, namespace: str | None = None, kind: Kind | None = None,
+                       name: str | None = None) -> list[ArtifactInfo]:
+        where, args = "", []
+        for column, value in (("a.namespace", namespace), ("a.kind", kind.value if kind else None), ("a.name", name)):
+            if value:
+                where += f" AND {column}=?"
+                args.append(value)
+        rows = self._query(
             "SELECT a.*, (SELECT COUNT(*) FROM revisions r WHERE r.artifact=a.name) AS n,"
             " (SELECT COALESCE(SUM(f.size),0) FROM files f WHERE f.artifact=a.name) AS size"
-            " FROM artifacts a WHERE 1=1"
+            f" FROM artifacts a WHERE 1=1{where} ORDER BY a.name",
+            tuple(args),
         )
-        args: list = []
-        if namespace:
-            sql += " AND a.namespace=?"
-            args.append(namespace)
-        if kind:
-            sql += " AND a.kind=?"
-            args.append(kind.value)
-        sql += " ORDER BY a.name"
-        out = []
-        for row in self._query(sql, tuple(args)):
-            out.append(
-                ArtifactInfo(
-                    name=row["name"],
-                    kind=Kind(row["kind"]),
-                    refs=self.refs(row["name"]),
-                    revision_count=row["n"],
-                    size=row["size"],
-                    created_at=row["created_at"],
-                    updated_at=row["updated_at"],
-                )
+        # one query for the refs of every listed artifact, not one per artifact
+        refs: dict[str, dict[str, str]] = {}
+        for r in self._query(
+            f"SELECT r.artifact, r.name, r.digest FROM refs r JOIN artifacts a ON a.name=r.artifact WHERE 1=1{where}"
+            " ORDER BY r.name",
+            tuple(args),
+        ):
+            refs.setdefault(r["artifact"], {})[r["name"]] = r["digest"]
+        return [
+            ArtifactInfo(
+                name=row["name"],
+                kind=Kind(row["kind"]),
+                refs=refs.get(row["name"], {}),
+                revision_count=row["n"],
+                size=row["size"],
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
             )
-        return out
+            for row in rows
+        ]
+
+    def get_artifact(self, name: str) -> ArtifactInfo | None:
+        found = self.list_artifacts(name=name)
+        return found[0] if found else None
 
     # -- revisions -----------------------------------------------------------
     def _revision(self, row: sqlite3.Row, refs: dict[str, str] | None = None) -> Revision:
@@ -178,12 +187,9 @@ class Catalog:
         rows = self._query("SELECT * FROM revisions WHERE artifact=? ORDER BY seq DESC", (artifact,))
         return [self._revision(r, refs) for r in rows]
 
-    def dependents(self, base_prefix: str) -> list[str]:
-        """Revisions whose base is ``base_prefix`` (an exact ``name@digest``, or ``name@`` for any)."""
-        rows = self._query(
-            "SELECT artifact, digest FROM revisions WHERE base = ? OR (? LIKE '%@' AND base LIKE ? || '%')",
-            (base_prefix, base_prefix, base_prefix),
-        )
+    def dependents(self, db: sqlite3.Connection, base: str) -> list[str]:
+        """Revisions (``name@digest``) whose base is the revision ``base`` (``name@digest``)."""
+        rows = db.execute("SELECT artifact, digest FROM revisions WHERE base = ?", (base,)).fetchall()
         return [f"{r['artifact']}@{r['digest']}" for r in rows]
 
     def insert_revision(self, db: sqlite3.Connection, rev: Revision) -> None:
@@ -232,8 +238,11 @@ class Catalog:
         self.record_event(db, "delete", artifact, digest)
         return shas
 
-    def delete_artifact_row(self, db: sqlite3.Connection, artifact: str) -> None:
-        db.execute("DELETE FROM artifacts WHERE name=?", (artifact,))
+    def drop_if_empty(self, db: sqlite3.Connection, artifact: str) -> None:
+        """An artifact lives as long as it has revisions: drop it (and its refs) when it has none."""
+        if not db.execute("SELECT 1 FROM revisions WHERE artifact=? LIMIT 1", (artifact,)).fetchone():
+            db.execute("DELETE FROM refs WHERE artifact=?", (artifact,))
+            db.execute("DELETE FROM artifacts WHERE name=?", (artifact,))
 
     # -- refs --------------------------------------------------------------
     def refs(self, artifact: str) -> dict[str, str]:
