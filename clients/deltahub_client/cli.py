@@ -18,7 +18,7 @@ import yaml
 from deltahub.artifacts import ArtifactInfo, DomainCard, Revision
 from deltahub.errors import DeltahubError, InvalidInputError, NotFoundError
 from deltahub.names import RevisionSpec, looks_like_digest
-from deltahub_client.hub import Hub, parse_labels
+from deltahub_client.hub import Hub
 
 KINDS = ["model", "adapter", "task_vector", "dataset"]
 
@@ -54,6 +54,16 @@ def _load_card(path: str | None) -> DomainCard | None:
     except (OSError, yaml.YAMLError) as err:
         raise InvalidInputError(f"card file {path}: {err}") from None
     return DomainCard.from_dict(doc)
+
+
+def parse_labels(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"label {item!r} must be KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def _size(n: int) -> str:
@@ -172,7 +182,7 @@ def pull(ctx, spec, dest, quiet, hub_address, token, as_json):
     """Download NAMESPACE/NAME[@REF_OR_DIGEST] into DEST (verified by sha256)."""
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         rev = hub.show(spec)
-        path = hub.pull(rev.spec, dest)
+        path = hub.download(rev, dest)
     _emit(as_json, {"revision": rev.to_dict(), "path": str(path)}, f"pulled {rev.artifact}@{rev.digest} into {path}")
 
 

@@ -35,14 +35,15 @@ def list_folder(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def hash_files(files: dict[str, Path], *, progress: bool = True) -> list[FileEntry]:
-    total = sum(p.stat().st_size for p in files.values())
-    with tqdm(total=total, unit="B", unit_scale=True, desc="hashing", disable=None if progress else True) as bar:
+    sizes = {rel: path.stat().st_size for rel, path in files.items()}
+    with tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="hashing",
+              disable=None if progress else True) as bar:
 
         def one(item):
             rel, path = item
             digest = sha256_file(path)
-            bar.update(path.stat().st_size)
-            return FileEntry(rel, digest, path.stat().st_size)
+            bar.update(sizes[rel])
+            return FileEntry(rel, digest, sizes[rel])
 
         # hashlib releases the GIL on large updates: two threads use two cores
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from deltahub import hf_cache
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
-from deltahub.errors import IntegrityError, InvalidInputError, UnavailableError
+from deltahub.errors import IntegrityError
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.blobs import sha256_file
 from deltahub.v1 import registry_pb2 as rpb
@@ -30,7 +30,7 @@ from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
-from deltahub_client.errors import translate, translated
+from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -213,7 +213,6 @@ class Hub:
                 bar.update(len(data))
 
     # -- pull --------------------------------------------------------------
-    @translated
     def pull(self, spec: str, dest: str | os.PathLike) -> Path:
         """Downloads a revision into ``dest`` (a folder that peft/transformers load as is).
 
@@ -224,7 +223,10 @@ class Hub:
             NotFoundError: no such artifact, ref or digest.
             IntegrityError: a blob arrived corrupt.
         """
-        rev = self.show(spec)
+        return self.download(self.show(spec), dest)
+
+    def download(self, rev: Revision, dest: str | os.PathLike) -> Path:
+        """Downloads the files of a revision already resolved with :meth:`show`."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         todo = [f for f in rev.files if not _has_file(dest / f.path, f)]
@@ -233,6 +235,7 @@ class Hub:
                 list(pool.map(lambda f: self.download_blob(f.sha256, dest / f.path, bar=bar), todo))
         return dest
 
+    @translated
     def download_blob(self, sha256: str, target: Path, *, bar=None) -> None:
         """Streams one blob to ``target`` through a temp file, verifying its sha256."""
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -350,18 +353,9 @@ class Hub:
         missing = [sha for sha, p in blobs.items() if not _has_file(p, todo[sha])]
         with self._bar(sum(todo[s].size for s in missing), "exporting") as bar:
             for sha in missing:
-                try:
-                    self.download_blob(sha, blobs[sha], bar=bar)
-                except grpc.RpcError as err:
-                    raise translate(err, address=self.address) from None
+                self.download_blob(sha, blobs[sha], bar=bar)
         return hf_cache.link_snapshot(cache_dir, repo_id, rev.digest, [(f.path, f.sha256) for f in rev.files],
                                       ref=ref, repo_type=repo_type)
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise UnavailableError(f"the hub at {self.address} did not come up within {timeout} s") from None
 
 
 def _has_file(path: Path, entry: FileEntry) -> bool:
@@ -369,12 +363,3 @@ def _has_file(path: Path, entry: FileEntry) -> bool:
         return False
     return sha256_file(path) == entry.sha256
 
-
-def parse_labels(items: list[str] | tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"label {item!r} must be KEY=VALUE")
-        out[key] = value
-    return out

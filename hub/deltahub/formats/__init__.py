@@ -1,9 +1,13 @@
 """Readers and validators for what the hub stores. No pickle, ever.
 
-:func:`validate` is the one entry point: given a kind, the revision's files
-(revision path -> local file) and, for adapters and task vectors, the base's
-parameters, it raises :class:`~deltahub.errors.InvalidInputError` naming the
-first problem, or returns a short summary.
+Two steps, in this order:
+
+* :func:`check_files` and :func:`required_files` check names, paths and the
+  files a kind must have; they need no bytes, so the hub runs them before
+  an upload starts and again at commit;
+* :func:`validate` reads the files' contents (headers, shapes against the
+  base, values) and raises :class:`~deltahub.errors.InvalidInputError`
+  naming the first problem, or returns a short summary.
 """
 
 from __future__ import annotations
@@ -40,9 +44,7 @@ def required_files(kind: Kind, paths: set[str]) -> None:
 
 
 def validate(kind: Kind, files: dict[str, Path], base: BaseModelInfo | None) -> dict:
-    for path in files:
-        check_path(path)
-    required_files(kind, set(files))
+    """Contents only: the caller has run :func:`check_files` and :func:`required_files`."""
     if kind is Kind.MODEL:
         info = validate_model(files)
         return {"parameters": len(info.shapes)}

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 from deltahub.errors import InvalidInputError
-from deltahub.formats.model import BaseModelInfo, load_json, read_header
+from deltahub.formats.model import BaseModelInfo, load_json
+from deltahub.formats.safetensors_header import read_header
 from deltahub.formats.tensors import check_finite
 
 CONFIG_FILE = "adapter_config.json"
@@ -36,9 +37,6 @@ def _targets_fit(targets, module_names: set[str]) -> list[str]:
 
 
 def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True) -> dict:
-    for required in (CONFIG_FILE, WEIGHTS_FILE):
-        if required not in files:
-            raise InvalidInputError(f"adapter is missing required file {required}")
     config = load_json(files[CONFIG_FILE], CONFIG_FILE)
     peft_type = config.get("peft_type")
     if peft_type not in SUPPORTED_PEFT_TYPES:

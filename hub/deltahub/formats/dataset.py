@@ -10,8 +10,6 @@ from deltahub.errors import InvalidInputError
 
 def validate_dataset(files: dict[str, Path]) -> dict:
     shards = sorted(p for p in files if p.endswith(".jsonl"))
-    if not shards:
-        raise InvalidInputError("dataset has no *.jsonl file")
     rows = 0
     labels: set = set()
     for path in shards:

@@ -46,12 +46,8 @@ def read_headers(files: dict[str, Path]) -> dict[str, SafetensorsHeader]:
 
 
 def validate_model(files: dict[str, Path], *, check_values: bool = True) -> BaseModelInfo:
-    if "config.json" not in files:
-        raise InvalidInputError("model is missing required file config.json")
     config = load_json(files["config.json"], "config.json")
     headers = read_headers(files)
-    if not headers:
-        raise InvalidInputError("model has no *.safetensors weight file")
     if INDEX_FILE in files:
         index = load_json(files[INDEX_FILE], INDEX_FILE)
         weight_map = index.get("weight_map")

@@ -9,7 +9,6 @@ header, known only at the end, is written before them when finishing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from typing import BinaryIO
@@ -43,13 +42,6 @@ class SafetensorsWriter:
         }
         self._offset += len(data)
 
-    @property
-    def nbytes(self) -> int:
-        return self._offset
-
-    def __len__(self) -> int:
-        return len(self._header)
-
     def finish(self, out: BinaryIO) -> None:
         doc = dict(self._header)
         if self._metadata:
@@ -61,7 +53,3 @@ class SafetensorsWriter:
         self._spool.seek(0)
         shutil.copyfileobj(self._spool, out, 8 << 20)
         self._spool.close()
-
-    def save(self, path: str | os.PathLike) -> None:
-        with open(path, "wb") as fh:
-            self.finish(fh)

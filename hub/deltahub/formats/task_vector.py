@@ -31,8 +31,6 @@ def split_key(key: str) -> tuple[str, str]:
 
 def validate_task_vector(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True) -> dict:
     headers = read_headers(files)
-    if not headers:
-        raise InvalidInputError("task vector has no *.safetensors file")
     factors: dict[str, dict[str, tuple[int, ...]]] = {}
     dense = 0
     for path, header in headers.items():
