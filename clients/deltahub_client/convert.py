@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.v1 import common_pb2 as pb
 
@@ -28,20 +26,7 @@ def card_to_pb(card: DomainCard | dict | None) -> pb.DomainCard | None:
 
 def lineage_to_pb(lineage: Lineage | None) -> pb.Lineage:
     lineage = lineage or Lineage()
-
-    def dumps(d):
-        return json.dumps(d, sort_keys=True) if d else ""
-
-    return pb.Lineage(
-        parents=list(lineage.parents),
-        recipe_json=dumps(lineage.recipe),
-        training_json=dumps(lineage.training),
-        metrics_json=dumps(lineage.metrics),
-    )
-
-
-def _loads(text: str) -> dict:
-    return json.loads(text) if text else {}
+    return pb.Lineage(parents=list(lineage.parents), **lineage.json_fields())
 
 
 def revision_from_pb(msg: pb.Revision) -> Revision:
@@ -53,12 +38,8 @@ def revision_from_pb(msg: pb.Revision) -> Revision:
         base=msg.base,
         card=DomainCard(msg.card.description, tuple(msg.card.samples)),
         labels=dict(msg.labels),
-        lineage=Lineage(
-            tuple(msg.lineage.parents),
-            _loads(msg.lineage.recipe_json),
-            _loads(msg.lineage.training_json),
-            _loads(msg.lineage.metrics_json),
-        ),
+        lineage=Lineage.from_json_fields(msg.lineage.parents, msg.lineage.recipe_json, msg.lineage.training_json,
+                                         msg.lineage.metrics_json),
         created_at=msg.created_at.ToNanoseconds() / 1e9,
         created_by=msg.created_by,
         refs=tuple(msg.refs),

@@ -8,7 +8,6 @@ server's message, so callers catch ``NotFoundError`` and not ``RpcError``.
 from __future__ import annotations
 
 import functools
-import inspect
 
 import grpc
 
@@ -30,17 +29,7 @@ def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
 
 
 def translated(fn):
-    """Decorates a Hub method (or generator) so RpcErrors surface as deltahub errors."""
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def gen(self, *args, **kwargs):
-            try:
-                yield from fn(self, *args, **kwargs)
-            except grpc.RpcError as err:
-                raise translate(err, address=self.address) from None
-
-        return gen
+    """Decorates a Hub method so RpcErrors surface as deltahub errors."""
 
     @functools.wraps(fn)
     def call(self, *args, **kwargs):

@@ -106,6 +106,31 @@ class Lineage:
             "metrics": self.metrics,
         }
 
+    # The API carries recipe, training and metrics as JSON text (any client
+    # language can read it); these two are that encoding, for both sides.
+    def json_fields(self) -> dict[str, str]:
+        def dumps(doc: dict) -> str:
+            return json.dumps(doc, sort_keys=True) if doc else ""
+
+        return {"recipe_json": dumps(self.recipe), "training_json": dumps(self.training),
+                "metrics_json": dumps(self.metrics)}
+
+    @classmethod
+    def from_json_fields(cls, parents, recipe_json: str, training_json: str, metrics_json: str) -> "Lineage":
+        def loads(text: str, what: str) -> dict:
+            if not text:
+                return {}
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise InvalidInputError(f"lineage {what} is not valid JSON ({err})") from None
+            if not isinstance(doc, dict):
+                raise InvalidInputError(f"lineage {what} must be a JSON object")
+            return doc
+
+        return cls(tuple(parents), loads(recipe_json, "recipe"), loads(training_json, "training"),
+                   loads(metrics_json, "metrics"))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Lineage":
         data = data or {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
@@ -37,29 +35,8 @@ def card_from_pb(card: pb.DomainCard) -> DomainCard:
     return DomainCard(card.description, tuple(card.samples))
 
 
-def _json_obj(text: str, what: str) -> dict:
-    if not text:
-        return {}
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InvalidInputError(f"lineage {what} is not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise InvalidInputError(f"lineage {what} must be a JSON object")
-    return doc
-
-
 def lineage_from_pb(lineage: pb.Lineage) -> Lineage:
-    return Lineage(
-        tuple(lineage.parents),
-        _json_obj(lineage.recipe_json, "recipe"),
-        _json_obj(lineage.training_json, "training"),
-        _json_obj(lineage.metrics_json, "metrics"),
-    )
-
-
-def _dumps(doc: dict) -> str:
-    return json.dumps(doc, sort_keys=True) if doc else ""
+    return Lineage.from_json_fields(lineage.parents, lineage.recipe_json, lineage.training_json, lineage.metrics_json)
 
 
 def revision_to_pb(rev: Revision) -> pb.Revision:
@@ -71,12 +48,7 @@ def revision_to_pb(rev: Revision) -> pb.Revision:
         base=rev.base,
         card=pb.DomainCard(description=rev.card.description, samples=list(rev.card.samples)),
         labels=rev.labels,
-        lineage=pb.Lineage(
-            parents=list(rev.lineage.parents),
-            recipe_json=_dumps(rev.lineage.recipe),
-            training_json=_dumps(rev.lineage.training),
-            metrics_json=_dumps(rev.lineage.metrics),
-        ),
+        lineage=pb.Lineage(parents=list(rev.lineage.parents), **rev.lineage.json_fields()),
         size=rev.size,
         created_at=timestamp(rev.created_at),
         created_by=rev.created_by,
