@@ -61,8 +61,13 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def create_server(config: ServerConfig, store: HubStore | None = None) -> tuple[grpc.Server, int, HubStore]:
-    """Builds, binds and starts the server. Returns (server, bound port, store)."""
+def create_server(
+    config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None
+) -> tuple[grpc.Server, int, HubStore]:
+    """Builds, binds and starts the server. Returns (server, bound port, store).
+
+    Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown (``serve`` does).
+    """
     if not config.tokens and not is_loopback(config.address):
         raise InvalidInputError(
             f"refusing to listen on {config.address} with no tokens configured: an open hub listens on "
@@ -80,7 +85,7 @@ def create_server(config: ServerConfig, store: HubStore | None = None) -> tuple[
     )
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store), server)
     transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -89,13 +94,13 @@ def create_server(config: ServerConfig, store: HubStore | None = None) -> tuple[
     if port == 0:
         raise InvalidInputError(f"could not bind {config.address}")
     server.start()
-    server.health = health_servicer  # type: ignore[attr-defined]
     return server, port, store
 
 
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
-    server, port, store = create_server(config)
+    health_servicer = health.HealthServicer()
+    server, port, store = create_server(config, health_servicer=health_servicer)
     host = config.address.rsplit(":", 1)[0]
     if config.tokens:
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
@@ -120,7 +125,7 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         ready.set()
     stop.wait()
     log.info("stopping: draining in-flight calls")
-    server.health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    health_servicer.enter_graceful_shutdown()
     server.stop(grace=10).wait()
     store.close()
     log.info("stopped")
