@@ -143,7 +143,7 @@ class HubStore:
         except Exception:
             # A refused commit stores nothing: blobs uploaded for it that no
             # revision uses go too (a retry uploads them again).
-            self._discard_unused([f.sha256 for f in req.files if isinstance(f, FileEntry)])
+            self.discard_unused([f.sha256 for f in req.files if isinstance(f, FileEntry)])
             raise
 
     def _commit(self, req: CommitRequest) -> tuple[Revision, bool]:
@@ -193,7 +193,7 @@ class HubStore:
             raise PreconditionError(f"base {base!r} is a {rev.kind.value}, not a model")
         return rev
 
-    def _discard_unused(self, shas: list[str]) -> tuple[int, int]:
+    def discard_unused(self, shas: list[str]) -> tuple[int, int]:
         removed = freed = 0
         with self._blob_lock():
             for sha in set(shas):
@@ -237,6 +237,14 @@ class HubStore:
 
     def local_files(self, rev: Revision) -> dict[str, Path]:
         return {f.path: self.blobs.require(f.sha256) for f in rev.files}
+
+    def checkout(self, rev: Revision, dest: Path) -> Path:
+        """A folder of links to the revision's blobs, laid out as pushed (for from_pretrained)."""
+        for path, blob in self.local_files(rev).items():
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(blob, target)
+        return dest
 
     def base_info(self, rev: Revision) -> BaseModelInfo:
         """Parameter shapes of a model revision, from its headers (cached: revisions are immutable)."""
@@ -320,7 +328,7 @@ class HubStore:
                 shas += self.catalog.delete_revision(db, r.artifact, r.digest)
             for name in {r.artifact for r in revs}:
                 self.catalog.drop_if_empty(db, name)
-        removed, freed = self._discard_unused(shas)
+        removed, freed = self.discard_unused(shas)
         return DeleteResult([r.digest for r in revs], refs, removed, freed)
 
     def collect_garbage(self, *, partial_upload_max_age_s: float = 86400.0) -> tuple[int, int, int]:

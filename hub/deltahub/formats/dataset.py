@@ -8,6 +8,19 @@ from pathlib import Path
 from deltahub.errors import InvalidInputError
 
 
+def read_rows(files: dict[str, Path], limit: int | None = None) -> list[dict]:
+    """The rows of a (validated) dataset revision, shards in path order, at most ``limit``."""
+    rows: list[dict] = []
+    for path in sorted(p for p in files if p.endswith(".jsonl")):
+        with open(files[path], "rb") as fh:
+            for raw in fh:
+                if raw.strip():
+                    rows.append(json.loads(raw))
+                    if limit is not None and len(rows) >= limit:
+                        return rows
+    return rows
+
+
 def validate_dataset(files: dict[str, Path]) -> dict:
     shards = sorted(p for p in files if p.endswith(".jsonl"))
     rows = 0

@@ -2,8 +2,11 @@
 
 ``safetensors.torch.save_file`` needs every tensor in memory at once; the
 merge executor and task-vector builder produce one parameter at a time and
-must not hold a model. Tensor bytes go to a spool file as they come; the
-header, known only at the end, is written before them when finishing.
+must not hold a model. :class:`SafetensorsWriter` spools tensor bytes as they
+come and writes the header, known only at the end, before them when
+finishing. When every name, dtype and shape is known up front (a merged
+model has the base's layout) :class:`PlannedSafetensorsWriter` writes the
+header first and the tensors straight to the output: one pass, no spool.
 """
 
 from __future__ import annotations
@@ -15,11 +18,31 @@ from typing import BinaryIO
 
 import torch
 
-_DTYPE_NAMES = {
+DTYPE_NAMES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
     torch.uint8: "U8", torch.bool: "BOOL",
 }
+
+
+DTYPE_SIZES = {name: torch.empty((), dtype=dt).element_size() for dt, name in DTYPE_NAMES.items()}
+TORCH_DTYPES = {name: dt for dt, name in DTYPE_NAMES.items()}
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes without a copy (a view of its storage)."""
+    t = tensor.detach().contiguous().cpu()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+
+def encode_header(entries: dict[str, dict], metadata: dict[str, str] | None) -> bytes:
+    """The 8-byte length and the JSON header, padded so data starts 8-byte aligned as safetensors does."""
+    doc = dict(entries)
+    if metadata:
+        doc["__metadata__"] = dict(metadata)
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
 
 
 class SafetensorsWriter:
@@ -32,24 +55,64 @@ class SafetensorsWriter:
     def add(self, name: str, tensor: torch.Tensor) -> None:
         if name in self._header:
             raise ValueError(f"tensor {name!r} written twice")
-        t = tensor.detach().contiguous().cpu()
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = _tensor_bytes(tensor)
         self._spool.write(data)
         self._header[name] = {
-            "dtype": _DTYPE_NAMES[t.dtype],
-            "shape": list(t.shape),
+            "dtype": DTYPE_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
             "data_offsets": [self._offset, self._offset + len(data)],
         }
         self._offset += len(data)
 
     def finish(self, out: BinaryIO) -> None:
-        doc = dict(self._header)
-        if self._metadata:
-            doc["__metadata__"] = self._metadata
-        raw = json.dumps(doc, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # data section 8-byte aligned, as safetensors does
-        out.write(len(raw).to_bytes(8, "little"))
-        out.write(raw)
+        out.write(encode_header(self._header, self._metadata))
         self._spool.seek(0)
         shutil.copyfileobj(self._spool, out, 8 << 20)
         self._spool.close()
+
+
+class PlannedSafetensorsWriter:
+    """Writes a safetensors file whose layout is known before the first tensor.
+
+    Args:
+        out: where the bytes go (a blob writer).
+        layout: (name, dtype name, shape) in the order the tensors will come.
+        metadata: the header's ``__metadata__``.
+    """
+
+    def __init__(self, out: BinaryIO, layout: list[tuple[str, str, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None) -> None:
+        self._out = out
+        self._order = [name for name, _, _ in layout]
+        entries, offset = {}, 0
+        for name, dtype, shape in layout:
+            n = DTYPE_SIZES[dtype] * _numel(shape)
+            entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+            offset += n
+        self._entries = entries
+        self._next = 0
+        out.write(encode_header(entries, metadata))
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if self._next >= len(self._order) or self._order[self._next] != name:
+            expected = self._order[self._next] if self._next < len(self._order) else "nothing"
+            raise ValueError(f"tensor {name!r} written out of plan order; expected {expected}")
+        entry = self._entries[name]
+        if DTYPE_NAMES[tensor.dtype] != entry["dtype"] or list(tensor.shape) != entry["shape"]:
+            raise ValueError(
+                f"tensor {name!r} is {DTYPE_NAMES[tensor.dtype]}{list(tensor.shape)}, "
+                f"planned {entry['dtype']}{entry['shape']}"
+            )
+        self._out.write(_tensor_bytes(tensor))
+        self._next += 1
+
+    def finish(self) -> None:
+        if self._next != len(self._order):
+            raise ValueError(f"{len(self._order) - self._next} planned tensors were never written")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

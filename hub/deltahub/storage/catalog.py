@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS refs (
     updated_at REAL NOT NULL,
     PRIMARY KEY (artifact, name)
 );
+CREATE TABLE IF NOT EXISTS recipes (
+    hash TEXT NOT NULL,
+    artifact TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (hash, artifact, digest)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -221,7 +227,17 @@ class Catalog:
             "INSERT INTO files(artifact, digest, path, sha256, size) VALUES (?,?,?,?,?)",
             [(rev.artifact, rev.digest, f.path, f.sha256, f.size) for f in rev.files],
         )
+        if recipe_hash := rev.lineage.recipe.get("hash"):
+            db.execute("INSERT OR IGNORE INTO recipes(hash, artifact, digest) VALUES (?,?,?)",
+                       (recipe_hash, rev.artifact, rev.digest))
         self.record_event(db, "commit", rev.artifact, rev.digest)
+
+    def revisions_with_recipe(self, recipe_hash: str) -> list[tuple[str, str]]:
+        """(artifact, digest) of the revisions a merge recipe built, oldest first."""
+        rows = self._query(
+            "SELECT r.artifact, r.digest FROM recipes r JOIN revisions v ON v.artifact=r.artifact AND v.digest=r.digest"
+            " WHERE r.hash=? ORDER BY v.created_at", (recipe_hash,))
+        return [(row["artifact"], row["digest"]) for row in rows]
 
     def update_annotations(self, db: sqlite3.Connection, artifact: str, digest: str, card: DomainCard, labels: dict) -> None:
         db.execute(
@@ -235,6 +251,7 @@ class Catalog:
         shas = [r[0] for r in db.execute("SELECT sha256 FROM files WHERE artifact=? AND digest=?", (artifact, digest))]
         db.execute("DELETE FROM files WHERE artifact=? AND digest=?", (artifact, digest))
         db.execute("DELETE FROM revisions WHERE artifact=? AND digest=?", (artifact, digest))
+        db.execute("DELETE FROM recipes WHERE artifact=? AND digest=?", (artifact, digest))
         self.record_event(db, "delete", artifact, digest)
         return shas
 

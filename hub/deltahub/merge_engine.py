@@ -1,0 +1,288 @@
+"""The merge engine: from a merge request to a committed, cached revision.
+
+Order of work, so that bad input costs nothing and stores nothing:
+check the request (method, parameters, form, targets), resolve every input,
+the base and the data, check they share the base, build and hash the
+recipe; then, under the recipe's single-flight lock, return a cached
+revision if the recipe was built before, or plan (methods that evaluate),
+stream the merge and commit the result with its recipe as lineage.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from deltahub.artifacts import DomainCard, Kind, Lineage, Revision
+from deltahub.cache import SingleFlight
+from deltahub.deltas.lowrank import check_target
+from deltahub.errors import InvalidInputError, PreconditionError
+from deltahub.evaluation import EvalResult, ModelProbe
+from deltahub.formats.dataset import read_rows
+from deltahub.formats.model import INDEX_FILE
+from deltahub.formats.safetensors_writer import DTYPE_NAMES
+from deltahub.merging import MERGE_METHODS
+from deltahub.merging import executor
+from deltahub.merging.outputs import AdapterOutput, ModelOutput, TaskVectorOutput, base_order
+from deltahub.merging.recipe import Recipe
+from deltahub.merging.sources import AdapterSource, DeltaSource, ModelSource, TaskVectorSource
+from deltahub.merging.spec import Plan
+from deltahub.names import DEFAULT_REF, ArtifactName
+from deltahub.store import CommitRequest, HubStore
+
+FORMS = ("model", "task_vector", "adapter")
+MAX_EVAL_ROWS = 2048
+
+# stage, done, total, bytes
+Progress = Callable[[str, int, int, int], None]
+
+
+@dataclass
+class MergeRequest:
+    method: str
+    inputs: list[str]
+    out: str
+    base: str = ""
+    weights: list[float] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    form: str = "model"
+    data: str = ""
+    rank: int | None = None
+    energy: float | None = None
+    device: str = "auto"
+    ref: str = DEFAULT_REF
+    tags: list[str] = field(default_factory=list)
+    card: DomainCard = field(default_factory=DomainCard)
+    labels: dict[str, str] = field(default_factory=dict)
+    created_by: str = ""
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    revision: Revision
+    cached: bool
+    recipe_hash: str
+    metrics: dict[str, Any]
+
+
+@dataclass
+class _Resolved:
+    method: Any
+    params: dict[str, Any]
+    inputs: list[Revision]
+    base: Revision
+    data: Revision | None
+    recipe: Recipe
+
+
+def _task_type(adapters: list[AdapterSource], base_config: dict) -> str | None:
+    for a in adapters:
+        if a.config.get("task_type"):
+            return a.config["task_type"]
+    archs = base_config.get("architectures") or []
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return "CAUSAL_LM"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "SEQ_CLS"
+    return None
+
+
+class MergeEngine:
+    def __init__(self, store: HubStore) -> None:
+        self.store = store
+        self.flights = SingleFlight(store.config.data_dir / "locks")
+
+    # -- checking --------------------------------------------------------------
+    def resolve(self, req: MergeRequest) -> _Resolved:
+        ArtifactName.parse(req.out)
+        if req.form not in FORMS:
+            raise InvalidInputError(f"unknown output form {req.form!r}; known forms: {', '.join(FORMS)}")
+        method = MERGE_METHODS.get(req.method)
+        if not req.inputs:
+            raise InvalidInputError("a merge needs at least one input")
+        weights = [float(w) for w in req.weights] if req.weights is not None else None
+        method.spec.check_inputs(len(req.inputs), weights)
+        params = method.spec.resolve_params(req.params)
+        method.validate(params, len(req.inputs))
+        check_target(req.rank, req.energy)
+        if (req.rank or req.energy) and req.form == "model":
+            raise InvalidInputError("a rank or energy target applies to task_vector and adapter outputs, not to a model")
+        inputs = [self.store.resolve(spec) for spec in req.inputs]
+        for spec, rev in zip(req.inputs, inputs):
+            if rev.kind is Kind.DATASET:
+                raise InvalidInputError(f"input {spec} is a dataset; merge inputs are models, task vectors or adapters")
+        base = self._base(req.base, inputs)
+        for spec, rev in zip(req.inputs, inputs):
+            if rev.base and rev.base != base.spec:
+                raise PreconditionError(
+                    f"input {spec} applies to base {rev.base}, not to {base.spec}; all inputs must share one base revision"
+                )
+        data = None
+        if method.spec.needs_data:
+            if not req.data:
+                raise InvalidInputError(f"method {method.spec.name} needs held-out data: give a dataset (--eval NAMESPACE/NAME)")
+            data = self.store.resolve(req.data)
+            if data.kind is not Kind.DATASET:
+                raise InvalidInputError(f"{req.data} is a {data.kind.value}, not a dataset")
+        recipe = Recipe(
+            method=method.spec.name, inputs=tuple(r.spec for r in inputs), base=base.spec, form=req.form,
+            params=params, weights=tuple(weights) if weights is not None else None,
+            data=data.spec if data else "", rank=req.rank or None, energy=req.energy or None,
+        )
+        return _Resolved(method, params, inputs, base, data, recipe)
+
+    def _base(self, spec: str, inputs: list[Revision]) -> Revision:
+        if spec:
+            try:
+                base = self.store.resolve(spec)
+            except LookupError as err:
+                raise type(err)(f"base {spec!r} does not exist: {err}") from None
+            if base.kind is not Kind.MODEL:
+                raise PreconditionError(f"base {spec!r} is a {base.kind.value}, not a model")
+            return base
+        declared = sorted({r.base for r in inputs if r.base})
+        if len(declared) == 1:
+            return self.store.resolve(declared[0])
+        if not declared:
+            raise InvalidInputError("no input declares a base model: give one with --base NAMESPACE/NAME[@REF]")
+        raise PreconditionError(f"inputs apply to different bases {declared}; all inputs must share one base revision")
+
+    # -- running -----------------------------------------------------------------
+    def merge(self, req: MergeRequest, *, progress: Progress | None = None,
+              cancelled: Callable[[], bool] | None = None) -> MergeResult:
+        r = self.resolve(req)
+        key = r.recipe.hash
+        with self.flights.hold(key):
+            cached = self.store.catalog.revisions_with_recipe(key)
+            if cached:
+                return self._reuse(req, r, cached[0])
+            return self._build(req, r, progress, cancelled)
+
+    def _commit(self, req: MergeRequest, r: _Resolved, files, metrics: dict) -> Revision:
+        parents = tuple(dict.fromkeys([*r.recipe.inputs, r.base.spec] + ([r.data.spec] if r.data else [])))
+        rev, _ = self.store.commit(CommitRequest(
+            artifact=req.out, kind=Kind(req.form), files=files,
+            base="" if req.form == "model" else r.base.spec,
+            card=req.card, labels=dict(req.labels),
+            lineage=Lineage(parents=parents, recipe={**r.recipe.to_dict(), "hash": r.recipe.hash}, metrics=metrics),
+            ref=req.ref, tags=list(req.tags), created_by=req.created_by,
+        ))
+        return rev
+
+    def _reuse(self, req: MergeRequest, r: _Resolved, where: tuple[str, str]) -> MergeResult:
+        built = self.store.catalog.get_revision(*where)
+        rev = self._commit(req, r, list(built.files), built.lineage.metrics)
+        return MergeResult(rev, True, r.recipe.hash, built.lineage.metrics)
+
+    def _build(self, req: MergeRequest, r: _Resolved, progress: Progress | None,
+               cancelled: Callable[[], bool] | None) -> MergeResult:
+        started = time.monotonic()
+        store = self.store
+        base_info = store.base_info(r.base)
+        base_files = store.local_files(r.base)
+        device = executor.resolve_device(req.device)
+        with ExitStack() as stack:
+            resized_ok = r.method.spec.name == "instruction_vector" and bool(r.params.get("skip_embeddings"))
+            sources = self._sources(r.inputs, base_info, stack, resized_first=resized_ok)
+            plan = Plan()
+            if r.method.spec.needs_data:
+                if progress:
+                    progress("planning", 0, 0, 0)
+                plan = self._plan(r, sources, device, stack)
+            order = base_order(base_files, base_info.weight_files)
+            output = self._output(req, r, sources, base_info, order)
+            job = executor.MergeJob(
+                method=r.method, params=r.params, plan=plan, weights=r.recipe.weights,
+                base_files=base_files, base_weight_files=base_info.weight_files, order=order,
+                sources=sources, output=output, lora_space=(req.form == "adapter"),
+            )
+            report = (lambda done, total, nbytes: progress("merging", done, total, nbytes)) if progress else None
+            try:
+                executor.run(job, device=str(device), progress=report, cancelled=cancelled)
+                files, metrics = output.finish()
+            except BaseException:
+                store.discard_unused(output.written)
+                raise
+        metrics = {**metrics, **plan.report, "device": device.type, "seconds": round(time.monotonic() - started, 3)}
+        if progress:
+            progress("committing", len(order), len(order), 0)
+        try:
+            rev = self._commit(req, r, files, metrics)
+        except BaseException:
+            store.discard_unused([f.sha256 for f in files])
+            raise
+        return MergeResult(rev, False, r.recipe.hash, metrics)
+
+    def _sources(self, inputs: list[Revision], base_info, stack: ExitStack, *,
+                 resized_first: bool = False) -> list[DeltaSource]:
+        """One delta source per input; only the first (a domain model) may have a resized vocabulary."""
+        sources: list[DeltaSource] = []
+        for i, rev in enumerate(inputs):
+            files = self.store.local_files(rev)
+            if rev.kind is Kind.MODEL:
+                sources.append(ModelSource(rev.spec, self.store.base_info(rev), files, base_info, stack,
+                                           allow_resized_embeddings=resized_first and i == 0))
+            elif rev.kind is Kind.TASK_VECTOR:
+                sources.append(TaskVectorSource(rev.spec, files, stack))
+            else:
+                sources.append(AdapterSource(rev.spec, files, stack))
+        return sources
+
+    def _plan(self, r: _Resolved, sources, device, stack: ExitStack) -> Plan:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.store.config.data_dir / "tmp")))
+        self.store.checkout(r.base, folder / "base")
+        rows = read_rows(self.store.local_files(r.data), limit=MAX_EVAL_ROWS)
+        probe = ModelProbe(folder / "base", sources, rows, device=device)
+        return r.method.prepare(probe, r.params, r.recipe.weights)
+
+    def _output(self, req: MergeRequest, r: _Resolved, sources, base_info, order):
+        blobs, spool = self.store.blobs, str(self.store.config.data_dir / "tmp")
+        if req.form == "task_vector":
+            return TaskVectorOutput(blobs, rank=req.rank, energy=req.energy, spool_dir=spool)
+        if req.form == "adapter":
+            adapters = [s for s in sources if isinstance(s, AdapterSource)]
+            rank, energy = req.rank, req.energy
+            if not (rank or energy):  # what non-linear merges are compressed to when no target is given
+                ranks = [max(a.ranks.values(), default=0) for a in adapters]
+                rank, energy = (max(ranks), None) if any(ranks) else (None, 0.99)
+            return AdapterOutput(blobs, base_spec=r.base.spec, task_type=_task_type(adapters, base_info.config),
+                                 rank=rank, energy=energy, compress_exact=bool(req.rank or req.energy), spool_dir=spool)
+        resized = {n: s for s in sources if isinstance(s, ModelSource) for n in s.resized}
+        layout = []
+        for name in order:
+            if name in resized:
+                t = resized[name].replacement(name)
+                from deltahub.formats.safetensors_writer import _DTYPE_NAMES
+                layout.append((name, _DTYPE_NAMES[t.dtype], tuple(t.shape)))
+            else:
+                layout.append((name, base_info.dtypes[name], tuple(base_info.shapes[name])))
+        # config and tokenizer: the base's, or the domain model's when it resized the vocabulary
+        donor = next((rev for rev, s in zip(r.inputs, sources) if isinstance(s, ModelSource) and s.resized), r.base)
+        weights = set(base_info.weight_files.values()) | {INDEX_FILE}
+        other = [f for f in donor.files if f.path not in weights and not f.path.endswith(".safetensors")]
+        return ModelOutput(blobs, layout, other, shard_bytes=self.shard_bytes)
+
+    shard_bytes = 5 << 30
+
+    # -- evaluation ------------------------------------------------------------------
+    def evaluate(self, spec: str, data: str, *, device: str = "auto") -> tuple[Revision, Revision, EvalResult]:
+        rev = self.store.resolve(spec)
+        data_rev = self.store.resolve(data)
+        if data_rev.kind is not Kind.DATASET:
+            raise InvalidInputError(f"{data} is a {data_rev.kind.value}, not a dataset")
+        if rev.kind is Kind.DATASET:
+            raise InvalidInputError(f"{spec} is a dataset; evaluate a model, adapter or task vector")
+        base = rev if rev.kind is Kind.MODEL else self.store.resolve(rev.base)
+        dev = executor.resolve_device(device)
+        with ExitStack() as stack:
+            inputs = [] if rev.kind is Kind.MODEL else [rev]
+            sources = self._sources(inputs, self.store.base_info(base), stack)
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.store.config.data_dir / "tmp")))
+            self.store.checkout(base, folder / "base")
+            rows = read_rows(self.store.local_files(data_rev), limit=MAX_EVAL_ROWS)
+            result = ModelProbe(folder / "base", sources, rows, device=dev).evaluate()
+        return rev, data_rev, result

@@ -1,0 +1,196 @@
+"""mergekit as a library, both ways (mergekit is LGPL: imported, never copied).
+
+* :class:`MergekitMethod` runs any method mergekit registers (linear,
+  task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, della, slerp,
+  nuslerp, model_stock, ...) inside deltahub's streaming executor, one
+  parameter at a time, through mergekit's own in-memory kernels. Its
+  parameters are mergekit's (read from the method's spec); inputs enter as
+  full tensors ``theta_0 + tau_i`` and the result leaves as a delta.
+* :func:`register_into_mergekit` adds deltahub's own per-parameter methods
+  (``magmax``, ``instruction_vector``) to mergekit's registry, so a mergekit
+  YAML that names them runs under ``mergekit-yaml`` / ``run_merge`` too.
+
+Two mergekit methods are linear and get exact LoRA-space merges:
+``linear`` with ``normalize`` (the default), ``sum_i w_i theta_i / sum_i w_i =
+theta_0 + sum_i (w_i / sum w) tau_i``, and ``task_arithmetic``,
+``theta_0 + lambda * sum_i w_i tau_i`` (divided by ``sum w`` when normalised).
+A test checks both against mergekit's own output.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from deltahub.merging.spec import MergeMethod, MethodSpec, ParamGroup, ParamSpec, Plan
+
+_BASE_ID = "base"
+
+
+def _input_ids(n: int) -> list[str]:
+    return [f"input{i}" for i in range(n)]
+
+
+def _parse_value(value: Any) -> Any:
+    """CLI values arrive as text; mergekit's own pydantic types check them afterwards."""
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+class MergekitMethod(MergeMethod):
+    def __init__(self, method) -> None:
+        from mergekit.merge_methods.base import BasePolicy, ParameterScope
+
+        self._method = method
+        self._scopes = {p.name: p.scope for p in method.spec.parameters}
+        self._uses_base = method.spec.contract.base in (BasePolicy.REQUIRED, BasePolicy.OPTIONAL)
+        self._per_input = {n for n, s in self._scopes.items() if s != ParameterScope.SHARED}
+        self._defaults = {p.name: None if p.required else p.default for p in method.spec.parameters}
+        c = method.spec.contract
+        self.spec = MethodSpec(
+            name=method.spec.name,
+            title=method.spec.pretty_name or method.spec.name,
+            paper=f"mergekit method {method.spec.name}",
+            url=method.spec.reference_url or "https://github.com/arcee-ai/mergekit",
+            params=tuple(
+                ParamSpec(p.name, object, self._defaults[p.name], f"mergekit parameter ({p.scope.value})")
+                for p in method.spec.parameters
+                if p.name != "weight"
+            ),
+            min_inputs=max(1, (c.min_non_base or 0) if self._uses_base else c.min_inputs),
+            max_inputs=(c.max_non_base if self._uses_base else c.max_inputs),
+            source="mergekit",
+        )
+
+    @property
+    def takes_weight(self) -> bool:
+        return "weight" in self._scopes
+
+    def mergekit_parameters(self, n: int, weights: Sequence[float] | None, params: dict[str, Any]) -> dict[str, Any]:
+        ids = _input_ids(n)
+        out = {}
+        for k, v in params.items():
+            if v is None:
+                continue
+            # a list is one value per input (mergekit YAML's per-model parameters)
+            out[k] = dict(zip(ids, map(_parse_value, v))) if isinstance(v, list) else _parse_value(v)
+        if self.takes_weight:
+            w = list(weights) if weights is not None else [1.0] * n
+            out["weight"] = dict(zip(_input_ids(n), map(float, w)))
+        return out
+
+    def validate(self, params: dict[str, Any], n: int) -> None:
+        from deltahub.errors import InvalidInputError
+
+        for p in self._method.spec.parameters:
+            if p.name == "weight":
+                continue
+            value = params.get(p.name)
+            if value is None:
+                if p.required:
+                    raise InvalidInputError(f"method {self.spec.name} needs parameter {p.name} (--param {p.name}=VALUE)")
+                continue
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and len(value) != n:
+                raise InvalidInputError(f"parameter {p.name} of {self.spec.name} has {len(value)} values for {n} inputs")
+            try:
+                for v in values:
+                    p.validate(_parse_value(v))
+            except Exception as err:  # pydantic's ValidationError: the message names the problem
+                raise InvalidInputError(f"parameter {p.name}={value!r} of {self.spec.name}: {err}") from None
+
+    def merge(self, group: ParamGroup, params: dict, plan: Plan) -> torch.Tensor:
+        from mergekit.merge_methods.base import TensorGroup
+
+        n = len(group.deltas)
+        base = group.base.to(group.deltas[0].dtype)
+        tensors = [base + d for d in group.deltas]
+        ids = _input_ids(n)
+        if self._uses_base:
+            tensors, ids, base_index = [base] + tensors, [_BASE_ID] + ids, 0
+        else:
+            base_index = None
+        tg = TensorGroup.from_tensors(tensors, ids=ids, base_index=base_index, name=group.name)
+        (merged,) = self._method((tg,), parameters=self.mergekit_parameters(n, group.weights, params))
+        return merged.to(base.dtype) - base
+
+    def coefficients(self, name, n, weights, params, plan: Plan) -> list[float] | None:
+        w = [float(x) for x in (weights if weights is not None else [1.0] * n)]
+        p = {k: _parse_value(v) for k, v in params.items()}
+        if self.spec.name == "linear" and p.get("normalize", True):
+            total = sum(w)
+            return [x / total for x in w] if total else None
+        if self.spec.name == "task_arithmetic":
+            scale = float(p.get("lambda", 1.0))
+            if p.get("normalize"):
+                total = sum(w)
+                if abs(total) < 1e-8:
+                    total = 1.0
+                scale /= total
+            return [x * scale for x in w]
+        return None
+
+
+def mergekit_methods() -> list[MergekitMethod]:
+    from mergekit import merge_methods
+
+    return [MergekitMethod(m) for m in merge_methods.registered_methods()]
+
+
+# -- deltahub's methods inside mergekit ----------------------------------------------
+
+
+def _as_mergekit(method: MergeMethod):
+    from mergekit.merge_methods.base import (
+        BasePolicy,
+        GroupMergeMethod,
+        InputContract,
+        MergeMethodSpec,
+        ParameterScope,
+        ParameterSpec,
+    )
+
+    ours = method.spec
+
+    class Wrapped(GroupMergeMethod):
+        spec = MergeMethodSpec(
+            name=ours.name,
+            pretty_name=ours.title,
+            reference_url=ours.url,
+            parameters=(
+                *(ParameterSpec(p.name, p.type, ParameterScope.SHARED, default=p.default, description=p.help)
+                  for p in ours.params),
+                ParameterSpec("weight", float, ParameterScope.NON_BASE, default=1.0),
+            ),
+            contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=ours.min_inputs,
+                                   max_non_base=ours.max_inputs),
+        )
+
+        def merge_group(self, group, /, **parameters: Any) -> torch.Tensor:
+            base = group.base.tensor
+            entries = group.non_base
+            work = torch.float64 if base.dtype == torch.float64 else torch.float32
+            pg = ParamGroup(
+                name=group.metadata.name or "",
+                base=base.to(work),
+                deltas=[e.tensor.to(work) - base.to(work) for e in entries],
+                weights=[float(parameters["weight"][e.id]) for e in entries],
+            )
+            params = {p.name: parameters[p.name] for p in ours.params}
+            return (pg.base + method.merge(pg, params, Plan())).to(base.dtype)
+
+    return Wrapped()
+
+
+def register_into_mergekit(methods: Sequence[MergeMethod]) -> list[str]:
+    """Adds the given deltahub methods to mergekit's registry (once); returns their names."""
+    from mergekit import merge_methods
+
+    present = {m.spec.name for m in merge_methods.registered_methods()}
+    added = []
+    for method in methods:
+        if method.spec.name not in present:
+            merge_methods.register(_as_mergekit(method))
+            added.append(method.spec.name)
+    return added

@@ -1,0 +1,271 @@
+"""The three output forms of a merge, each written as the executor streams.
+
+* :class:`ModelOutput`: a full HF model folder: the base's layout and dtypes,
+  weights written shard by shard straight into blobs (header first, no
+  spool), config/tokenizer files shared with the base (same blobs).
+* :class:`TaskVectorOutput`: the merged deltas, dense float32, or factored
+  to a rank / energy target per 2-D parameter; all-zero deltas are left out.
+* :class:`AdapterOutput`: a LoRA adapter that plain peft loads. Exact
+  factors come from LoRA-space merging (``add_factors``); other deltas are
+  compressed by truncated SVD. Per-module ranks go to ``rank_pattern`` and
+  ``alpha_pattern`` is set equal to them so every module's scale is 1.
+  Deltas a LoRA cannot hold (1-D norms and biases, input embeddings) are
+  dropped and counted in the reported relative error.
+
+Every output reports the relative Frobenius error of what it stored against
+the merged deltas: sqrt(sum of squared residuals / sum of squared deltas).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from deltahub.artifacts import FileEntry
+from deltahub.deltas.lowrank import factor
+from deltahub.formats.adapter import CONFIG_FILE, PREFIX, WEIGHTS_FILE
+from deltahub.formats.model import INDEX_FILE
+from deltahub.formats.safetensors_header import read_header
+from deltahub.formats.safetensors_writer import DTYPE_SIZES, TORCH_DTYPES, PlannedSafetensorsWriter, SafetensorsWriter
+from deltahub.formats.task_vector import DEFAULT_FILE as TASK_VECTOR_FILE
+from deltahub.formats.task_vector import LOW_RANK_A, LOW_RANK_B
+from deltahub.merging.params import module_of
+from deltahub.storage.blobs import BlobStore
+
+DEFAULT_SHARD_BYTES = 5 << 30  # as transformers' save_pretrained
+
+
+def base_order(files: dict[str, Path], weight_files: dict[str, str]) -> list[str]:
+    """Base parameters in file order, then offset order: sequential reads of the memory maps."""
+    order = []
+    for path in sorted(set(weight_files.values())):
+        header = read_header(files[path], label=path)
+        order += sorted(header.tensors, key=lambda k: header.tensors[k].begin)
+    return order
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.residual_sq = 0.0
+        self.norm_sq = 0.0
+        self.dropped: list[str] = []
+
+    def add(self, delta: torch.Tensor, residual_sq: float = 0.0) -> None:
+        self.norm_sq += float(delta.double().pow(2).sum())
+        self.residual_sq += residual_sq
+
+    @property
+    def relative_error(self) -> float:
+        return (self.residual_sq / self.norm_sq) ** 0.5 if self.norm_sq > 0 else 0.0
+
+
+class ModelOutput:
+    def __init__(self, blobs: BlobStore, layout: list[tuple[str, str, tuple[int, ...]]],
+                 other_files: list[FileEntry], *, shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+        self._blobs = blobs
+        self._other = other_files
+        self._shards: list[list[tuple[str, str, tuple[int, ...]]]] = [[]]
+        size = 0
+        for entry in layout:
+            n = DTYPE_SIZES[entry[1]] * int(torch.Size(entry[2]).numel())
+            if self._shards[-1] and size + n > shard_bytes:
+                self._shards.append([])
+                size = 0
+            self._shards[-1].append(entry)
+            size += n
+        self._dtype = {name: TORCH_DTYPES[dtype] for name, dtype, _ in layout}
+        self.total_bytes = sum(DTYPE_SIZES[d] * int(torch.Size(s).numel()) for _, d, s in layout)
+        self._shard = -1
+        self._blob = None
+        self._writer: PlannedSafetensorsWriter | None = None
+        self._left = 0
+        self._done: list[FileEntry] = []
+        self._weight_map: dict[str, str] = {}
+        self.errors = _Errors()
+        self.written: list[str] = []
+
+    def _name(self, i: int) -> str:
+        n = len(self._shards)
+        return "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+
+    def _next_shard(self) -> None:
+        self._close_shard()
+        self._shard += 1
+        layout = self._shards[self._shard]
+        self._blob = self._blobs.writer().__enter__()
+        self._writer = PlannedSafetensorsWriter(self._blob, layout, {"format": "pt"})
+        self._left = len(layout)
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.finish()
+        self._blob.__exit__(None, None, None)
+        self._done.append(FileEntry(self._name(self._shard), self._blob.sha256, self._blob.size))
+        self.written.append(self._blob.sha256)
+        self._writer = self._blob = None
+
+    def _write(self, name: str, tensor: torch.Tensor) -> None:
+        if self._writer is None or self._left == 0:
+            self._next_shard()
+        self._writer.add(name, tensor.to(self._dtype[name]))
+        self._weight_map[name] = self._name(self._shard)
+        self._left -= 1
+
+    def add_unchanged(self, name: str, base: torch.Tensor) -> None:
+        self._write(name, base)
+
+    def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
+        self._write(name, tensor)
+
+    def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
+        self.errors.add(delta)
+        self._write(name, base.to(delta.dtype) + delta)
+
+    def abort(self) -> None:
+        if self._blob is not None:
+            self._blob.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._writer = self._blob = None
+
+    def finish(self) -> tuple[list[FileEntry], dict]:
+        self._close_shard()
+        files = list(self._done)
+        if len(self._shards) > 1:
+            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(self._weight_map.items()))}
+            sha, size = self._blobs.put_bytes(json.dumps(index, indent=2).encode())
+            self.written.append(sha)
+            files.append(FileEntry(INDEX_FILE, sha, size))
+        taken = {f.path for f in files}
+        files += [f for f in self._other if f.path not in taken]
+        return files, {"relative_error": 0.0, "shards": len(self._shards)}
+
+
+class TaskVectorOutput:
+    def __init__(self, blobs: BlobStore, *, rank: int | None = None, energy: float | None = None,
+                 spool_dir: str | None = None) -> None:
+        from deltahub.deltas.task_vector import task_vector_metadata
+
+        self._blobs = blobs
+        self._rank, self._energy = rank, energy
+        self.form = "lowrank" if (rank or energy) else "dense"
+        self._writer = SafetensorsWriter(metadata=task_vector_metadata(self.form), spool_dir=spool_dir)
+        self.errors = _Errors()
+        self.written: list[str] = []
+        self.ranks: dict[str, int] = {}
+
+    def add_unchanged(self, name: str, base: torch.Tensor) -> None:
+        pass  # a zero delta is simply absent
+
+    def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
+        from deltahub.errors import PreconditionError
+
+        raise PreconditionError(f"{name} was resized (extended vocabulary): a task vector cannot hold it; ask for a model")
+
+    def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
+        if not torch.any(delta):
+            return
+        if self.form == "lowrank" and delta.ndim == 2:
+            f = factor(delta, rank=self._rank, energy=self._energy)
+            self._writer.add(name + LOW_RANK_A, f.A)
+            self._writer.add(name + LOW_RANK_B, f.B)
+            self.errors.norm_sq += f.norm_sq
+            self.errors.residual_sq += f.error_sq
+            self.ranks[name] = f.rank
+        else:
+            self._writer.add(name, delta)
+            self.errors.add(delta)
+
+    def abort(self) -> None:
+        pass
+
+    def finish(self) -> tuple[list[FileEntry], dict]:
+        with self._blobs.writer() as blob:
+            self._writer.finish(blob)
+        self.written.append(blob.sha256)
+        metrics = {"relative_error": self.errors.relative_error, "form": self.form}
+        if self.ranks:
+            metrics["max_rank"] = max(self.ranks.values())
+        return [FileEntry(TASK_VECTOR_FILE, blob.sha256, blob.size)], metrics
+
+
+class AdapterOutput:
+    def __init__(self, blobs: BlobStore, *, base_spec: str, task_type: str | None, rank: int | None,
+                 energy: float | None, compress_exact: bool = False, spool_dir: str | None = None) -> None:
+        self._blobs = blobs
+        self._compress_exact = compress_exact
+        self.written: list[str] = []
+        self._base_spec, self._task_type = base_spec, task_type
+        self._rank, self._energy = rank, energy
+        self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._spool = spool_dir
+        self.errors = _Errors()
+        self.exact_modules = 0
+
+    def add_unchanged(self, name: str, base: torch.Tensor) -> None:
+        pass
+
+    def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
+        from deltahub.errors import PreconditionError
+
+        raise PreconditionError(f"{name} was resized (extended vocabulary): an adapter cannot hold it; ask for a model")
+
+    def add_factors(self, name: str, B: torch.Tensor, A: torch.Tensor) -> None:
+        """An exact LoRA of this parameter's merged delta (LoRA-space merging)."""
+        module = module_of(name)
+        if self._compress_exact:  # a target was asked for: compress the exact product too
+            self.add_delta(name, None, B @ A)
+            return
+        self._factors[module] = (B.to(torch.float32), A.to(torch.float32))
+        self.errors.norm_sq += float((B.double() @ A.double()).pow(2).sum())
+        self.exact_modules += 1
+
+    def add_delta(self, name: str, base, delta: torch.Tensor) -> None:
+        if not torch.any(delta):
+            return
+        module = module_of(name)
+        if module is None or delta.ndim != 2:
+            self.errors.add(delta, float(delta.double().pow(2).sum()))
+            self.errors.dropped.append(name)
+            return
+        f = factor(delta, rank=self._rank, energy=self._energy)
+        self._factors[module] = (f.B, f.A)
+        self.errors.norm_sq += f.norm_sq
+        self.errors.residual_sq += f.error_sq
+
+    def abort(self) -> None:
+        pass
+
+    def config(self) -> dict:
+        from peft import LoraConfig
+
+        ranks = {m: int(a.shape[0]) for m, (_, a) in sorted(self._factors.items())}
+        top = max(ranks.values())
+        cfg = LoraConfig(
+            r=top, lora_alpha=top, target_modules=sorted(ranks), rank_pattern=dict(ranks),
+            alpha_pattern={m: float(r) for m, r in ranks.items()}, lora_dropout=0.0, bias="none",
+            task_type=self._task_type, base_model_name_or_path=self._base_spec,
+        ).to_dict()
+        return json.loads(json.dumps(cfg, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
+
+    def finish(self) -> tuple[list[FileEntry], dict]:
+        from deltahub.errors import PreconditionError
+
+        if not self._factors:
+            raise PreconditionError("the merged delta touches no module a LoRA adapter can target; ask for a task_vector or model")
+        writer = SafetensorsWriter(metadata={"format": "pt"}, spool_dir=self._spool)
+        for module, (B, A) in sorted(self._factors.items()):
+            writer.add(f"{PREFIX}{module}.lora_A.weight", A.contiguous())
+            writer.add(f"{PREFIX}{module}.lora_B.weight", B.contiguous())
+        with self._blobs.writer() as blob:
+            writer.finish(blob)
+        self.written.append(blob.sha256)
+        sha, size = self._blobs.put_bytes(json.dumps(self.config(), indent=2, sort_keys=True).encode())
+        self.written.append(sha)
+        ranks = {m: int(a.shape[0]) for m, (_, a) in self._factors.items()}
+        metrics = {
+            "relative_error": self.errors.relative_error, "modules": len(ranks), "max_rank": max(ranks.values()),
+            "exact_modules": self.exact_modules, "dropped_parameters": len(self.errors.dropped),
+        }
+        return [FileEntry(WEIGHTS_FILE, blob.sha256, blob.size), FileEntry(CONFIG_FILE, sha, size)], metrics

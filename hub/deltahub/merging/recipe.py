@@ -1,0 +1,64 @@
+"""A merge recipe, canonicalised and hashed.
+
+The recipe is everything that determines the result: method, resolved
+parameters (defaults filled in; a per-input value is a list in input order), inputs by revision digest, weights and
+per-input parameters, base revision, held-out data revision, output form
+and compression target, and the versions of the libraries doing the math.
+Its hash is the sha256 of the compact sorted-key JSON. The device is left
+out on purpose: the same recipe on GPU may differ in the last bits, and is
+still the same recipe (the device used is kept in the revision's metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in ("deltahub", "torch", "mergekit"):
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = "none"
+    return out
+
+
+@dataclass(frozen=True)
+class Recipe:
+    method: str
+    inputs: tuple[str, ...]              # namespace/name@digest, in order
+    base: str                            # namespace/name@digest
+    form: str                            # model | task_vector | adapter
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: tuple[float, ...] | None = None
+    data: str = ""                       # dataset namespace/name@digest, for methods that need one
+    rank: int | None = None
+    energy: float | None = None
+    versions: dict[str, str] = field(default_factory=library_versions)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["inputs"] = list(self.inputs)
+        doc["weights"] = list(self.weights) if self.weights is not None else None
+        return doc
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          default=str).encode()
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Recipe":
+        doc = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        doc["inputs"] = tuple(doc.get("inputs") or ())
+        if doc.get("weights") is not None:
+            doc["weights"] = tuple(doc["weights"])
+        return cls(**doc)
