@@ -8,7 +8,7 @@ COPY hub hub
 COPY server server
 COPY clients clients
 COPY trainers trainers
-RUN pip install ".[merge,router]"
+RUN pip install ".[router]"
 VOLUME /data
 EXPOSE 50051
 # Listening beyond loopback requires tokens: mount a file and point DELTAHUB_TOKENS_FILE at it.

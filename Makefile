@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml .ci/install-torch
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	PIP="$(PIP)" bash .ci/install-torch
-	$(PIP) install -q -e ".[dev,merge,router]"
+	$(PIP) install -q -e ".[dev,router]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -202,12 +202,17 @@ def ls(ctx, namespace, kind, hub_address, token, as_json):
 @main.command()
 @click.argument("spec")
 @click.option("--revisions", "all_revisions", is_flag=True, help="List every revision of the artifact.")
+@click.option("--recipe", is_flag=True, help="Print a merged revision's recipe as mergekit YAML.")
 @_hub_options
 @_json_option
 @click.pass_context
-def show(ctx, spec, all_revisions, hub_address, token, as_json):
+def show(ctx, spec, all_revisions, recipe, hub_address, token, as_json):
     """Show a revision: metadata, files, lineage (NAMESPACE/NAME[@REF])."""
     with _hub(ctx, hub_address, token) as hub:
+        if recipe:
+            text = hub.recipe_yaml(spec)
+            _emit(as_json, {"recipe_yaml": text}, text.rstrip())
+            return
         if all_revisions:
             revs = hub.revisions(str(RevisionSpec.parse(spec).artifact))
             _emit(as_json, [r.to_dict() for r in revs], "\n\n".join(_revision_text(r) for r in revs))
@@ -367,3 +372,7 @@ def health(ctx, hub_address, token, as_json):
     with _hub(ctx, hub_address, token) as hub:
         status = hub.health()
     _emit(as_json, {"address": hub.address, "status": status}, f"{hub.address}: {status}")
+
+
+# The merge commands live in their own module; importing it registers them on ``main``.
+from deltahub_client import cli_merge  # noqa: E402,F401

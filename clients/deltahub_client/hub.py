@@ -25,6 +25,8 @@ from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry
 from deltahub.errors import IntegrityError
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.blobs import sha256_file
+from deltahub.v1 import merge_pb2_grpc as mgrpc
+from deltahub.v1 import operations_pb2_grpc as ogrpc
 from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub.v1 import transfer_pb2 as tpb
@@ -32,6 +34,7 @@ from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
+from deltahub_client.merges import MergeVerbs
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_SIZE = 1 << 20
@@ -57,7 +60,7 @@ def _expected_kw(expected_revision: str | None) -> dict:
     return {} if expected_revision is None else {"expected_revision": expected_revision}
 
 
-class Hub:
+class Hub(MergeVerbs):
     """A connection to a deltahub server.
 
     Args:
@@ -83,6 +86,8 @@ class Hub:
         self._registry = rgrpc.RegistryStub(self._channel)
         self._transfer = tgrpc.TransferStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._merge = mgrpc.MergeStub(self._channel)
+        self._operations = ogrpc.OperationsStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()

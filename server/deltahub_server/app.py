@@ -22,8 +22,21 @@ from grpc_reflection.v1alpha import reflection
 from deltahub.auth import TokenTable
 from deltahub.errors import InvalidInputError
 from deltahub.store import HubStore, StoreConfig
-from deltahub.v1 import registry_pb2, registry_pb2_grpc, transfer_pb2, transfer_pb2_grpc
+from deltahub.merge_engine import MergeEngine
+from deltahub.operations import OperationManager
+from deltahub.v1 import (
+    merge_pb2,
+    merge_pb2_grpc,
+    operations_pb2,
+    operations_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    transfer_pb2,
+    transfer_pb2_grpc,
+)
 from deltahub_server.auth import AuthInterceptor
+from deltahub_server.merge import MergeServicer
+from deltahub_server.operations import OperationsServicer
 from deltahub_server.registry import RegistryServicer
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
@@ -32,6 +45,8 @@ log = logging.getLogger("deltahub.server")
 SERVICE_NAMES = (
     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
     transfer_pb2.DESCRIPTOR.services_by_name["Transfer"].full_name,
+    merge_pb2.DESCRIPTOR.services_by_name["Merge"].full_name,
+    operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
 )
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -45,6 +60,7 @@ class ServerConfig:
     max_blob_bytes: int | None = None
     max_revision_bytes: int | None = None
     workers: int = 16
+    merge_workers: int = 2  # merges running at once; more wait in the operation queue
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
@@ -85,6 +101,9 @@ def create_server(
     )
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store), server)
     transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store), server)
+    operations = OperationManager(workers=config.merge_workers)
+    merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(MergeEngine(store), operations), server)
+    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -51,6 +51,15 @@ def _commit(req) -> Needs:
     return needs
 
 
+def _merge(req) -> Needs:
+    reads = [*req.inputs, *(x for x in (req.base, req.data) if x)]
+    return [(_ns(req.out), Scope.WRITE), *((_ns(x), Scope.READ) for x in reads)]
+
+
+def _evaluate(req) -> Needs:
+    return [(_ns(req.target), Scope.READ), (_ns(req.data), Scope.READ)]
+
+
 RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Registry/CommitRevision": _commit,
     "/deltahub.v1.Registry/ListArtifacts": _listing,
@@ -69,6 +78,14 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Transfer/UploadBlob": _anywhere(Scope.WRITE),
     "/deltahub.v1.Transfer/GetUploadStatus": _anywhere(Scope.WRITE),
     "/deltahub.v1.Transfer/DownloadBlob": _anywhere(Scope.READ),
+    "/deltahub.v1.Merge/StartMerge": _merge,
+    "/deltahub.v1.Merge/ListMethods": _anywhere(Scope.READ),
+    "/deltahub.v1.Merge/Evaluate": _evaluate,
+    # an operation's id starts with the namespace it writes to
+    "/deltahub.v1.Operations/GetOperation": _on("id", Scope.READ),
+    "/deltahub.v1.Operations/WatchOperation": _on("id", Scope.READ),
+    "/deltahub.v1.Operations/CancelOperation": _on("id", Scope.WRITE),
+    "/deltahub.v1.Operations/ListOperations": _listing,
 }
 
 

@@ -66,3 +66,47 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
         created_at=timestamp(a.created_at),
         updated_at=timestamp(a.updated_at),
     )
+
+
+# -- merges and operations --------------------------------------------------------
+def merge_request_from_pb(req, created_by: str):
+    import json
+
+    from deltahub.merge_engine import MergeRequest
+
+    try:
+        params = json.loads(req.params_json) if req.params_json else {}
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(f"params_json is not valid JSON ({err})") from None
+    if not isinstance(params, dict):
+        raise InvalidInputError("params_json must be a JSON object")
+    return MergeRequest(
+        method=req.method, inputs=list(req.inputs), out=req.out, base=req.base,
+        weights=list(req.weights) or None, params=params, form=req.form or "model", data=req.data,
+        rank=req.rank or None, energy=req.energy or None, device=req.device or "auto",
+        ref=req.ref or "main", tags=list(req.tags), card=card_from_pb(req.card), labels=dict(req.labels),
+        created_by=created_by,
+    )
+
+
+def operation_to_pb(op):
+    import json
+
+    from deltahub.v1 import operations_pb2 as opb
+
+    return opb.Operation(
+        id=op.id, kind=op.kind, state=opb.OperationState.Value(f"OPERATION_STATE_{op.state}"), stage=op.stage,
+        done=op.done, total=op.total, bytes=op.bytes, started_at=op.started_at, finished_at=op.finished_at,
+        error_code=op.error_code, error_message=op.error_message,
+        result_json=json.dumps(op.result, sort_keys=True) if op.result is not None else "",
+    )
+
+
+def method_to_pb(spec):
+    import json
+
+    from deltahub.v1 import merge_pb2 as mpb
+
+    doc = spec.to_dict()
+    return mpb.MethodInfo(name=spec.name, title=spec.title, paper=spec.paper, url=spec.url, source=spec.source,
+                          needs_data=spec.needs_data, params_json=json.dumps(doc["params"], default=str))

@@ -8,8 +8,8 @@ merging concatenates.
 
 Adapter deltas follow peft's own formulas: LoRA ``scale * B @ A`` with
 ``scale = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA) per module after
-``rank_pattern`` / ``alpha_pattern``; AdaLoRA ``B @ (A * E) * alpha / r``
-with ``r`` the module's trained rank (peft's ``ranknum``); transposed for
+``rank_pattern`` / ``alpha_pattern``; AdaLoRA ``B @ (A * E) * alpha / init_r``
+(peft's ``ranknum`` stays ``init_r`` after pruning); transposed for
 ``fan_in_fan_out``; embeddings ``(B_emb @ A_emb).T * scale``; a
 ``modules_to_save`` tensor is a replacement, so its delta is ``saved - base``.
 Tests compare each against peft's ``merge_and_unload``.
@@ -185,8 +185,10 @@ class AdapterSource(DeltaSource):
         if rank == 0:
             return 0.0
         if self.peft_type == "ADALORA":
+            # peft keeps ranknum at init_r when it prunes to a rank pattern, so the scale stays as trained
+            ranknum = c.get("init_r") or rank
             alpha = c.get("lora_alpha") or 0
-            return (alpha if alpha > 0 else rank) / (rank + 1e-5)  # peft: scaling / (ranknum + 1e-5)
+            return (alpha if alpha > 0 else ranknum) / (ranknum + 1e-5)
         alpha = _pattern_value(c.get("alpha_pattern") or {}, module, c.get("lora_alpha", 8))
         r = _pattern_value(c.get("rank_pattern") or {}, module, c.get("r", rank))
         return alpha / math.sqrt(r) if c.get("use_rslora") else alpha / r

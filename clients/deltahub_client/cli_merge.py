@@ -1,0 +1,178 @@
+"""``deltahub merge``, ``methods``, ``eval`` and ``ops``: the merge engine from the command line."""
+
+from __future__ import annotations
+
+import click
+
+from deltahub.errors import InvalidInputError
+from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, _load_card, main, parse_labels
+
+FORMS = ["model", "task_vector", "adapter"]
+
+
+def _weights(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise InvalidInputError(f"--weights must be comma-separated numbers, got {text!r}") from None
+
+
+def _params(items) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--param {item!r} must be KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _op_text(op) -> str:
+    line = f"{op.id}  {op.kind}  {op.state}  {op.stage}  {op.done}/{op.total} tensors"
+    if op.error_message:
+        line += f"\n  {op.error_code}: {op.error_message}"
+    if op.result:
+        line += f"\n  -> {op.result.get('artifact')}@{op.result.get('digest')}"
+    return line
+
+
+def _op_doc(op) -> dict:
+    return {"id": op.id, "kind": op.kind, "state": op.state, "stage": op.stage, "done": op.done, "total": op.total,
+            "bytes": op.bytes, "error_code": op.error_code, "error_message": op.error_message, "result": op.result}
+
+
+@main.command()
+@click.argument("method", required=False)
+@click.argument("inputs", nargs=-1)
+@click.option("--recipe", "recipe_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A mergekit YAML configuration whose models are hub revisions (replaces METHOD and INPUTS).")
+@click.option("--base", default=None, help="NAMESPACE/NAME[@REF] of the base model (inferred from adapters).")
+@click.option("--out", required=True, help="NAMESPACE/NAME of the merged artifact.")
+@click.option("--weights", default=None, help="W1,W2,...: one weight per input.")
+@click.option("--param", "params", multiple=True, help="KEY=VALUE method parameter (repeatable).")
+@click.option("--form", type=click.Choice(FORMS), default="model", show_default=True, help="What to store.")
+@click.option("--eval", "--data", "data", default=None, help="Dataset revision (greedy_soup held-out data; recall texts).")
+@click.option("--rank", type=int, default=0, help="Compress task_vector/adapter outputs to this rank.")
+@click.option("--energy", type=float, default=0.0, help="... or to this share of energy (0-1].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--card", "card_file", type=click.Path(dir_okay=False), default=None, help="Domain card (JSON/YAML).")
+@click.option("--tag", "tags", multiple=True, help="Extra ref(s) to point at the result.")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE label (repeatable).")
+@click.option("--no-wait", is_flag=True, help="Print the operation id and return at once.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_hub_options
+@_json_option
+@click.pass_context
+def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, card_file,
+          tags, labels, no_wait, quiet, hub_address, token, as_json):
+    """Merge stored models, task vectors or adapters: METHOD INPUT... (see `deltahub methods`)."""
+    if recipe_file and (method or inputs):
+        raise click.UsageError("give either --recipe FILE or METHOD INPUT..., not both")
+    if not recipe_file and not (method and inputs):
+        raise click.UsageError("give METHOD and at least one INPUT (or --recipe FILE)")
+    options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags,
+                   card=_load_card(card_file), labels=parse_labels(labels), wait=not no_wait)
+    with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
+        if recipe_file:
+            result = hub.merge_recipe(recipe_file, **options)
+        else:
+            result = hub.merge(method, list(inputs), base=base, weights=_weights(weights), params=_params(params),
+                               **options)
+    if no_wait:
+        _emit(as_json, _op_doc(result), f"started {result.id}; follow it with: deltahub ops watch {result.id}")
+        return
+    rev = result.revision
+    doc = {"revision": rev.to_dict(), "cached": result.cached, "recipe_hash": result.recipe_hash,
+           "metrics": result.metrics, "operation": result.operation}
+    where = "from cache" if result.cached else "built"
+    err = result.metrics.get("relative_error")
+    text = f"{rev.artifact}@{rev.digest} ({rev.kind.value}, {where})"
+    if err:
+        text += f"\n  relative error of the stored form: {err:.4g}"
+    _emit(as_json, doc, text)
+
+
+@main.command()
+@_hub_options
+@_json_option
+@click.pass_context
+def methods(ctx, hub_address, token, as_json):
+    """List the merge methods the hub knows, with their papers and parameters."""
+    with _hub(ctx, hub_address, token) as hub:
+        found = hub.merge_methods()
+    lines = []
+    for m in found:
+        params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"])
+        lines.append(f"{m['name']:<20} {m['source']:<9} {m['title']}" + (f"  [{params}]" if params else ""))
+    _emit(as_json, found, "\n".join(lines))
+
+
+@main.command(name="eval")
+@click.argument("target")
+@click.option("--data", "--eval", "data", required=True, help="Dataset revision to evaluate on.")
+@click.option("--device", default="auto", show_default=True)
+@_hub_options
+@_json_option
+@click.pass_context
+def evaluate(ctx, target, data, device, hub_address, token, as_json):
+    """The held-out metric of a model, adapter or task vector (what greedy_soup uses)."""
+    with _hub(ctx, hub_address, token) as hub:
+        r = hub.evaluate(target, data, device=device)
+    doc = {k: v for k, v in vars(r).items() if v is not None}
+    if r.metric == "accuracy":
+        text = f"{r.target} on {r.data}: accuracy {r.accuracy:.4f} over {r.samples} rows"
+    else:
+        text = f"{r.target} on {r.data}: loss {r.loss:.4f}, perplexity {r.perplexity:.3f} over {r.samples} rows"
+    _emit(as_json, doc, text)
+
+
+@main.group()
+def ops():
+    """Long-running operations (merges): ls, show ID, watch ID, cancel ID."""
+
+
+@ops.command(name="ls")
+@click.argument("namespace", required=False)
+@_hub_options
+@_json_option
+@click.pass_context
+def ops_ls(ctx, namespace, hub_address, token, as_json):
+    with _hub(ctx, hub_address, token) as hub:
+        found = hub.operations(namespace)
+    _emit(as_json, [_op_doc(o) for o in found], "\n".join(_op_text(o) for o in found) or "no operations")
+
+
+@ops.command(name="show")
+@click.argument("operation_id")
+@_hub_options
+@_json_option
+@click.pass_context
+def ops_show(ctx, operation_id, hub_address, token, as_json):
+    with _hub(ctx, hub_address, token) as hub:
+        op = hub.operation(operation_id)
+    _emit(as_json, _op_doc(op), _op_text(op))
+
+
+@ops.command(name="watch")
+@click.argument("operation_id")
+@_hub_options
+@_json_option
+@click.pass_context
+def ops_watch(ctx, operation_id, hub_address, token, as_json):
+    """Follow an operation to its end; exits non-zero if it failed or was cancelled."""
+    with _hub(ctx, hub_address, token, quiet=as_json) as hub:
+        op = hub.watch_operation(operation_id)
+    _emit(as_json, _op_doc(op), _op_text(op))
+
+
+@ops.command(name="cancel")
+@click.argument("operation_id")
+@_hub_options
+@_json_option
+@click.pass_context
+def ops_cancel(ctx, operation_id, hub_address, token, as_json):
+    with _hub(ctx, hub_address, token) as hub:
+        op = hub.cancel_operation(operation_id)
+    _emit(as_json, _op_doc(op), _op_text(op))

@@ -1,0 +1,179 @@
+"""The SDK's merge verbs: start and follow merges, list methods, evaluate.
+
+A mixin of :class:`deltahub_client.hub.Hub`, kept apart so each file holds one idea.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from deltahub.artifacts import DomainCard, Revision
+from deltahub.merging.mergekit_yaml import from_mergekit_yaml, to_mergekit_yaml
+from deltahub.v1 import merge_pb2 as mpb
+from deltahub.v1 import operations_pb2 as opb
+from deltahub_client import convert
+from deltahub_client.errors import translated
+
+
+@dataclass(frozen=True)
+class OperationInfo:
+    id: str
+    kind: str
+    state: str  # RUNNING, SUCCEEDED, FAILED, CANCELLED
+    stage: str
+    done: int
+    total: int
+    bytes: int
+    error_code: str = ""
+    error_message: str = ""
+    result: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    revision: Revision
+    cached: bool
+    recipe_hash: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    operation: str = ""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    target: str
+    data: str
+    metric: str
+    score: float
+    samples: int
+    loss: float | None = None
+    perplexity: float | None = None
+    accuracy: float | None = None
+
+
+def _operation(msg) -> OperationInfo:
+    state = opb.OperationState.Name(msg.state).removeprefix("OPERATION_STATE_")
+    return OperationInfo(msg.id, msg.kind, state, msg.stage, msg.done, msg.total, msg.bytes, msg.error_code,
+                         msg.error_message, json.loads(msg.result_json) if msg.result_json else None)
+
+
+class MergeVerbs:
+    @translated
+    def merge(
+        self,
+        method: str,
+        inputs: Sequence[str],
+        *,
+        out: str,
+        base: str | None = None,
+        weights: Sequence[float] | None = None,
+        params: dict[str, Any] | None = None,
+        form: str = "model",
+        data: str | None = None,
+        rank: int = 0,
+        energy: float = 0.0,
+        device: str = "auto",
+        ref: str = "main",
+        tags: Sequence[str] = (),
+        card: DomainCard | dict | None = None,
+        labels: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> MergeResult | OperationInfo:
+        """Merges stored models, task vectors or adapters into ``out``.
+
+        Args:
+            method: a name from :meth:`merge_methods` (``magmax``, ``ties``, ...).
+            inputs: revisions ``namespace/name[@ref]``, in order (task order for MagMax).
+            base: the base model revision; inferred from adapter/task-vector inputs when omitted.
+            weights: one per input.
+            params: method parameters; a list gives one value per input.
+            form: ``model``, ``task_vector`` or ``adapter``.
+            data: a dataset revision (held-out data for ``greedy_soup``, new-domain texts for ``recall``).
+            rank, energy: compression target for ``task_vector``/``adapter`` outputs.
+            wait: follow the operation (with a progress bar) and return the result; else return the operation.
+        Returns:
+            :class:`MergeResult` (``cached`` tells whether the recipe was built before), or the operation.
+        Raises:
+            InvalidInputError, NotFoundError, PreconditionError (inputs of different bases), CancelledError.
+        """
+        request = mpb.MergeRequest(
+            method=method, inputs=list(inputs), out=out, base=base or "", weights=list(weights or []),
+            params_json=json.dumps(params or {}), form=form, data=data or "", rank=rank or 0,
+            energy=energy or 0.0, device=device, ref=ref, tags=list(tags), card=convert.card_to_pb(card),
+            labels=labels or {},
+        )
+        op = _operation(self._unary(self._merge.StartMerge, request))
+        return self.wait_merge(op.id) if wait else op
+
+    def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | OperationInfo:
+        """Runs a mergekit YAML configuration (a path or the YAML text) whose models are hub revisions."""
+        text = Path(recipe).read_text() if isinstance(recipe, os.PathLike) or Path(str(recipe)).is_file() else str(recipe)
+        doc = from_mergekit_yaml(text)
+        return self.merge(doc["method"], doc["inputs"], out=out, base=doc["base"] or None, weights=doc["weights"],
+                          params=doc["params"], **kwargs)
+
+    def recipe_yaml(self, spec: str) -> str:
+        """A merged revision's recipe as mergekit YAML (for methods mergekit knows)."""
+        return to_mergekit_yaml(self.show(spec).lineage.recipe)
+
+    @translated
+    def wait_merge(self, operation_id: str) -> MergeResult:
+        op = self.watch_operation(operation_id)
+        r = op.result or {}
+        return MergeResult(self.show(f"{r['artifact']}@{r['digest']}"), bool(r.get("cached")), r.get("recipe_hash", ""),
+                           r.get("metrics") or {}, op.id)
+
+    @translated
+    def watch_operation(self, operation_id: str) -> OperationInfo:
+        """Follows an operation to its end with a progress bar; raises its error if it failed or was cancelled."""
+        bar = tqdm(total=0, unit="tensor", desc="merging", disable=None if self.progress else True)
+        last = None
+        try:
+            for msg in self._operations.WatchOperation(opb.WatchOperationRequest(id=operation_id),
+                                                      metadata=self._metadata):
+                last = _operation(msg)
+                if last.total and bar.total != last.total:
+                    bar.total = last.total
+                bar.set_description(last.stage)
+                bar.n = last.done
+                bar.refresh()
+        finally:
+            bar.close()
+        return last
+
+    @translated
+    def operation(self, operation_id: str) -> OperationInfo:
+        return _operation(self._unary(self._operations.GetOperation, opb.GetOperationRequest(id=operation_id)))
+
+    @translated
+    def cancel_operation(self, operation_id: str) -> OperationInfo:
+        return _operation(self._unary(self._operations.CancelOperation, opb.CancelOperationRequest(id=operation_id)))
+
+    @translated
+    def operations(self, namespace: str | None = None) -> list[OperationInfo]:
+        resp = self._unary(self._operations.ListOperations, opb.ListOperationsRequest(namespace=namespace or ""))
+        return [_operation(m) for m in resp.operations]
+
+    @translated
+    def merge_methods(self) -> list[dict[str, Any]]:
+        resp = self._unary(self._merge.ListMethods, mpb.ListMethodsRequest())
+        return [{"name": m.name, "title": m.title, "paper": m.paper, "url": m.url, "source": m.source,
+                 "needs_data": m.needs_data, "params": json.loads(m.params_json or "[]")} for m in resp.methods]
+
+    @translated
+    def evaluate(self, target: str, data: str, *, device: str = "auto") -> EvalResult:
+        """The held-out metric of a model, adapter or task vector on a dataset (what the greedy soup uses)."""
+        r = self._merge.Evaluate(mpb.EvaluateRequest(target=target, data=data, device=device),
+                                 timeout=None, metadata=self._metadata)
+        acc = r.metric == "accuracy"
+        return EvalResult(r.target, r.data, r.metric, r.score, r.samples, None if acc else r.loss,
+                          None if acc else r.perplexity, r.accuracy if acc else None)

@@ -1,0 +1,84 @@
+"""mergekit YAML in and out.
+
+In: a mergekit merge configuration (``merge_method``, ``base_model``,
+``models`` with per-model ``parameters``, global ``parameters``) whose model
+names are hub revisions (``namespace/name[@ref]``) becomes a merge request.
+The document is checked against mergekit's own schema first. Per-model
+``weight`` becomes the input weights; other per-model parameters become
+per-input lists. ``slices`` and ``tokenizer`` options are refused: deltahub
+merges whole models of one base.
+
+Out: a merged revision's recipe as a mergekit configuration, for methods
+mergekit knows (its own, plus ``magmax`` and ``instruction_vector``, which
+deltahub registers into it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from deltahub.errors import InvalidInputError
+
+_UNSUPPORTED = ("slices", "tokenizer_source", "tokenizer", "chat_template", "modules")
+
+
+def from_mergekit_yaml(text: str) -> dict[str, Any]:
+    """{method, inputs, base, weights, params} from a mergekit configuration."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InvalidInputError(f"recipe is not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInputError("a mergekit recipe must be a mapping")
+    unsupported = [k for k in _UNSUPPORTED if doc.get(k)]
+    if unsupported:
+        raise InvalidInputError(f"mergekit options {unsupported} are not supported; merges here are of whole models")
+    try:
+        from mergekit.config import MergeConfiguration
+
+        MergeConfiguration.model_validate(doc)
+    except Exception as err:  # pydantic's ValidationError names the bad field
+        raise InvalidInputError(f"not a valid mergekit configuration: {err}") from None
+    models = doc.get("models") or []
+    base = str(doc.get("base_model") or "")
+    entries = [m for m in models if str(m.get("model")) != base]  # mergekit lists the base among models at times
+    if not entries:
+        raise InvalidInputError("the recipe lists no model to merge besides the base")
+    per_model = [dict(m.get("parameters") or {}) for m in entries]
+    weights = None
+    if any("weight" in p for p in per_model):
+        weights = [float(p.pop("weight", 1.0)) for p in per_model]
+    params: dict[str, Any] = dict(doc.get("parameters") or {})
+    for name in sorted({k for p in per_model for k in p}):
+        params[name] = [p.get(name, params.get(name)) for p in per_model]
+    return {"method": doc["merge_method"], "inputs": [str(m["model"]) for m in entries], "base": base,
+            "weights": weights, "params": params}
+
+
+def to_mergekit_yaml(recipe: dict[str, Any]) -> str:
+    """A recipe (as stored in a merged revision's lineage) as mergekit YAML."""
+    from mergekit import merge_methods
+
+    method = recipe.get("method")
+    if not method:
+        raise InvalidInputError("this revision has no merge recipe")
+    known = {m.spec.name for m in merge_methods.registered_methods()}
+    if method not in known:
+        raise InvalidInputError(f"mergekit has no method {method!r}; the recipe stays deltahub's own (show --json)")
+    inputs = recipe["inputs"]
+    weights = recipe.get("weights")
+    shared, models = {}, [{"model": spec, "parameters": {}} for spec in inputs]
+    for name, value in (recipe.get("params") or {}).items():
+        if isinstance(value, list):
+            for m, v in zip(models, value):
+                m["parameters"][name] = v
+        elif value is not None:
+            shared[name] = value
+    for i, m in enumerate(models):
+        m["parameters"]["weight"] = float(weights[i]) if weights else 1.0
+    doc = {"merge_method": method, "base_model": recipe["base"], "models": models, "dtype": "float32"}
+    if shared:
+        doc["parameters"] = shared
+    return yaml.safe_dump(doc, sort_keys=False)

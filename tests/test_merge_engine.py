@@ -1,0 +1,254 @@
+"""The merge engine through the SDK against a real server: outputs, cache, errors."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deltahub.errors import CancelledError, InvalidInputError, NotFoundError, PreconditionError
+from deltahub.merge_engine import MergeEngine, MergeRequest
+from tests.conftest import store_state
+from tests.helpers import TINY_LLAMA, make_adapter, make_dataset, make_tiny_llama
+
+TEXTS = ["the market rallied", "bonds fell sharply", "rates rose the market fell", "the court ruled",
+         "the patient took a dose", "equity yield rose"] * 2
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge")
+    base = make_tiny_llama(root / "base")
+    ds = root / "ds"
+    ds.mkdir()
+    return {
+        "base": base,
+        "ft1": make_tiny_llama(root / "ft1", perturb=0.01, perturb_seed=1),
+        "ft2": make_tiny_llama(root / "ft2", perturb=0.01, perturb_seed=2),
+        "ft3": make_tiny_llama(root / "ft3", perturb=0.01, perturb_seed=3),
+        "a1": make_adapter(base, root / "a1", r=4, seed=1),
+        "a2": make_adapter(base, root / "a2", r=2, seed=2, targets=("q_proj", "o_proj")),
+        "data": make_dataset(ds, TEXTS),
+        "other_base": make_tiny_llama(root / "other", seed=5),
+    }
+
+
+@pytest.fixture()
+def world(server, folders):
+    hub, store, address = server
+    hub.push(folders["base"], "base/tiny", kind="model")
+    for name in ("ft1", "ft2", "ft3"):
+        hub.push(folders[name], f"ft/{name}", kind="model")
+    hub.push(folders["a1"], "ad/one", kind="adapter", base="base/tiny")
+    hub.push(folders["a2"], "ad/two", kind="adapter", base="base/tiny")
+    hub.push(folders["data"], "data/fin", kind="dataset")
+    return hub, store
+
+
+def weights_of(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def test_task_arithmetic_matches_mergekit(world, folders, tmp_path):
+    from mergekit.merge_methods.api import merge_state_dicts
+
+    hub, _ = world
+    res = hub.merge("task_arithmetic", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/ta", weights=[0.7, 0.5],
+                    params={"lambda": 0.8})
+    assert not res.cached and res.revision.kind.value == "model"
+    ours = weights_of(hub.pull("m/ta", tmp_path / "ta"))
+    sds = {k: weights_of(folders[k]) for k in ("base", "ft1", "ft2")}
+    theirs = merge_state_dicts(sds, "task_arithmetic", base="base",
+                               parameters={"weight": {"ft1": 0.7, "ft2": 0.5}, "lambda": 0.8})
+    assert ours.keys() == theirs.keys()
+    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) < 1e-6
+    # the folder loads in transformers and the recipe names mergekit's method
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "ta")
+    assert "merge_method: task_arithmetic" in hub.recipe_yaml("m/ta")
+
+
+def test_lora_space_linear_merge_equals_dense_merge(world, folders, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    hub, _ = world
+    ad = hub.merge("uniform_soup", ["ad/one", "ad/two"], out="m/soup-lora", form="adapter")
+    assert ad.metrics["relative_error"] == 0 and ad.metrics["exact_modules"] == ad.metrics["modules"]
+    dense = hub.merge("uniform_soup", ["ad/one", "ad/two"], out="m/soup-model", form="model")
+    assert dense.revision.lineage.recipe["base"].startswith("base/tiny@")
+    path = hub.pull("m/soup-lora", tmp_path / "lora")
+    import json
+
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    assert cfg["rank_pattern"]["model.layers.0.self_attn.q_proj"] == 6  # rank = 4 + 2 (concatenated)
+    assert cfg["rank_pattern"]["model.layers.0.self_attn.v_proj"] == 4
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folders["base"]), path).merge_and_unload()
+    want = weights_of(hub.pull("m/soup-model", tmp_path / "dense"))
+    got = merged.state_dict()
+    assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5
+
+
+def _peft_merged(base_dir, adapter_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).merge_and_unload().state_dict()
+
+
+@pytest.mark.parametrize("kind", ["rank_pattern_rslora", "adalora"])
+def test_adapter_deltas_follow_peft(world, folders, tmp_path, kind):
+    from peft import AdaLoraConfig, LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    hub, _ = world
+    torch.manual_seed(7)
+    model = AutoModelForCausalLM.from_pretrained(folders["base"])
+    if kind == "adalora":
+        config = AdaLoraConfig(init_r=4, target_r=2, total_step=10, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    else:
+        config = LoraConfig(r=4, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"],
+                            rank_pattern={"model.layers.1.self_attn.q_proj": 2}, alpha_pattern={"v_proj": 3},
+                            init_lora_weights=False)
+    pm = get_peft_model(model, config)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn_like(p) * 0.1)
+    if kind == "adalora":  # prune to a rank pattern as the allocator would
+        pm.peft_config["default"].rank_pattern = {
+            f"model.layers.{i}.self_attn.{m}.lora_E": [True, False, True, False]
+            for i in range(2) for m in ("q_proj", "v_proj")}
+    pm.save_pretrained(tmp_path / "ad")
+    hub.push(tmp_path / "ad", f"ad/{kind}", kind="adapter", base="base/tiny")
+    hub.merge("uniform_soup", [f"ad/{kind}"], out=f"m/{kind}", form="model")
+    got = weights_of(hub.pull(f"m/{kind}", tmp_path / "out"))
+    want = _peft_merged(folders["base"], tmp_path / "ad")
+    assert max(float((got[k] - want[k]).abs().max()) for k in got) < 1e-5
+
+
+def test_nonlinear_merge_to_adapter_is_svd_compressed(world, folders, tmp_path):
+    hub, _ = world
+    res = hub.merge("magmax", ["ad/one", "ad/two"], out="m/mm-lora", form="adapter", rank=2)
+    assert 0 < res.metrics["relative_error"] < 1 and res.metrics["max_rank"] == 2
+    _peft_merged(folders["base"], hub.pull("m/mm-lora", tmp_path / "mm"))  # plain peft loads it
+    tv = hub.merge("magmax", ["ft/ft1", "ft/ft2", "ft/ft3"], base="base/tiny", out="m/mm-tv", form="task_vector")
+    deltas = load_file(hub.pull("m/mm-tv", tmp_path / "tv") / "task_vector.safetensors")
+    b, fts = weights_of(folders["base"]), [weights_of(folders[k]) for k in ("ft1", "ft2", "ft3")]
+    name = "model.layers.0.mlp.up_proj.weight"
+    stacked = torch.stack([f[name] - b[name] for f in fts])
+    best = stacked.gather(0, stacked.abs().argmax(0, keepdim=True))[0]
+    assert torch.allclose(deltas[name], 0.5 * best, atol=1e-7)
+
+
+def test_same_recipe_is_built_once(world):
+    hub, _ = world
+    results = []
+
+    def go(out):
+        results.append(hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out=out, params={"density": 0.5}))
+
+    threads = [threading.Thread(target=go, args=("m/ties",)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.cached for r in results) == [False, True, True]
+    assert len({r.revision.digest for r in results}) == 1
+    again = hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/ties-copy", params={"density": 0.5})
+    assert again.cached and again.revision.digest == results[0].revision.digest
+    other = hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/ties", params={"density": 0.6})
+    assert not other.cached and other.recipe_hash != results[0].recipe_hash
+
+
+def test_greedy_soup_recall_and_eval(world):
+    hub, _ = world
+    ev = hub.evaluate("ad/one", "data/fin")
+    assert ev.metric == "loss" and ev.loss > 0 and ev.perplexity > 1 and ev.samples == len(TEXTS)
+    gs = hub.merge("greedy_soup", ["ad/one", "ad/two", "ft/ft1"], out="m/greedy", data="data/fin")
+    m = gs.metrics
+    assert m["metric"] == "loss" and len(m["ingredient_scores"]) == 3 and m["kept"][0] == max(
+        range(3), key=lambda i: m["ingredient_scores"][i])
+    rc = hub.merge("recall", ["ad/one", "ad/two"], out="m/recall", form="adapter", data="data/fin", params={"k": 3})
+    rows = rc.metrics["layer_weights"]
+    assert len(rows) == TINY_LLAMA["num_hidden_layers"] + 1 and all(abs(sum(r) - 1) < 1e-5 for r in rows)
+    assert len(rc.metrics["typical_samples"]) == 3 and rc.metrics["relative_error"] == 0
+
+
+def test_bad_merges_get_clear_statuses_and_store_nothing(world, folders):
+    hub, store = world
+    hub.push(folders["other_base"], "base/other", kind="model")
+    hub.push(folders["a1"], "ad/on-other", kind="adapter", base="base/other")
+    before = store_state(store)
+    with pytest.raises(PreconditionError, match="ad/on-other"):
+        hub.merge("uniform_soup", ["ad/one", "ad/on-other"], base="base/tiny", out="m/x")
+    with pytest.raises(InvalidInputError, match="known: .*magmax"):
+        hub.merge("magmix", ["ad/one"], out="m/x")
+    with pytest.raises(InvalidInputError, match="needs held-out data"):
+        hub.merge("greedy_soup", ["ad/one", "ad/two"], out="m/x")
+    with pytest.raises(InvalidInputError, match="2 weights given for 1 inputs"):
+        hub.merge("uniform_soup", ["ad/one"], out="m/x", weights=[1, 2])
+    with pytest.raises(NotFoundError):
+        hub.merge("uniform_soup", ["ad/missing"], out="m/x")
+    with pytest.raises(InvalidInputError, match="form"):
+        hub.merge("uniform_soup", ["ad/one"], out="m/x", form="onnx")
+    small = dict(TINY_LLAMA, intermediate_size=96)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    odd = folders["base"].parent / "odd"
+    LlamaForCausalLM(LlamaConfig(**small)).save_pretrained(odd)
+    hub.push(odd, "ft/odd", kind="model")
+    before = store_state(store)
+    with pytest.raises(PreconditionError, match="ft/odd.*shape"):
+        hub.merge("task_arithmetic", ["ft/ft1", "ft/odd"], base="base/tiny", out="m/x")
+    assert store_state(store) == before
+
+
+def test_cancelled_merge_stores_nothing(world):
+    _, store = world
+    before = store_state(store)
+    engine = MergeEngine(store)
+    with pytest.raises(CancelledError):
+        engine.merge(MergeRequest(method="magmax", inputs=["ft/ft1", "ft/ft2"], base="base/tiny", out="m/cancel"),
+                     cancelled=lambda: True)
+    assert store_state(store)[0] == before[0]
+    assert store_state(store)[1] == before[1]
+
+
+def test_operations_report_progress(world):
+    hub, _ = world
+    op = hub.merge("uniform_soup", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/op", wait=False)
+    assert op.id.startswith("m/")
+    final = hub.watch_operation(op.id)
+    assert final.state == "SUCCEEDED" and final.done == final.total > 0 and final.result["artifact"] == "m/op"
+    assert any(o.id == op.id for o in hub.operations("m"))
+    assert hub.cancel_operation(op.id).state == "SUCCEEDED"  # cancelling a finished one changes nothing
+
+
+def test_mergekit_runs_a_yaml_naming_magmax(world, folders, tmp_path):
+    """magmax registered into mergekit's registry: mergekit's own run_merge executes it."""
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    hub, _ = world
+    config = {"merge_method": "magmax", "base_model": str(folders["base"]), "dtype": "float32",
+              "models": [{"model": str(folders[k])} for k in ("ft1", "ft2")]}
+    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mk"), options=MergeOptions(lazy_unpickle=False))
+    ours = weights_of(hub.pull(hub.merge("magmax", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/mm").revision.spec,
+                               tmp_path / "ours"))
+    theirs = weights_of(tmp_path / "mk")
+    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) < 1e-6
+    # and our YAML path: a mergekit config whose models are hub revisions
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "magmax", "base_model": "base/tiny",
+                                      "models": [{"model": "ft/ft1"}, {"model": "ft/ft2"}]}))
+    assert hub.merge_recipe(recipe, out="m/mm2").cached
