@@ -14,7 +14,6 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from deltahub.artifacts import DomainCard, Revision
-from deltahub.merging.mergekit_yaml import from_mergekit_yaml, to_mergekit_yaml
 from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import operations_pb2 as opb
 from deltahub_client import convert
@@ -116,6 +115,8 @@ class MergeVerbs:
 
     def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | OperationInfo:
         """Runs a mergekit YAML configuration (a path or the YAML text) whose models are hub revisions."""
+        from deltahub.merging.mergekit_yaml import from_mergekit_yaml  # loads mergekit: only when asked
+
         text = Path(recipe).read_text() if isinstance(recipe, os.PathLike) or Path(str(recipe)).is_file() else str(recipe)
         doc = from_mergekit_yaml(text)
         return self.merge(doc["method"], doc["inputs"], out=out, base=doc["base"] or None, weights=doc["weights"],
@@ -123,6 +124,8 @@ class MergeVerbs:
 
     def recipe_yaml(self, spec: str) -> str:
         """A merged revision's recipe as mergekit YAML (for methods mergekit knows)."""
+        from deltahub.merging.mergekit_yaml import to_mergekit_yaml  # loads mergekit: only when asked
+
         return to_mergekit_yaml(self.show(spec).lineage.recipe)
 
     @translated
