@@ -114,7 +114,10 @@ def run_deltahub(root: Path, method: str) -> None:
 
 def child(args) -> None:
     root = Path(args.root)
-    if args.side == "prepare":
+    if args.side == "prepare":  # a fresh hub each run, so no merge is answered from the recipe cache
+        import shutil
+
+        shutil.rmtree(root / "hub", ignore_errors=True)
         hub_store(root)
         return
     start = time.perf_counter()

@@ -17,7 +17,7 @@ import torch
 
 from deltahub.errors import CancelledError, DeltahubError, InvalidInputError
 from deltahub.merging.sources import DeltaSource, TensorFiles, work_dtype
-from deltahub.merging.spec import MergeMethod, ParamGroup, Plan
+from deltahub.merging.spec import MergeMethod, ParamGroup, Plan, linear_combination
 
 Progress = Callable[[int, int, int], None]  # tensors done, tensors total, base bytes done
 
@@ -107,7 +107,11 @@ def _merge_one(job: MergeJob, name: str, base: torch.Tensor, dev: torch.device) 
         weights=job.weights,
     )
     try:
-        merged = job.method.merge(group, job.params, job.plan)
+        # a linear method is sum_i c_i tau_i whatever implements it (tests hold mergekit's
+        # linear and task_arithmetic to this to 1e-6); skip the kernel's base add/subtract
+        coeffs = job.method.coefficients(name, len(deltas), job.weights, job.params, job.plan)
+        merged = linear_combination(group.deltas, coeffs) if coeffs is not None else job.method.merge(
+            group, job.params, job.plan)
     except DeltahubError:
         raise
     except (TypeError, ValueError, RuntimeError) as err:
