@@ -139,7 +139,7 @@ def test_nonlinear_merge_to_adapter_is_svd_compressed(world, folders, tmp_path):
     res = hub.merge("magmax", ["ad/one", "ad/two"], out="m/mm-lora", form="adapter", rank=2)
     assert 0 < res.metrics["relative_error"] < 1 and res.metrics["max_rank"] == 2
     _peft_merged(folders["base"], hub.pull("m/mm-lora", tmp_path / "mm"))  # plain peft loads it
-    tv = hub.merge("magmax", ["ft/ft1", "ft/ft2", "ft/ft3"], base="base/tiny", out="m/mm-tv", form="task_vector")
+    hub.merge("magmax", ["ft/ft1", "ft/ft2", "ft/ft3"], base="base/tiny", out="m/mm-tv", form="task_vector")
     deltas = load_file(hub.pull("m/mm-tv", tmp_path / "tv") / "task_vector.safetensors")
     b, fts = weights_of(folders["base"]), [weights_of(folders[k]) for k in ("ft1", "ft2", "ft3")]
     name = "model.layers.0.mlp.up_proj.weight"
@@ -252,3 +252,27 @@ def test_mergekit_runs_a_yaml_naming_magmax(world, folders, tmp_path):
     recipe.write_text(yaml.safe_dump({"merge_method": "magmax", "base_model": "base/tiny",
                                       "models": [{"model": "ft/ft1"}, {"model": "ft/ft2"}]}))
     assert hub.merge_recipe(recipe, out="m/mm2").cached
+
+
+def test_instruction_vector_keeps_an_extended_vocabulary(world, folders, tmp_path):
+    """Chat-vector style: the domain model's larger embeddings and head pass through untouched."""
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    hub, _ = world
+    torch.manual_seed(3)
+    domain = LlamaForCausalLM(LlamaConfig(**dict(TINY_LLAMA, vocab_size=TINY_LLAMA["vocab_size"] + 8)))
+    domain.save_pretrained(tmp_path / "domain")
+    hub.push(tmp_path / "domain", "ft/domain", kind="model")
+    with pytest.raises(PreconditionError, match="shape"):
+        hub.merge("instruction_vector", ["ft/domain", "ft/ft1"], base="base/tiny", out="m/iv")
+    hub.merge("instruction_vector", ["ft/domain", "ft/ft1"], base="base/tiny", out="m/iv",
+              params={"skip_embeddings": True})
+    path = hub.pull("m/iv", tmp_path / "iv")
+    got, dom = weights_of(path), weights_of(tmp_path / "domain")
+    b, instruct = weights_of(folders["base"]), weights_of(folders["ft1"])
+    assert torch.equal(got["model.embed_tokens.weight"], dom["model.embed_tokens.weight"])
+    assert torch.equal(got["lm_head.weight"], dom["lm_head.weight"])
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert torch.allclose(got[name], dom[name] + (instruct[name] - b[name]), atol=1e-6)
+    assert AutoConfig.from_pretrained(path).vocab_size == TINY_LLAMA["vocab_size"] + 8
+    AutoModelForCausalLM.from_pretrained(path)

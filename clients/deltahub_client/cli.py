@@ -56,12 +56,13 @@ def _load_card(path: str | None) -> DomainCard | None:
     return DomainCard.from_dict(doc)
 
 
-def parse_labels(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+def parse_pairs(items: list[str] | tuple[str, ...], what: str = "label") -> dict[str, str]:
+    """KEY=VALUE options (labels, method parameters) as a dict."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidInputError(f"label {item!r} must be KEY=VALUE")
+            raise InvalidInputError(f"{what} {item!r} must be KEY=VALUE")
         out[key] = value
     return out
 
@@ -163,7 +164,7 @@ def push(ctx, folder, artifact, kind, base, card_file, tags, labels, ref, expect
     """Push FOLDER as a new revision of ARTIFACT (namespace/name)."""
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         result = hub.push(folder, artifact, kind=kind, base=base, card=_load_card(card_file),
-                          labels=parse_labels(labels), ref=ref, tags=list(tags), expected_revision=expected)
+                          labels=parse_pairs(labels), ref=ref, tags=list(tags), expected_revision=expected)
     rev = result.revision
     _emit(as_json, {"revision": rev.to_dict(), "created": result.created, "blobs_sent": result.blobs_sent,
                     "bytes_sent": result.bytes_sent},
@@ -286,7 +287,7 @@ def rm(ctx, spec, yes, hub_address, token, as_json):
 def card(ctx, spec, card_file, labels, replace_labels, hub_address, token, as_json):
     """Update the domain card and labels of a revision."""
     with _hub(ctx, hub_address, token) as hub:
-        rev = hub.update_card(spec, card=_load_card(card_file), labels=parse_labels(labels),
+        rev = hub.update_card(spec, card=_load_card(card_file), labels=parse_pairs(labels),
                               replace_labels=replace_labels)
     _emit(as_json, rev.to_dict(), _revision_text(rev))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deltahub.errors import InvalidInputError
-from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, _load_card, main, parse_labels
+from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, _load_card, main, parse_pairs
 
 FORMS = ["model", "task_vector", "adapter"]
 
@@ -17,16 +17,6 @@ def _weights(text: str | None) -> list[float] | None:
         return [float(w) for w in text.split(",")]
     except ValueError:
         raise InvalidInputError(f"--weights must be comma-separated numbers, got {text!r}") from None
-
-
-def _params(items) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--param {item!r} must be KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def _op_text(op) -> str:
@@ -73,12 +63,12 @@ def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, da
     if not recipe_file and not (method and inputs):
         raise click.UsageError("give METHOD and at least one INPUT (or --recipe FILE)")
     options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags,
-                   card=_load_card(card_file), labels=parse_labels(labels), wait=not no_wait)
+                   card=_load_card(card_file), labels=parse_pairs(labels), wait=not no_wait)
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         if recipe_file:
             result = hub.merge_recipe(recipe_file, **options)
         else:
-            result = hub.merge(method, list(inputs), base=base, weights=_weights(weights), params=_params(params),
+            result = hub.merge(method, list(inputs), base=base, weights=_weights(weights), params=parse_pairs(params, "--param"),
                                **options)
     if no_wait:
         _emit(as_json, _op_doc(result), f"started {result.id}; follow it with: deltahub ops watch {result.id}")

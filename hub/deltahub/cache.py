@@ -16,16 +16,21 @@ from pathlib import Path
 from typing import Iterator
 
 
+@contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created if missing) for the duration of the block."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class SingleFlight:
     def __init__(self, lock_dir: str | os.PathLike) -> None:
         self.lock_dir = Path(lock_dir)
         self.lock_dir.mkdir(parents=True, exist_ok=True)
 
-    @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with open(self.lock_dir / f"{key}.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def hold(self, key: str):
+        return exclusive(self.lock_dir / f"{key}.lock")

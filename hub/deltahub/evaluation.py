@@ -14,8 +14,8 @@ has to run it. The base weights are kept once; each evaluation writes
 
 from __future__ import annotations
 
+import json
 import math
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -55,8 +55,6 @@ class ModelProbe:
 
     def __init__(self, model_dir: Path, sources: Sequence[DeltaSource], rows: list[dict], *,
                  device: torch.device, batch_size: int = 8, max_length: int = 256) -> None:
-        import json
-
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
         if not rows:

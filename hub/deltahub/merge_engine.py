@@ -24,10 +24,9 @@ from deltahub.errors import InvalidInputError, PreconditionError
 from deltahub.evaluation import EvalResult, ModelProbe
 from deltahub.formats.dataset import read_rows
 from deltahub.formats.model import INDEX_FILE
-from deltahub.formats.safetensors_writer import DTYPE_NAMES
 from deltahub.merging import MERGE_METHODS
 from deltahub.merging import executor
-from deltahub.merging.outputs import AdapterOutput, ModelOutput, TaskVectorOutput, base_order
+from deltahub.merging.outputs import DEFAULT_SHARD_BYTES, AdapterOutput, ModelOutput, TaskVectorOutput
 from deltahub.merging.recipe import Recipe
 from deltahub.merging.sources import AdapterSource, DeltaSource, ModelSource, TaskVectorSource
 from deltahub.merging.spec import Plan
@@ -70,7 +69,7 @@ class MergeResult:
 
 
 @dataclass
-class _Resolved:
+class Resolved:
     method: Any
     params: dict[str, Any]
     inputs: list[Revision]
@@ -92,12 +91,14 @@ def _task_type(adapters: list[AdapterSource], base_config: dict) -> str | None:
 
 
 class MergeEngine:
+    shard_bytes = DEFAULT_SHARD_BYTES  # model outputs are split into shards of at most this size
+
     def __init__(self, store: HubStore) -> None:
         self.store = store
         self.flights = SingleFlight(store.config.data_dir / "locks")
 
     # -- checking --------------------------------------------------------------
-    def resolve(self, req: MergeRequest) -> _Resolved:
+    def resolve(self, req: MergeRequest) -> Resolved:
         ArtifactName.parse(req.out)
         if req.form not in FORMS:
             raise InvalidInputError(f"unknown output form {req.form!r}; known forms: {', '.join(FORMS)}")
@@ -133,17 +134,11 @@ class MergeEngine:
             params=params, weights=tuple(weights) if weights is not None else None,
             data=data.spec if data else "", rank=req.rank or None, energy=req.energy or None,
         )
-        return _Resolved(method, params, inputs, base, data, recipe)
+        return Resolved(method, params, inputs, base, data, recipe)
 
     def _base(self, spec: str, inputs: list[Revision]) -> Revision:
         if spec:
-            try:
-                base = self.store.resolve(spec)
-            except LookupError as err:
-                raise type(err)(f"base {spec!r} does not exist: {err}") from None
-            if base.kind is not Kind.MODEL:
-                raise PreconditionError(f"base {spec!r} is a {base.kind.value}, not a model")
-            return base
+            return self.store.resolve_base(spec)
         declared = sorted({r.base for r in inputs if r.base})
         if len(declared) == 1:
             return self.store.resolve(declared[0])
@@ -154,7 +149,11 @@ class MergeEngine:
     # -- running -----------------------------------------------------------------
     def merge(self, req: MergeRequest, *, progress: Progress | None = None,
               cancelled: Callable[[], bool] | None = None) -> MergeResult:
-        r = self.resolve(req)
+        return self.run(req, self.resolve(req), progress=progress, cancelled=cancelled)
+
+    def run(self, req: MergeRequest, r: Resolved, *, progress: Progress | None = None,
+            cancelled: Callable[[], bool] | None = None) -> MergeResult:
+        """Builds (or finds cached) a request already resolved, so inputs stay as they were when it was asked."""
         key = r.recipe.hash
         with self.flights.hold(key):
             cached = self.store.catalog.revisions_with_recipe(key)
@@ -162,7 +161,7 @@ class MergeEngine:
                 return self._reuse(req, r, cached[0])
             return self._build(req, r, progress, cancelled)
 
-    def _commit(self, req: MergeRequest, r: _Resolved, files, metrics: dict) -> Revision:
+    def _commit(self, req: MergeRequest, r: Resolved, files, metrics: dict) -> Revision:
         parents = tuple(dict.fromkeys([*r.recipe.inputs, r.base.spec] + ([r.data.spec] if r.data else [])))
         rev, _ = self.store.commit(CommitRequest(
             artifact=req.out, kind=Kind(req.form), files=files,
@@ -173,12 +172,12 @@ class MergeEngine:
         ))
         return rev
 
-    def _reuse(self, req: MergeRequest, r: _Resolved, where: tuple[str, str]) -> MergeResult:
+    def _reuse(self, req: MergeRequest, r: Resolved, where: tuple[str, str]) -> MergeResult:
         built = self.store.catalog.get_revision(*where)
         rev = self._commit(req, r, list(built.files), built.lineage.metrics)
         return MergeResult(rev, True, r.recipe.hash, built.lineage.metrics)
 
-    def _build(self, req: MergeRequest, r: _Resolved, progress: Progress | None,
+    def _build(self, req: MergeRequest, r: Resolved, progress: Progress | None,
                cancelled: Callable[[], bool] | None) -> MergeResult:
         started = time.monotonic()
         store = self.store
@@ -192,8 +191,10 @@ class MergeEngine:
             if r.method.spec.needs_data:
                 if progress:
                     progress("planning", 0, 0, 0)
-                plan = self._plan(r, sources, device, stack)
-            order = base_order(base_files, base_info.weight_files)
+                probe = self._probe(r.base, sources, r.data, device, stack)
+                plan = r.method.prepare(probe, r.params, r.recipe.weights)
+                del probe  # the model it holds is not needed while streaming
+            order = list(base_info.weight_files)
             output = self._output(req, r, sources, base_info, order)
             job = executor.MergeJob(
                 method=r.method, params=r.params, plan=plan, weights=r.recipe.weights,
@@ -232,14 +233,14 @@ class MergeEngine:
                 sources.append(AdapterSource(rev.spec, files, stack))
         return sources
 
-    def _plan(self, r: _Resolved, sources, device, stack: ExitStack) -> Plan:
+    def _probe(self, base: Revision, sources, data: Revision, device, stack: ExitStack) -> ModelProbe:
+        """The base model loaded from a checkout of its revision, with the inputs' deltas and the data's rows."""
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.store.config.data_dir / "tmp")))
-        self.store.checkout(r.base, folder / "base")
-        rows = read_rows(self.store.local_files(r.data), limit=MAX_EVAL_ROWS)
-        probe = ModelProbe(folder / "base", sources, rows, device=device)
-        return r.method.prepare(probe, r.params, r.recipe.weights)
+        self.store.checkout(base, folder / "base")
+        rows = read_rows(self.store.local_files(data), limit=MAX_EVAL_ROWS)
+        return ModelProbe(folder / "base", sources, rows, device=device)
 
-    def _output(self, req: MergeRequest, r: _Resolved, sources, base_info, order):
+    def _output(self, req: MergeRequest, r: Resolved, sources, base_info, order):
         blobs, spool = self.store.blobs, str(self.store.config.data_dir / "tmp")
         if req.form == "task_vector":
             return TaskVectorOutput(blobs, rank=req.rank, energy=req.energy, spool_dir=spool)
@@ -254,19 +255,12 @@ class MergeEngine:
         resized = {n: s for s in sources if isinstance(s, ModelSource) for n in s.resized}
         layout = []
         for name in order:
-            if name in resized:
-                t = resized[name].replacement(name)
-                from deltahub.formats.safetensors_writer import _DTYPE_NAMES
-                layout.append((name, _DTYPE_NAMES[t.dtype], tuple(t.shape)))
-            else:
-                layout.append((name, base_info.dtypes[name], tuple(base_info.shapes[name])))
+            info = resized[name].info if name in resized else base_info  # a resized tensor keeps its own layout
+            layout.append((name, info.dtypes[name], tuple(info.shapes[name])))
         # config and tokenizer: the base's, or the domain model's when it resized the vocabulary
         donor = next((rev for rev, s in zip(r.inputs, sources) if isinstance(s, ModelSource) and s.resized), r.base)
-        weights = set(base_info.weight_files.values()) | {INDEX_FILE}
-        other = [f for f in donor.files if f.path not in weights and not f.path.endswith(".safetensors")]
+        other = [f for f in donor.files if f.path != INDEX_FILE and not f.path.endswith(".safetensors")]
         return ModelOutput(blobs, layout, other, shard_bytes=self.shard_bytes)
-
-    shard_bytes = 5 << 30
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, spec: str, data: str, *, device: str = "auto") -> tuple[Revision, Revision, EvalResult]:
@@ -281,8 +275,5 @@ class MergeEngine:
         with ExitStack() as stack:
             inputs = [] if rev.kind is Kind.MODEL else [rev]
             sources = self._sources(inputs, self.store.base_info(base), stack)
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.store.config.data_dir / "tmp")))
-            self.store.checkout(base, folder / "base")
-            rows = read_rows(self.store.local_files(data_rev), limit=MAX_EVAL_ROWS)
-            result = ModelProbe(folder / "base", sources, rows, device=dev).evaluate()
+            result = self._probe(base, sources, data_rev, dev, stack).evaluate()
         return rev, data_rev, result

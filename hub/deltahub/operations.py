@@ -127,16 +127,6 @@ class OperationManager:
                 if op.finished:
                     return
 
-    def wait(self, op_id: str, timeout: float | None = None) -> Operation:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self.get(op_id).finished:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cond.wait(timeout=left)
-            return self.get(op_id)
-
     def _trim(self) -> None:
         done = [o for o in self._ops.values() if o.finished]
         for o in sorted(done, key=lambda o: o.finished_at)[: max(0, len(done) - self._keep)]:
@@ -144,6 +134,7 @@ class OperationManager:
             self._cancel.pop(o.id, None)
 
     def shutdown(self) -> None:
+        """Cancels running operations and waits for their threads; queued ones never start."""
         for event in self._cancel.values():
             event.set()
         self._pool.shutdown(wait=True, cancel_futures=True)

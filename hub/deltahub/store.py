@@ -13,18 +13,17 @@ data folder and keeps three promises:
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from deltahub import formats
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
+from deltahub.cache import exclusive
 from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
 from deltahub.events import RedisEventSink
 from deltahub.errors import (
@@ -88,16 +87,10 @@ class HubStore:
     def close(self) -> None:
         self.catalog.close()
 
-    @contextmanager
-    def _blob_lock(self) -> Iterator[None]:
+    def _blob_lock(self):
         # flock is per open file description: it excludes threads of this
         # process and other server processes on the same data folder alike.
-        with open(self._gc_lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return exclusive(self._gc_lock_path)
 
     # -- push --------------------------------------------------------------
     def check_manifest(self, artifact: str, kind: Kind | str, files: list[FileEntry]) -> tuple[ArtifactName, Kind]:
@@ -185,6 +178,10 @@ class HubStore:
             if kind.needs_base:
                 raise InvalidInputError(f"a {kind.value} needs a base model revision (--base namespace/name[@ref])")
             return None
+        return self.resolve_base(base)
+
+    def resolve_base(self, base: str) -> Revision:
+        """A base model revision: it must exist and be a model."""
         try:
             rev = self.resolve(base)
         except NotFoundError as err:

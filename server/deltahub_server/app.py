@@ -78,11 +78,13 @@ def is_loopback(address: str) -> bool:
 
 
 def create_server(
-    config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None
+    config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None,
+    operations: OperationManager | None = None,
 ) -> tuple[grpc.Server, int, HubStore]:
     """Builds, binds and starts the server. Returns (server, bound port, store).
 
-    Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown (``serve`` does).
+    Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown, and
+    ``operations`` to cancel running merges on shutdown (``serve`` does both).
     """
     if not config.tokens and not is_loopback(config.address):
         raise InvalidInputError(
@@ -101,7 +103,7 @@ def create_server(
     )
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store), server)
     transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store), server)
-    operations = OperationManager(workers=config.merge_workers)
+    operations = operations or OperationManager(workers=config.merge_workers)
     merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(MergeEngine(store), operations), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
     health_servicer = health_servicer or health.HealthServicer()
@@ -119,7 +121,8 @@ def create_server(
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
     health_servicer = health.HealthServicer()
-    server, port, store = create_server(config, health_servicer=health_servicer)
+    operations = OperationManager(workers=config.merge_workers)
+    server, port, store = create_server(config, health_servicer=health_servicer, operations=operations)
     host = config.address.rsplit(":", 1)[0]
     if config.tokens:
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
@@ -146,5 +149,6 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     log.info("stopping: draining in-flight calls")
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=10).wait()
+    operations.shutdown()  # running merges are cancelled: they store nothing
     store.close()
     log.info("stopped")

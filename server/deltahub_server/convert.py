@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.errors import InvalidInputError
+from deltahub.merge_engine import MergeRequest
 from deltahub.v1 import common_pb2 as pb
+from deltahub.v1 import merge_pb2 as mpb
+from deltahub.v1 import operations_pb2 as opb
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -70,10 +75,6 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
 
 # -- merges and operations --------------------------------------------------------
 def merge_request_from_pb(req, created_by: str):
-    import json
-
-    from deltahub.merge_engine import MergeRequest
-
     try:
         params = json.loads(req.params_json) if req.params_json else {}
     except json.JSONDecodeError as err:
@@ -90,10 +91,6 @@ def merge_request_from_pb(req, created_by: str):
 
 
 def operation_to_pb(op):
-    import json
-
-    from deltahub.v1 import operations_pb2 as opb
-
     return opb.Operation(
         id=op.id, kind=op.kind, state=opb.OperationState.Value(f"OPERATION_STATE_{op.state}"), stage=op.stage,
         done=op.done, total=op.total, bytes=op.bytes, started_at=op.started_at, finished_at=op.finished_at,
@@ -103,10 +100,6 @@ def operation_to_pb(op):
 
 
 def method_to_pb(spec):
-    import json
-
-    from deltahub.v1 import merge_pb2 as mpb
-
     doc = spec.to_dict()
     return mpb.MethodInfo(name=spec.name, title=spec.title, paper=spec.paper, url=spec.url, source=spec.source,
                           needs_data=spec.needs_data, params_json=json.dumps(doc["params"], default=str))

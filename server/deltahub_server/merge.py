@@ -27,11 +27,11 @@ class MergeServicer(mgrpc.MergeServicer):
         req = convert.merge_request_from_pb(request, current_principal().name)
         # Everything checkable is checked here, so bad input fails this call
         # with its status instead of surfacing later in a watched operation.
-        self.engine.resolve(req)
+        resolved = self.engine.resolve(req)
         namespace = req.out.split("/", 1)[0]
 
         def work(report, cancelled):
-            return merge_result(self.engine.merge(req, progress=report, cancelled=cancelled))
+            return merge_result(self.engine.run(req, resolved, progress=report, cancelled=cancelled))
 
         return convert.operation_to_pb(self.operations.start("merge", namespace, work))
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import safe_open
 
 from deltahub.deltas.lowrank import check_target, factor
 from deltahub.errors import PreconditionError
 from deltahub.formats.model import BaseModelInfo
 from deltahub.formats.safetensors_writer import SafetensorsWriter
 from deltahub.formats.task_vector import FORMAT, LOW_RANK_A, LOW_RANK_B
+from deltahub.formats.tensors import TensorFiles
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,10 @@ def build_task_vector(
     err_sq = norm_sq = 0.0
     ranks: dict[str, int] = {}
     with ExitStack() as stack:
-        handles: dict[str, object] = {}
+        io = TensorFiles(stack)
 
         def tensor(info: BaseModelInfo, files: dict[str, Path], name: str) -> torch.Tensor:
-            path = files[info.weight_files[name]]
-            key = str(path)
-            if key not in handles:
-                handles[key] = stack.enter_context(safe_open(key, framework="pt"))
-            return handles[key].get_tensor(name)
+            return io.get(files[info.weight_files[name]], name)
 
         for i, name in enumerate(names):
             ft = tensor(ft_info, ft_files, name)

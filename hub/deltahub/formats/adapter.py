@@ -21,7 +21,7 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA"}
-_PART = re.compile(
+LORA_PART = re.compile(
     r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_E|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
     r"(?:\.[A-Za-z0-9_]+)?(?:\.weight)?$"
 )
@@ -52,7 +52,7 @@ def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_value
     ranks: dict[str, int] = {}
     for key, t in header.tensors.items():
         name = key[len(PREFIX):] if key.startswith(PREFIX) else key
-        m = _PART.match(name)
+        m = LORA_PART.match(name)
         if not m:
             if name not in base.shapes:
                 raise InvalidInputError(f"{WEIGHTS_FILE}: tensor {key!r} is neither a LoRA factor nor a base parameter")

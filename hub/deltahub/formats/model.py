@@ -20,7 +20,9 @@ class BaseModelInfo:
     config: dict
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str] = field(default_factory=dict)
-    weight_files: dict[str, str] = field(default_factory=dict)  # parameter -> file path in the revision
+    # parameter -> file path in the revision, in file order then offset order
+    # (reading parameters in this order reads each memory map front to back)
+    weight_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def module_names(self) -> set[str]:
@@ -62,7 +64,7 @@ def validate_model(files: dict[str, Path], *, check_values: bool = True) -> Base
     dtypes: dict[str, str] = {}
     where: dict[str, str] = {}
     for path, header in headers.items():
-        for name, t in header.tensors.items():
+        for name, t in sorted(header.tensors.items(), key=lambda kv: kv[1].begin):
             if name in where:
                 raise InvalidInputError(f"parameter {name!r} appears in both {where[name]} and {path}")
             shapes[name], dtypes[name], where[name] = t.shape, t.dtype, path

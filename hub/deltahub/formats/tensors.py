@@ -1,12 +1,15 @@
-"""Checks on tensor values (after the header is known to be sound)."""
+"""Reading tensors from safetensors files, and checks on their values."""
 
 from __future__ import annotations
 
 import math
 import os
+from contextlib import ExitStack
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
+
 
 from deltahub.errors import InvalidInputError
 from deltahub.formats.safetensors_header import FLOAT_DTYPES, SafetensorsHeader
@@ -32,3 +35,17 @@ def check_finite(path: str | os.PathLike, header: SafetensorsHeader, *, label: s
                 if not torch.isfinite(part).all():
                     bad = "NaN" if torch.isnan(part).any() else "Inf"
                     raise InvalidInputError(f"{label}: tensor {name!r} contains {bad} values")
+
+
+class TensorFiles:
+    """Memory-mapped safetensors handles, opened once each and closed with ``stack``."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._handles: dict[str, object] = {}
+
+    def get(self, path: Path, key: str) -> torch.Tensor:
+        p = str(path)
+        if p not in self._handles:
+            self._handles[p] = self._stack.enter_context(safe_open(p, framework="pt"))
+        return self._handles[p].get_tensor(key)

@@ -16,8 +16,9 @@ from typing import Callable, Sequence
 import torch
 
 from deltahub.errors import CancelledError, DeltahubError, InvalidInputError
-from deltahub.merging.sources import DeltaSource, TensorFiles, work_dtype
-from deltahub.merging.spec import MergeMethod, ParamGroup, Plan, linear_combination
+from deltahub.formats.tensors import TensorFiles
+from deltahub.merging.sources import DeltaSource, work_dtype
+from deltahub.merging.spec import MergeMethod, ParamGroup, Plan
 
 Progress = Callable[[int, int, int], None]  # tensors done, tensors total, base bytes done
 
@@ -107,11 +108,7 @@ def _merge_one(job: MergeJob, name: str, base: torch.Tensor, dev: torch.device) 
         weights=job.weights,
     )
     try:
-        # a linear method is sum_i c_i tau_i whatever implements it (tests hold mergekit's
-        # linear and task_arithmetic to this to 1e-6); skip the kernel's base add/subtract
-        coeffs = job.method.coefficients(name, len(deltas), job.weights, job.params, job.plan)
-        merged = linear_combination(group.deltas, coeffs) if coeffs is not None else job.method.merge(
-            group, job.params, job.plan)
+        merged = job.method.merge(group, job.params, job.plan)
     except DeltahubError:
         raise
     except (TypeError, ValueError, RuntimeError) as err:

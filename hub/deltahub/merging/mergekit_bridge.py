@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 import yaml
 
-from deltahub.merging.spec import MergeMethod, MethodSpec, ParamGroup, ParamSpec, Plan
+from deltahub.merging.spec import MergeMethod, MethodSpec, ParamGroup, ParamSpec, Plan, linear_combination
 
 _BASE_ID = "base"
 
@@ -40,13 +40,11 @@ def _parse_value(value: Any) -> Any:
 
 class MergekitMethod(MergeMethod):
     def __init__(self, method) -> None:
-        from mergekit.merge_methods.base import BasePolicy, ParameterScope
+        from mergekit.merge_methods.base import BasePolicy
 
         self._method = method
         self._scopes = {p.name: p.scope for p in method.spec.parameters}
         self._uses_base = method.spec.contract.base in (BasePolicy.REQUIRED, BasePolicy.OPTIONAL)
-        self._per_input = {n for n, s in self._scopes.items() if s != ParameterScope.SHARED}
-        self._defaults = {p.name: None if p.required else p.default for p in method.spec.parameters}
         c = method.spec.contract
         self.spec = MethodSpec(
             name=method.spec.name,
@@ -54,18 +52,15 @@ class MergekitMethod(MergeMethod):
             paper=f"mergekit method {method.spec.name}",
             url=method.spec.reference_url or "https://github.com/arcee-ai/mergekit",
             params=tuple(
-                ParamSpec(p.name, object, self._defaults[p.name], f"mergekit parameter ({p.scope.value})")
+                ParamSpec(p.name, object, None if p.required else p.default, f"mergekit parameter ({p.scope.value})")
                 for p in method.spec.parameters
                 if p.name != "weight"
             ),
             min_inputs=max(1, (c.min_non_base or 0) if self._uses_base else c.min_inputs),
             max_inputs=(c.max_non_base if self._uses_base else c.max_inputs),
+            takes_weights="weight" in self._scopes,
             source="mergekit",
         )
-
-    @property
-    def takes_weight(self) -> bool:
-        return "weight" in self._scopes
 
     def mergekit_parameters(self, n: int, weights: Sequence[float] | None, params: dict[str, Any]) -> dict[str, Any]:
         ids = _input_ids(n)
@@ -75,7 +70,7 @@ class MergekitMethod(MergeMethod):
                 continue
             # a list is one value per input (mergekit YAML's per-model parameters)
             out[k] = dict(zip(ids, map(_parse_value, v))) if isinstance(v, list) else _parse_value(v)
-        if self.takes_weight:
+        if self.spec.takes_weights:
             w = list(weights) if weights is not None else [1.0] * n
             out["weight"] = dict(zip(_input_ids(n), map(float, w)))
         return out
@@ -104,6 +99,9 @@ class MergekitMethod(MergeMethod):
         from mergekit.merge_methods.base import TensorGroup
 
         n = len(group.deltas)
+        coeffs = self.coefficients(group.name, n, group.weights, params, plan)
+        if coeffs is not None:  # same result as the kernel (tested to 1e-6) without its base add/subtract
+            return linear_combination(group.deltas, coeffs)
         base = group.base.to(group.deltas[0].dtype)
         tensors = [base + d for d in group.deltas]
         ids = _input_ids(n)

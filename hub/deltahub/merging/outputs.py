@@ -19,15 +19,14 @@ the merged deltas: sqrt(sum of squared residuals / sum of squared deltas).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
 from deltahub.artifacts import FileEntry
 from deltahub.deltas.lowrank import factor
+from deltahub.errors import PreconditionError
 from deltahub.formats.adapter import CONFIG_FILE, PREFIX, WEIGHTS_FILE
 from deltahub.formats.model import INDEX_FILE
-from deltahub.formats.safetensors_header import read_header
 from deltahub.formats.safetensors_writer import DTYPE_SIZES, TORCH_DTYPES, PlannedSafetensorsWriter, SafetensorsWriter
 from deltahub.formats.task_vector import DEFAULT_FILE as TASK_VECTOR_FILE
 from deltahub.formats.task_vector import LOW_RANK_A, LOW_RANK_B
@@ -37,28 +36,26 @@ from deltahub.storage.blobs import BlobStore
 DEFAULT_SHARD_BYTES = 5 << 30  # as transformers' save_pretrained
 
 
-def base_order(files: dict[str, Path], weight_files: dict[str, str]) -> list[str]:
-    """Base parameters in file order, then offset order: sequential reads of the memory maps."""
-    order = []
-    for path in sorted(set(weight_files.values())):
-        header = read_header(files[path], label=path)
-        order += sorted(header.tensors, key=lambda k: header.tensors[k].begin)
-    return order
-
-
 class _Errors:
     def __init__(self) -> None:
         self.residual_sq = 0.0
         self.norm_sq = 0.0
         self.dropped: list[str] = []
 
-    def add(self, delta: torch.Tensor, residual_sq: float = 0.0) -> None:
-        self.norm_sq += float(delta.double().pow(2).sum())
-        self.residual_sq += residual_sq
+    def add(self, delta: torch.Tensor, *, dropped: bool = False) -> None:
+        """A delta stored exactly, or (``dropped``) not stored at all: all of it is residual."""
+        sq = float(delta.double().pow(2).sum())
+        self.norm_sq += sq
+        if dropped:
+            self.residual_sq += sq
 
     @property
     def relative_error(self) -> float:
         return (self.residual_sq / self.norm_sq) ** 0.5 if self.norm_sq > 0 else 0.0
+
+
+def _refuse_resized(name: str, what: str) -> None:
+    raise PreconditionError(f"{name} was resized (extended vocabulary): {what} cannot hold it; ask for a model")
 
 
 class ModelOutput:
@@ -67,23 +64,22 @@ class ModelOutput:
         self._blobs = blobs
         self._other = other_files
         self._shards: list[list[tuple[str, str, tuple[int, ...]]]] = [[]]
-        size = 0
+        size = self.total_bytes = 0
         for entry in layout:
-            n = DTYPE_SIZES[entry[1]] * int(torch.Size(entry[2]).numel())
+            n = DTYPE_SIZES[entry[1]] * torch.Size(entry[2]).numel()
             if self._shards[-1] and size + n > shard_bytes:
                 self._shards.append([])
                 size = 0
             self._shards[-1].append(entry)
             size += n
+            self.total_bytes += n
         self._dtype = {name: TORCH_DTYPES[dtype] for name, dtype, _ in layout}
-        self.total_bytes = sum(DTYPE_SIZES[d] * int(torch.Size(s).numel()) for _, d, s in layout)
         self._shard = -1
         self._blob = None
         self._writer: PlannedSafetensorsWriter | None = None
         self._left = 0
         self._done: list[FileEntry] = []
         self._weight_map: dict[str, str] = {}
-        self.errors = _Errors()
         self.written: list[str] = []
 
     def _name(self, i: int) -> str:
@@ -121,7 +117,6 @@ class ModelOutput:
         self._write(name, tensor)
 
     def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
-        self.errors.add(delta)
         self._write(name, base.to(delta.dtype) + delta)
 
     def abort(self) -> None:
@@ -159,9 +154,7 @@ class TaskVectorOutput:
         pass  # a zero delta is simply absent
 
     def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
-        from deltahub.errors import PreconditionError
-
-        raise PreconditionError(f"{name} was resized (extended vocabulary): a task vector cannot hold it; ask for a model")
+        _refuse_resized(name, "a task vector")
 
     def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
         if not torch.any(delta):
@@ -207,9 +200,7 @@ class AdapterOutput:
         pass
 
     def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
-        from deltahub.errors import PreconditionError
-
-        raise PreconditionError(f"{name} was resized (extended vocabulary): an adapter cannot hold it; ask for a model")
+        _refuse_resized(name, "an adapter")
 
     def add_factors(self, name: str, B: torch.Tensor, A: torch.Tensor) -> None:
         """An exact LoRA of this parameter's merged delta (LoRA-space merging)."""
@@ -218,7 +209,9 @@ class AdapterOutput:
             self.add_delta(name, None, B @ A)
             return
         self._factors[module] = (B.to(torch.float32), A.to(torch.float32))
-        self.errors.norm_sq += float((B.double() @ A.double()).pow(2).sum())
+        # ||B A||_F^2 = sum((B^T B) * (A A^T)): r x r products, not the (out x in) delta
+        B64, A64 = B.double(), A.double()
+        self.errors.norm_sq += float(((B64.T @ B64) * (A64 @ A64.T)).sum())
         self.exact_modules += 1
 
     def add_delta(self, name: str, base, delta: torch.Tensor) -> None:
@@ -226,7 +219,7 @@ class AdapterOutput:
             return
         module = module_of(name)
         if module is None or delta.ndim != 2:
-            self.errors.add(delta, float(delta.double().pow(2).sum()))
+            self.errors.add(delta, dropped=True)
             self.errors.dropped.append(name)
             return
         f = factor(delta, rank=self._rank, energy=self._energy)
@@ -250,8 +243,6 @@ class AdapterOutput:
         return json.loads(json.dumps(cfg, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
 
     def finish(self) -> tuple[list[FileEntry], dict]:
-        from deltahub.errors import PreconditionError
-
         if not self._factors:
             raise PreconditionError("the merged delta touches no module a LoRA adapter can target; ask for a task_vector or model")
         writer = SafetensorsWriter(metadata={"format": "pt"}, spool_dir=self._spool)

@@ -37,7 +37,6 @@ Input weights are not taken: the layer-wise weights replace them.
 from __future__ import annotations
 
 import re
-from typing import Sequence
 
 import torch
 

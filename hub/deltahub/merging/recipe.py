@@ -54,11 +54,3 @@ class Recipe:
     @property
     def hash(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "Recipe":
-        doc = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
-        doc["inputs"] = tuple(doc.get("inputs") or ())
-        if doc.get("weights") is not None:
-            doc["weights"] = tuple(doc["weights"])
-        return cls(**doc)

@@ -26,29 +26,12 @@ import torch
 from safetensors import safe_open
 
 from deltahub.errors import PreconditionError
-from deltahub.formats.adapter import _PART, CONFIG_FILE, PREFIX, WEIGHTS_FILE
+from deltahub.deltas.task_vector import delta_dtype as work_dtype
+from deltahub.formats.adapter import CONFIG_FILE, LORA_PART, PREFIX, WEIGHTS_FILE
 from deltahub.formats.model import BaseModelInfo, load_json
 from deltahub.formats.task_vector import split_key
+from deltahub.formats.tensors import TensorFiles
 from deltahub.merging.params import is_embedding
-
-
-def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Deltas are computed in float32 (float64 stays float64): bf16 differences are not bf16 numbers."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-class TensorFiles:
-    """Memory-mapped safetensors handles, opened once."""
-
-    def __init__(self, stack: ExitStack) -> None:
-        self._stack = stack
-        self._handles: dict[str, object] = {}
-
-    def get(self, path: Path, key: str) -> torch.Tensor:
-        p = str(path)
-        if p not in self._handles:
-            self._handles[p] = self._stack.enter_context(safe_open(p, framework="pt"))
-        return self._handles[p].get_tensor(key)
 
 
 class DeltaSource:
@@ -71,7 +54,7 @@ class ModelSource(DeltaSource):
 
     def __init__(self, label: str, info: BaseModelInfo, files: dict[str, Path], base: BaseModelInfo,
                  stack: ExitStack, *, allow_resized_embeddings: bool = False) -> None:
-        self.label, self._info, self._files = label, info, files
+        self.label, self.info, self._files = label, info, files
         self._io = TensorFiles(stack)
         self.resized: set[str] = set()
         extra = sorted(set(info.shapes) - set(base.shapes))
@@ -88,10 +71,10 @@ class ModelSource(DeltaSource):
                 )
 
     def _tensor(self, name: str) -> torch.Tensor:
-        return self._io.get(self._files[self._info.weight_files[name]], name)
+        return self._io.get(self._files[self.info.weight_files[name]], name)
 
     def delta(self, name, base):
-        if name not in self._info.shapes or name in self.resized:
+        if name not in self.info.shapes or name in self.resized:
             return None
         t = self._tensor(name)
         dtype = work_dtype(t.dtype)
@@ -169,16 +152,18 @@ class AdapterSource(DeltaSource):
             shapes = {k: fh.get_slice(k).get_shape() for k in keys}
         for key in keys:
             name = key[len(PREFIX):] if key.startswith(PREFIX) else key
-            m = _PART.match(name)
+            m = LORA_PART.match(name)
             if not m:
                 self._saved[name.replace(".modules_to_save.default", "")] = key
                 continue
             module, part = m["module"], m["part"]
             self._modules.setdefault(module, _Module(0.0)).parts[part] = key
+        self.ranks: dict[str, int] = {}
         for module, mod in self._modules.items():
             a_key = mod.parts.get("lora_A") or mod.parts.get("lora_embedding_A")
-            rank = shapes[a_key][0] if a_key else 0
-            mod.scale = self._scale(module, rank)
+            if a_key:
+                self.ranks[module] = shapes[a_key][0]
+            mod.scale = self._scale(module, self.ranks.get(module, 0))
 
     def _scale(self, module: str, rank: int) -> float:
         c = self.config
@@ -192,15 +177,6 @@ class AdapterSource(DeltaSource):
         alpha = _pattern_value(c.get("alpha_pattern") or {}, module, c.get("lora_alpha", 8))
         r = _pattern_value(c.get("rank_pattern") or {}, module, c.get("r", rank))
         return alpha / math.sqrt(r) if c.get("use_rslora") else alpha / r
-
-    @property
-    def ranks(self) -> dict[str, int]:
-        out = {}
-        for module, mod in self._modules.items():
-            a_key = mod.parts.get("lora_A") or mod.parts.get("lora_embedding_A")
-            if a_key:
-                out[module] = self._io.get(self._path, a_key).shape[0]
-        return out
 
     def factors(self, name):
         if not name.endswith(".weight"):
