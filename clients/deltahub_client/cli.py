@@ -133,8 +133,10 @@ def main(hub_address, token):
               help="Token file (YAML/JSON); without one the hub is open, on loopback only.")
 @click.option("--max-blob-bytes", type=int, default=None, help="Refuse files larger than this.")
 @click.option("--max-revision-bytes", type=int, default=None, help="Refuse revisions larger than this.")
+@click.option("--embedder", default="all-minilm-l6-v2", show_default=True,
+              help="Router embedder (a registry name); changing it re-embeds the cards.")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, log_level):
+def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, log_level):
     """Run the hub server on its embedded defaults (blobs + SQLite under --data-dir)."""
     from deltahub.auth import TokenTable
     from deltahub_server import ServerConfig
@@ -142,7 +144,8 @@ def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revisio
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(ServerConfig(data_dir=Path(data_dir), address=address, tokens=TokenTable.load(tokens_file),
-                     redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes))
+                     redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes,
+                     embedder=embedder))
 
 
 @main.command()
@@ -376,4 +379,4 @@ def health(ctx, hub_address, token, as_json):
 
 
 # The merge commands live in their own module; importing it registers them on ``main``.
-from deltahub_client import cli_merge  # noqa: E402,F401
+from deltahub_client import cli_merge, cli_route  # noqa: E402,F401

@@ -27,6 +27,7 @@ from deltahub.names import DEFAULT_REF
 from deltahub.storage.blobs import sha256_file
 from deltahub.v1 import merge_pb2_grpc as mgrpc
 from deltahub.v1 import operations_pb2_grpc as ogrpc
+from deltahub.v1 import router_pb2_grpc as routergrpc
 from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub.v1 import transfer_pb2 as tpb
@@ -35,6 +36,7 @@ from deltahub_client import convert
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 from deltahub_client.merges import MergeVerbs
+from deltahub_client.routes import RouterVerbs
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_SIZE = 1 << 20
@@ -60,7 +62,7 @@ def _expected_kw(expected_revision: str | None) -> dict:
     return {} if expected_revision is None else {"expected_revision": expected_revision}
 
 
-class Hub(MergeVerbs):
+class Hub(MergeVerbs, RouterVerbs):
     """A connection to a deltahub server.
 
     Args:
@@ -88,6 +90,7 @@ class Hub(MergeVerbs):
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._merge = mgrpc.MergeStub(self._channel)
         self._operations = ogrpc.OperationsStub(self._channel)
+        self._router = routergrpc.RouterStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()

@@ -51,6 +51,12 @@ class Principal:
             default=None,
         )
 
+    def namespaces_with(self, scope: Scope) -> frozenset[str] | None:
+        """The namespaces this principal holds ``scope`` in; None when that is every namespace."""
+        if (self.scopes.get(ANY_NAMESPACE) or 0) >= scope:
+            return None
+        return frozenset(ns for ns, s in self.scopes.items() if s >= scope)
+
     def allows(self, namespace: str | None, scope: Scope) -> bool:
         """namespace None means 'somewhere': any namespace granting the scope will do."""
         if namespace is None:

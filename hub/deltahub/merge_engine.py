@@ -174,6 +174,8 @@ class MergeEngine:
 
     def _reuse(self, req: MergeRequest, r: Resolved, where: tuple[str, str]) -> MergeResult:
         built = self.store.catalog.get_revision(*where)
+        if built.artifact == req.out and not req.tags and self.store.catalog.refs(req.out).get(req.ref) == built.digest:
+            return MergeResult(built, True, r.recipe.hash, built.lineage.metrics)  # nothing to move: no write
         rev = self._commit(req, r, list(built.files), built.lineage.metrics)
         return MergeResult(rev, True, r.recipe.hash, built.lineage.metrics)
 

@@ -24,6 +24,9 @@ from deltahub.errors import InvalidInputError
 from deltahub.store import HubStore, StoreConfig
 from deltahub.merge_engine import MergeEngine
 from deltahub.operations import OperationManager
+from deltahub.routing.assembly import Assembler
+from deltahub.routing.embedders import DEFAULT_EMBEDDER
+from deltahub.routing.router import Router
 from deltahub.v1 import (
     merge_pb2,
     merge_pb2_grpc,
@@ -31,6 +34,8 @@ from deltahub.v1 import (
     operations_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
     transfer_pb2,
     transfer_pb2_grpc,
 )
@@ -38,6 +43,7 @@ from deltahub_server.auth import AuthInterceptor
 from deltahub_server.merge import MergeServicer
 from deltahub_server.operations import OperationsServicer
 from deltahub_server.registry import RegistryServicer
+from deltahub_server.router import RouterServicer
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
 log = logging.getLogger("deltahub.server")
@@ -47,6 +53,7 @@ SERVICE_NAMES = (
     transfer_pb2.DESCRIPTOR.services_by_name["Transfer"].full_name,
     merge_pb2.DESCRIPTOR.services_by_name["Merge"].full_name,
     operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
+    router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,
 )
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -61,6 +68,7 @@ class ServerConfig:
     max_revision_bytes: int | None = None
     workers: int = 16
     merge_workers: int = 2  # merges running at once; more wait in the operation queue
+    embedder: str = DEFAULT_EMBEDDER
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
@@ -79,12 +87,14 @@ def is_loopback(address: str) -> bool:
 
 def create_server(
     config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None,
-    operations: OperationManager | None = None,
+    operations: OperationManager | None = None, router: Router | None = None,
 ) -> tuple[grpc.Server, int, HubStore]:
     """Builds, binds and starts the server. Returns (server, bound port, store).
 
-    Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown, and
-    ``operations`` to cancel running merges on shutdown (``serve`` does both).
+    Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown,
+    ``operations`` to cancel running merges on shutdown, and a started
+    ``router`` to have the index loaded before the first query (``serve``
+    does all three); otherwise the router loads on its first call.
     """
     if not config.tokens and not is_loopback(config.address):
         raise InvalidInputError(
@@ -104,7 +114,10 @@ def create_server(
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store), server)
     transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store), server)
     operations = operations or OperationManager(workers=config.merge_workers)
-    merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(MergeEngine(store), operations), server)
+    engine = MergeEngine(store)
+    merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, operations), server)
+    router = router or Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url)
+    router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(store, router, Assembler(router, engine)), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -122,7 +135,10 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
     health_servicer = health.HealthServicer()
     operations = OperationManager(workers=config.merge_workers)
-    server, port, store = create_server(config, health_servicer=health_servicer, operations=operations)
+    store = HubStore(config.store_config())
+    router = Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url).start()
+    server, port, store = create_server(config, store, health_servicer=health_servicer, operations=operations,
+                                        router=router)
     host = config.address.rsplit(":", 1)[0]
     if config.tokens:
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
@@ -150,5 +166,6 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=10).wait()
     operations.shutdown()  # running merges are cancelled: they store nothing
+    router.stop()
     store.close()
     log.info("stopped")

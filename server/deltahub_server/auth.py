@@ -15,6 +15,7 @@ import grpc
 
 from deltahub.auth import ANONYMOUS, Principal, Scope, TokenTable
 from deltahub.errors import PermissionDeniedError
+from deltahub.routing.assembly import DEFAULT_NAMESPACE as ASSEMBLED_NAMESPACE
 from deltahub_server.errors import abort
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS)
@@ -60,6 +61,20 @@ def _evaluate(req) -> Needs:
     return [(_ns(req.target), Scope.READ), (_ns(req.data), Scope.READ)]
 
 
+def _route(req) -> Needs:
+    # answers are filtered to the namespaces the caller reads; a filter names one it must read
+    options = req.options
+    needs: Needs = [(options.namespace or None, Scope.READ)]
+    if options.base:
+        needs.append((_ns(options.base), Scope.READ))
+    return needs
+
+
+def _assemble(req) -> Needs:
+    out = _ns(req.out) if req.out else ASSEMBLED_NAMESPACE
+    return [(out, Scope.WRITE), *_route(req), *((_ns(a), Scope.READ) for a in req.adapters)]
+
+
 RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Registry/CommitRevision": _commit,
     "/deltahub.v1.Registry/ListArtifacts": _listing,
@@ -86,6 +101,9 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Operations/WatchOperation": _on("id", Scope.READ),
     "/deltahub.v1.Operations/CancelOperation": _on("id", Scope.WRITE),
     "/deltahub.v1.Operations/ListOperations": _listing,
+    "/deltahub.v1.Router/Route": _route,
+    "/deltahub.v1.Router/Assemble": _assemble,
+    "/deltahub.v1.Router/GetRouterStatus": _anywhere(Scope.READ),
 }
 
 

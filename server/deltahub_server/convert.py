@@ -12,6 +12,9 @@ from deltahub.merge_engine import MergeRequest
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import operations_pb2 as opb
+from deltahub.v1 import router_pb2 as rpb
+from deltahub.routing.router import DEFAULT_K, RouteRequest
+from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -74,13 +77,18 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
 
 
 # -- merges and operations --------------------------------------------------------
-def merge_request_from_pb(req, created_by: str):
+def params_from_json(text: str) -> dict:
     try:
-        params = json.loads(req.params_json) if req.params_json else {}
+        params = json.loads(text) if text else {}
     except json.JSONDecodeError as err:
         raise InvalidInputError(f"params_json is not valid JSON ({err})") from None
     if not isinstance(params, dict):
         raise InvalidInputError("params_json must be a JSON object")
+    return params
+
+
+def merge_request_from_pb(req, created_by: str):
+    params = params_from_json(req.params_json)
     return MergeRequest(
         method=req.method, inputs=list(req.inputs), out=req.out, base=req.base,
         weights=list(req.weights) or None, params=params, form=req.form or "model", data=req.data,
@@ -103,3 +111,40 @@ def method_to_pb(spec):
     doc = spec.to_dict()
     return mpb.MethodInfo(name=spec.name, title=spec.title, paper=spec.paper, url=spec.url, source=spec.source,
                           needs_data=spec.needs_data, params_json=json.dumps(doc["params"], default=str))
+
+
+# -- routing -----------------------------------------------------------------------
+def route_request_from_pb(queries, options, base: str) -> RouteRequest:
+    """``base`` is the resolved base revision spec (the servicer resolves the name)."""
+    return RouteRequest(
+        queries=list(queries), k=options.k if options.HasField("k") else DEFAULT_K, base=base,
+        namespace=options.namespace, labels=dict(options.labels),
+        temperature=options.temperature if options.HasField("temperature") else DEFAULT_TEMPERATURE,
+        min_score=options.min_score, scoring=options.scoring or DEFAULT_SCORING,
+    )
+
+
+def routed_to_pb(a) -> rpb.RoutedAdapter:
+    return rpb.RoutedAdapter(artifact=a.artifact, digest=a.digest, score=a.score, weight=a.weight)
+
+
+def route_answer_to_pb(answer) -> rpb.RouteResponse:
+    routes = []
+    for r in answer.routes:
+        msg = rpb.QueryRoute(query=r.query, adapters=[routed_to_pb(a) for a in r.adapters],
+                             serve_base=r.serve_base, reason=r.reason)
+        if r.best_score is not None:
+            msg.best_score = r.best_score
+        routes.append(msg)
+    return rpb.RouteResponse(
+        routes=routes, embedder=answer.embedder, scoring=answer.scoring, candidates=answer.candidates,
+        unrouted_count=answer.unrouted_count, unrouted=list(answer.unrouted), unrouted_reason=answer.unrouted_reason,
+    )
+
+
+def assembly_to_pb(a) -> rpb.AssembleResponse:
+    return rpb.AssembleResponse(
+        artifact=a.artifact, digest=a.digest, cached=a.cached, recipe_hash=a.recipe_hash,
+        adapters=[routed_to_pb(x) for x in a.adapters], method=a.method, form=a.form, base=a.base,
+        serve_base=a.serve_base, reason=a.reason,
+    )

@@ -11,6 +11,7 @@ still the same recipe (the device used is kept in the revision's metrics).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -18,14 +19,20 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 
-def library_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     out = {}
     for lib in ("deltahub", "torch", "mergekit"):
         try:
             out[lib] = version(lib)
         except PackageNotFoundError:
             out[lib] = "none"
-    return out
+    return tuple(out.items())
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries doing the math (read once per process: metadata lookups are slow)."""
+    return dict(_versions())
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.events import Event, EventSink, NullSink
@@ -63,6 +63,15 @@ CREATE TABLE IF NOT EXISTS recipes (
     digest TEXT NOT NULL,
     PRIMARY KEY (hash, artifact, digest)
 );
+CREATE TABLE IF NOT EXISTS embeddings (
+    artifact TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    card_sha TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (artifact, digest, embedder)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -78,6 +87,10 @@ class Catalog:
         self.path = str(path)
         self.sink = sink or NullSink()
         self._pending: list[Event] = []
+        # called (no arguments) after a transaction that recorded events commits:
+        # in-process followers such as the router wake up at once
+        self.listeners: list[Callable[[], None]] = []
+        self.closed = False
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
@@ -88,6 +101,7 @@ class Catalog:
 
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             self._db.close()
 
     @contextmanager
@@ -105,6 +119,9 @@ class Catalog:
                 self._db.execute("COMMIT")
                 events, self._pending = self._pending, []
         self.sink.publish(events)
+        if events:
+            for listener in list(self.listeners):
+                listener()
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -252,6 +269,7 @@ class Catalog:
         db.execute("DELETE FROM files WHERE artifact=? AND digest=?", (artifact, digest))
         db.execute("DELETE FROM revisions WHERE artifact=? AND digest=?", (artifact, digest))
         db.execute("DELETE FROM recipes WHERE artifact=? AND digest=?", (artifact, digest))
+        db.execute("DELETE FROM embeddings WHERE artifact=? AND digest=?", (artifact, digest))
         self.record_event(db, "delete", artifact, digest)
         return shas
 
@@ -287,6 +305,51 @@ class Catalog:
 
     def blobs_in_use(self) -> set[str]:
         return {r[0] for r in self._query("SELECT DISTINCT sha256 FROM files")}
+
+    # -- routing: the revision each artifact routes to, card embeddings ---------------
+    def routed_revisions(self, kinds: tuple[str, ...], artifact: str | None = None) -> list[sqlite3.Row]:
+        """Per artifact of these kinds, the revision ``main`` points to, else its newest.
+
+        Rows carry artifact, digest, kind, base, card and labels (JSON).
+        """
+        marks = ",".join("?" * len(kinds))
+        where, args = f"r.kind IN ({marks})", list(kinds)
+        if artifact is not None:
+            where += " AND r.artifact=?"
+            args.append(artifact)
+        return self._query(
+            "SELECT artifact, digest, kind, base, card, labels FROM ("
+            " SELECT r.artifact, r.digest, r.kind, r.base, r.card, r.labels, ROW_NUMBER() OVER ("
+            "  PARTITION BY r.artifact ORDER BY (f.digest IS NOT NULL) DESC, r.seq DESC) AS pick"
+            " FROM revisions r LEFT JOIN refs f ON f.artifact=r.artifact AND f.name='main' AND f.digest=r.digest"
+            f" WHERE {where}) WHERE pick=1",
+            tuple(args),
+        )
+
+    def embeddings(self, embedder: str, artifact: str | None = None) -> dict[tuple[str, str], tuple[str, bytes, int]]:
+        """(artifact, digest) -> (card_sha, float16 vectors, dim) stored for this embedder."""
+        sql, args = "SELECT artifact, digest, card_sha, vectors, dim FROM embeddings WHERE embedder=?", [embedder]
+        if artifact is not None:
+            sql += " AND artifact=?"
+            args.append(artifact)
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in self._query(sql, tuple(args))}
+
+    def save_embeddings(self, embedder: str, rows: list[tuple[str, str, str, int, bytes]]) -> None:
+        """Stores (artifact, digest, card_sha, dim, vectors) rows; no event (derived data)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO embeddings(artifact, digest, embedder, card_sha, dim, vectors)"
+                    " SELECT ?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM revisions WHERE artifact=? AND digest=?)",
+                    [(a, d, embedder, sha, dim, vec, a, d) for a, d, sha, dim, vec in rows])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def last_event(self) -> int:
+        return self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
 
     # -- change events (the router and caches follow these) ---------------------
     def record_event(self, db: sqlite3.Connection, kind: str, artifact: str, digest: str) -> None:

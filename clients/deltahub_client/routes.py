@@ -1,0 +1,225 @@
+"""The SDK's router verbs: route queries, assemble merged models, load them.
+
+A mixin of :class:`deltahub_client.hub.Hub`, kept apart so each file holds one idea.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from deltahub.v1 import router_pb2 as rpb
+from deltahub_client.errors import translated
+
+
+@dataclass(frozen=True)
+class RoutedAdapter:
+    artifact: str
+    digest: str
+    score: float
+    weight: float
+
+    @property
+    def spec(self) -> str:
+        return f"{self.artifact}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class QueryRoute:
+    query: str
+    adapters: tuple[RoutedAdapter, ...]
+    serve_base: bool
+    reason: str = ""
+    best_score: float | None = None
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    routes: tuple[QueryRoute, ...]
+    embedder: str
+    scoring: str
+    candidates: int
+    unrouted_count: int = 0
+    unrouted: tuple[str, ...] = ()
+    unrouted_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "embedder": self.embedder, "scoring": self.scoring, "candidates": self.candidates,
+            "unrouted_count": self.unrouted_count, "unrouted": list(self.unrouted), "unrouted_reason": self.unrouted_reason,
+            "routes": [{"query": r.query, "serve_base": r.serve_base, "reason": r.reason, "best_score": r.best_score,
+                        "adapters": [_adapter_dict(a) for a in r.adapters]} for r in self.routes],
+        }
+
+
+@dataclass(frozen=True)
+class AssembleResult:
+    artifact: str
+    digest: str
+    cached: bool
+    recipe_hash: str
+    adapters: tuple[RoutedAdapter, ...]
+    method: str
+    form: str
+    base: str
+    serve_base: bool
+    reason: str = ""
+
+    @property
+    def spec(self) -> str:
+        """The revision to pull: the merged one, or the base when no adapter fits."""
+        return f"{self.artifact}@{self.digest}" if self.digest else self.base
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "digest": self.digest, "spec": self.spec, "cached": self.cached,
+                "recipe_hash": self.recipe_hash, "method": self.method, "form": self.form, "base": self.base,
+                "serve_base": self.serve_base, "reason": self.reason,
+                "adapters": [_adapter_dict(a) for a in self.adapters]}
+
+
+def _adapter_dict(a: RoutedAdapter) -> dict[str, Any]:
+    return {"artifact": a.artifact, "digest": a.digest, "score": a.score, "weight": a.weight}
+
+
+def _adapters(msgs) -> tuple[RoutedAdapter, ...]:
+    return tuple(RoutedAdapter(m.artifact, m.digest, m.score, m.weight) for m in msgs)
+
+
+def _options(k, base, namespace, labels, temperature, min_score, scoring) -> rpb.RouteOptions:
+    options = rpb.RouteOptions(base=base or "", namespace=namespace or "", labels=labels or {},
+                               min_score=min_score or 0.0, scoring=scoring or "")
+    if k is not None:
+        options.k = k
+    if temperature is not None:
+        options.temperature = temperature
+    return options
+
+
+class RouterVerbs:
+    @translated
+    def route(
+        self,
+        queries: str | Sequence[str],
+        *,
+        k: int | None = None,
+        base: str | None = None,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        temperature: float | None = None,
+        min_score: float = 0.0,
+        scoring: str | None = None,
+    ) -> RouteResult:
+        """The adapters that fit each query, best first, with weights.
+
+        Args:
+            queries: one text or several (embedded in one batch).
+            k: adapters per query (default 3).
+            base, namespace, labels: only adapters of this base revision / namespace / with these labels.
+            temperature: softmax temperature of the weights (default 0.05).
+            min_score: cosine below which a query gets no adapter (``serve_base``).
+            scoring: ``samples`` (default: best-matching card samples) or ``centroid`` (LoraRetriever).
+        Raises:
+            InvalidInputError (empty query, k < 1, unknown scoring), NotFoundError (unknown base).
+        """
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        resp = self._unary(self._router.Route, rpb.RouteRequest(
+            queries=texts, options=_options(k, base, namespace, labels, temperature, min_score, scoring)))
+        routes = tuple(
+            QueryRoute(r.query, _adapters(r.adapters), r.serve_base, r.reason,
+                       r.best_score if r.HasField("best_score") else None)
+            for r in resp.routes
+        )
+        return RouteResult(routes, resp.embedder, resp.scoring, resp.candidates, resp.unrouted_count,
+                           tuple(resp.unrouted), resp.unrouted_reason)
+
+    @translated
+    def assemble(
+        self,
+        query: str | None = None,
+        *,
+        adapters: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
+        method: str = "linear",
+        form: str = "adapter",
+        params: dict[str, Any] | None = None,
+        rank: int = 0,
+        energy: float = 0.0,
+        out: str | None = None,
+        k: int | None = None,
+        base: str | None = None,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        temperature: float | None = None,
+        min_score: float = 0.0,
+        scoring: str | None = None,
+    ) -> AssembleResult:
+        """Routes ``query`` (or takes ``adapters``), merges the chosen adapters and returns the merged revision.
+
+        Built once per recipe: the same adapters, weights and method return the
+        cached revision (``cached``); concurrent identical calls wait for one build.
+
+        Args:
+            query: the text to route; or ``adapters`` (revisions) with optional ``weights`` (default equal).
+            method: any merge method name (default ``linear``: exact in LoRA space).
+            form: ``adapter`` (default), ``task_vector`` or ``model``.
+            out: the output name (default ``assembled/<recipe hash prefix>``).
+            The routing options are those of :meth:`route`.
+        Raises:
+            InvalidInputError, NotFoundError, PreconditionError (adapters of different bases).
+        """
+        request = rpb.AssembleRequest(
+            query=query or "", adapters=list(adapters or []), weights=list(weights or []),
+            options=_options(k, base, namespace, labels, temperature, min_score, scoring), method=method,
+            form=form, params_json=json.dumps(params or {}), rank=rank or 0, energy=energy or 0.0, out=out or "",
+        )
+        # a miss merges, which may take longer than a unary call's usual deadline
+        r = self._router.Assemble(request, timeout=None, metadata=self._metadata)
+        return AssembleResult(r.artifact, r.digest, r.cached, r.recipe_hash, _adapters(r.adapters), r.method, r.form,
+                              r.base, r.serve_base, r.reason)
+
+    def load_assembled(self, query: str | None = None, *, cache_dir: str | os.PathLike | None = None,
+                       **assemble_kwargs):
+        """Assembles, pulls and loads in one call: returns ``(model, AssembleResult)``.
+
+        The model is the base loaded with ``transformers`` (``AutoModelForCausalLM``
+        or ``AutoModelForSequenceClassification`` by its architecture) with the
+        merged adapter applied by ``peft``; a merged ``model`` form loads as is;
+        when no adapter fits, the base alone.
+        """
+        result = self.assemble(query, **assemble_kwargs)
+        root = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="deltahub-assembled-"))
+        if not result.base:
+            raise ValueError(f"no adapter fits and no base was given to serve: {result.reason}")
+        base_dir = self.pull(result.base, root / "base")
+        if result.serve_base:
+            return _auto_model(base_dir).from_pretrained(base_dir), result
+        merged_dir = self.pull(result.spec, root / "merged")
+        if result.form == "model":
+            return _auto_model(merged_dir).from_pretrained(merged_dir), result
+        if result.form != "adapter":
+            raise ValueError(f"a {result.form} output is not loadable as a model; assemble with form='adapter'")
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(_auto_model(base_dir).from_pretrained(base_dir), merged_dir), result
+
+    @translated
+    def router_status(self) -> dict[str, Any]:
+        s = self._unary(self._router.GetRouterStatus, rpb.GetRouterStatusRequest())
+        return {"embedder": s.embedder, "embedders": list(s.embedders), "ready": s.ready, "dim": s.dim,
+                "indexed": s.indexed, "unrouted": s.unrouted, "search": s.search, "error": s.error}
+
+
+def _auto_model(folder: Path):
+    import transformers
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return transformers.AutoModelForSequenceClassification
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModel

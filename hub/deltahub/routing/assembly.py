@@ -1,0 +1,136 @@
+"""Assembly: from a query (or an explicit adapter list) to a merged revision.
+
+Route the query, turn the chosen adapters and their weights into a merge
+request and let the merge engine build it once: its recipe hash is the cache
+key, its per-recipe lock makes concurrent identical requests wait for the one
+build, and a recipe built before comes back at once (``cached``).
+
+Choices:
+- default method ``linear`` with the routing weights, output form
+  ``adapter``: a weighted sum of LoRA deltas, exact in LoRA space (factors
+  concatenated, rank = sum of ranks), which is LoraRetriever's parameter
+  fusion of the retrieved adapters. Any registered method can be named; a
+  method that computes its own weights (magmax, ...) gets none.
+- weights are rounded to 4 decimals before they enter the recipe, so the same
+  query embedded alone or in a batch (last-bit differences) hits one cache
+  entry.
+- the output is named ``assembled/<first 16 hex of the recipe hash>`` unless
+  the request names one, so equal recipes share a name too.
+- when no adapter fits (all below the minimum score), nothing is merged: the
+  answer names the base to serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from deltahub.errors import InvalidInputError
+from deltahub.merge_engine import MergeEngine, MergeRequest, Progress
+from deltahub.merging import MERGE_METHODS
+from deltahub.routing.router import DEFAULT_K, Routed, RouteRequest, Router, ROUTED_KINDS
+
+DEFAULT_METHOD = "linear"
+DEFAULT_FORM = "adapter"
+DEFAULT_NAMESPACE = "assembled"
+WEIGHT_DECIMALS = 4
+
+
+@dataclass
+class AssembleRequest:
+    query: str = ""
+    adapters: list[str] = field(default_factory=list)     # skip routing: these revisions
+    weights: list[float] | None = None                    # with these weights (default: equal)
+    route: RouteRequest | None = None                     # k, filters, temperature, min score, scoring
+    method: str = DEFAULT_METHOD
+    form: str = DEFAULT_FORM
+    params: dict[str, Any] = field(default_factory=dict)
+    rank: int | None = None
+    energy: float | None = None
+    out: str = ""
+    created_by: str = ""
+
+
+@dataclass(frozen=True)
+class Assembly:
+    adapters: tuple[Routed, ...]
+    method: str
+    form: str
+    base: str
+    artifact: str = ""
+    digest: str = ""
+    cached: bool = False
+    recipe_hash: str = ""
+    reason: str = ""            # set when nothing was merged: serve the base
+
+    @property
+    def serve_base(self) -> bool:
+        return not self.digest
+
+
+class Assembler:
+    def __init__(self, router: Router, engine: MergeEngine) -> None:
+        self.router = router
+        self.engine = engine
+
+    def plan(self, req: AssembleRequest, *, namespaces: frozenset[str] | None = None) -> tuple[Assembly, MergeRequest | None, Any]:
+        """Routes and checks everything; returns the answer so far, the merge request and its resolution."""
+        method = MERGE_METHODS.get(req.method)
+        chosen, base = self._choose(req, namespaces)
+        if not chosen[0]:
+            return Assembly((), method.spec.name, req.form, base, reason=chosen[1]), None, None
+        adapters = chosen[0]
+        weights = [round(a.weight, WEIGHT_DECIMALS) for a in adapters] if method.spec.takes_weights else None
+        merge = MergeRequest(
+            method=method.spec.name, inputs=[a.spec for a in adapters], out=req.out or f"{DEFAULT_NAMESPACE}/pending",
+            base=base, weights=weights, params=dict(req.params), form=req.form, rank=req.rank, energy=req.energy,
+            created_by=req.created_by,
+            labels={"assembled": "true"},
+        )
+        resolved = self.engine.resolve(merge)
+        if not req.out:
+            merge.out = f"{DEFAULT_NAMESPACE}/{resolved.recipe.hash[:16]}"
+        answer = Assembly(adapters, method.spec.name, req.form, resolved.base.spec, recipe_hash=resolved.recipe.hash)
+        return answer, merge, resolved
+
+    def assemble(self, req: AssembleRequest, *, namespaces: frozenset[str] | None = None,
+                 progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> Assembly:
+        answer, merge, resolved = self.plan(req, namespaces=namespaces)
+        if merge is None:
+            return answer
+        result = self.engine.run(merge, resolved, progress=progress, cancelled=cancelled)
+        return Assembly(answer.adapters, answer.method, answer.form, answer.base, result.revision.artifact,
+                        result.revision.digest, result.cached, result.recipe_hash)
+
+    def _choose(self, req: AssembleRequest, namespaces) -> tuple[tuple[tuple[Routed, ...], str], str]:
+        """((adapters, reason when none), base spec)."""
+        if req.adapters:
+            if req.query:
+                raise InvalidInputError("give a query or an adapter list, not both")
+            return self._explicit(req), (req.route.base if req.route else "")
+        if not req.query or not req.query.strip():
+            raise InvalidInputError("give a query to route, or --adapters to merge")
+        if req.weights is not None:
+            raise InvalidInputError("weights go with an explicit adapter list; routed adapters get routing weights")
+        route = req.route or RouteRequest([req.query], k=DEFAULT_K)
+        route.queries = [req.query]
+        answer = self.router.route(route, namespaces=namespaces)
+        found = answer.routes[0]
+        if found.serve_base:
+            return ((), found.reason), route.base
+        return (found.adapters, ""), route.base
+
+    def _explicit(self, req: AssembleRequest) -> tuple[tuple[Routed, ...], str]:
+        specs = list(dict.fromkeys(req.adapters))
+        if len(specs) != len(req.adapters):
+            raise InvalidInputError("an adapter is listed twice")
+        weights = req.weights if req.weights is not None else [1.0 / len(specs)] * len(specs)
+        if len(weights) != len(specs):
+            raise InvalidInputError(f"{len(weights)} weight(s) for {len(specs)} adapter(s)")
+        out = []
+        for spec, w in zip(specs, weights):
+            rev = self.engine.store.resolve(spec)
+            if rev.kind.value not in ROUTED_KINDS:
+                raise InvalidInputError(f"{spec} is a {rev.kind.value}; assemble adapters or task vectors")
+            out.append(Routed(rev.artifact, rev.digest, 0.0, float(w)))
+        return tuple(out), ""

