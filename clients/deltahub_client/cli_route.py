@@ -79,3 +79,15 @@ def assemble(ctx, query, adapters, weights, method, form, params, rank, energy, 
         text = "\n".join([f"{result.spec}  ({'cached' if result.cached else 'built'}; {result.method} -> {result.form})",
                           *_adapter_lines(result.adapters)])
     _emit(as_json, result.to_dict(), text)
+
+
+@main.command()
+@_hub_options
+@_json_option
+@click.pass_context
+def router(ctx, hub_address, token, as_json):
+    """Show the router's embedder, index size and search kind."""
+    with _hub(ctx, hub_address, token) as hub:
+        s = hub.router_status()
+    _emit(as_json, s, f"embedder {s['embedder']} (dim {s['dim']}), {s['indexed']} adapter(s) indexed, "
+                      f"{s['unrouted']} without a card, {s['search']} search" + (f"\nerror: {s['error']}" if s["error"] else ""))

@@ -48,6 +48,7 @@ class MagMax(MergeMethod):
         paper="Marczak et al., MagMax: Leveraging Model Merging for Seamless Continual Learning, ECCV 2024",
         url="https://arxiv.org/abs/2407.06322",
         params=(ParamSpec("lambda", float, 0.5, "scale of the selected task vector"),),
+        mixes_by_weight=False,
     )
 
     def merge(self, group: ParamGroup, params: dict, plan: Plan) -> torch.Tensor:

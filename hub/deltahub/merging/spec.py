@@ -70,6 +70,10 @@ class MethodSpec:
     max_inputs: int | None = None
     needs_data: bool = False
     takes_weights: bool = True
+    # Whether mixing proportions (weights summing to 1, as the router gives) are
+    # meaningful input weights; False where weights scale inputs before a
+    # selection (MagMax), so the router's weights would only shrink the result.
+    mixes_by_weight: bool = True
     source: str = "deltahub"
 
     def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:

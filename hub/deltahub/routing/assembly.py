@@ -9,8 +9,11 @@ Choices:
 - default method ``linear`` with the routing weights, output form
   ``adapter``: a weighted sum of LoRA deltas, exact in LoRA space (factors
   concatenated, rank = sum of ranks), which is LoraRetriever's parameter
-  fusion of the retrieved adapters. Any registered method can be named; a
-  method that computes its own weights (magmax, ...) gets none.
+  fusion of the retrieved adapters. Any registered method can be named;
+  the routing weights go to methods that mix by weight, not to those that
+  compute their own (recall, greedy_soup) or select per entry (magmax).
+  Explicit weights (with an explicit adapter list) go to any method that
+  takes weights.
 - weights are rounded to 4 decimals before they enter the recipe, so the same
   query embedded alone or in a batch (last-bit differences) hits one cache
   entry.
@@ -80,7 +83,8 @@ class Assembler:
         if not chosen[0]:
             return Assembly((), method.spec.name, req.form, base, reason=chosen[1]), None, None
         adapters = chosen[0]
-        weights = [round(a.weight, WEIGHT_DECIMALS) for a in adapters] if method.spec.takes_weights else None
+        use = method.spec.takes_weights and (method.spec.mixes_by_weight or req.weights is not None)
+        weights = [round(a.weight, WEIGHT_DECIMALS) for a in adapters] if use else None
         merge = MergeRequest(
             method=method.spec.name, inputs=[a.spec for a in adapters], out=req.out or f"{DEFAULT_NAMESPACE}/pending",
             base=base, weights=weights, params=dict(req.params), form=req.form, rank=req.rank, energy=req.energy,

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,14 +193,17 @@ class Router:
             return
         self.catalog.listeners.append(self._wake.set)
         stream = _RedisFollower(self.redis_url) if self.redis_url else None
+        last_sync = time.monotonic()
         while not self._stop.is_set() and not self.catalog.closed:
-            if stream is not None:
-                stream.wait(self.poll_s)
-            else:
-                self._wake.wait(self.poll_s)
+            # short waits, so stop() is prompt; a sync when woken or every poll_s
+            woke = stream.wait(1.0) if stream is not None else self._wake.wait(min(self.poll_s, 1.0))
+            woke = woke or self._wake.is_set()
             self._wake.clear()
             if self._stop.is_set() or self.catalog.closed:
                 break
+            if not woke and time.monotonic() - last_sync < self.poll_s:
+                continue
+            last_sync = time.monotonic()
             try:
                 self.sync()
                 if self.index.needs_ivf():
@@ -312,13 +316,16 @@ class _RedisFollower:
         self._redis = redis.Redis.from_url(url)
         self._last = "$"
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float) -> bool:
+        """True when new events arrived (or Redis failed: then the caller polls the catalog)."""
         try:
             got = self._redis.xread({self.stream: self._last}, block=int(timeout_s * 1000), count=1000)
         except Exception:  # noqa: BLE001 - Redis is an accelerator here; the catalog is the truth
             log.warning("router: Redis event stream unavailable; polling the catalog")
             threading.Event().wait(timeout_s)
-            return
+            return True
         for _, entries in got or ():
             if entries:
                 self._last = entries[-1][0]
+                return True
+        return False
