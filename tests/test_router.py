@@ -259,3 +259,37 @@ def test_router_follows_redis_events(tmp_path, adapters, redis_url):
         srv.stop(grace=None)
         other.close()
         store.close()
+
+
+def test_another_embedder_re_embeds_the_cards(routed):
+    """Embeddings are kept per embedder: a router on a new embedder embeds every card again, and routes."""
+    import numpy as np
+
+    from deltahub.routing.embedders import EMBEDDERS, load_embedder
+    from deltahub.routing.router import Router, RouteRequest
+
+    class Rotated:
+        """The default encoder seen through a fixed orthogonal map: another vector space, same geometry."""
+
+        name, dim = "minilm-rotated", 384
+
+        def __init__(self):
+            self.inner = load_embedder()
+            q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((384, 384)))
+            self.rotation = q.astype(np.float32)
+
+        def embed(self, texts):
+            return self.inner.embed(texts) @ self.rotation
+
+    if "minilm-rotated" not in EMBEDDERS:
+        EMBEDDERS.register("minilm-rotated", Rotated)
+    hub, store, _ = routed
+    hub.route(QUERIES["law"])  # the server's router has embedded the cards with the default
+    assert store.catalog.embeddings("minilm-rotated") == {}
+    router = Router(store.catalog, embedder="minilm-rotated")
+    answer = router.route(RouteRequest([QUERIES["law"]], k=1))
+    assert answer.embedder == "minilm-rotated" and answer.routes[0].adapters[0].artifact == "domains/law"
+    assert len(store.catalog.embeddings("minilm-rotated")) == 5
+    assert len(store.catalog.embeddings("all-minilm-l6-v2")) == 5  # the default's rows are kept
+    with pytest.raises(InvalidInputError, match="known: .*all-minilm-l6-v2"):
+        Router(store.catalog, embedder="word2vec")

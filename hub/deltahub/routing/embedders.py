@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol
 
 import numpy as np
@@ -44,15 +45,19 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(model_dir, device=device)
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim())
-        # encode() mutates the model's train/eval state; one call at a time
-        self._lock = threading.Lock()
+        # Every encode runs on this one thread: encode() is not re-entrant, and torch
+        # starts an OpenMP team per calling thread, so calls from many RPC threads
+        # would leave many teams spinning against each other on a small CPU.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{name}")
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            out = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+        return self._thread.submit(self._encode, list(texts)).result()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -70,7 +75,7 @@ EMBEDDERS: Registry[Callable[[], Embedder]] = Registry("embedder")
 EMBEDDERS.register(DEFAULT_EMBEDDER, _minilm)
 
 _loaded: dict[str, Embedder] = {}
-_load_lock = threading.Lock()
+_load_lock = threading.RLock()  # an embedder may build on another one
 
 
 def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:

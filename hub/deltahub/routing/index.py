@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from deltahub.routing import scoring
 
@@ -219,8 +220,9 @@ class AdapterIndex:
                     scores = self._centroids[rows] @ q
                 else:
                     blocks = [self._samples[r] for r in rows]
-                    scores = scoring.best_sample_scores(
-                        q[None], np.concatenate(blocks), np.array([len(b) for b in blocks]), top_m)[0]
+                    # torch widens float16 several times faster than numpy does
+                    stacked = torch.from_numpy(np.concatenate(blocks)).float().numpy()
+                    scores = scoring.best_sample_scores(q[None], stacked, np.array([len(b) for b in blocks]), top_m)[0]
                 best = scoring.top_k(scores, k)
                 out.append([(self._entries[rows[i]], float(scores[i])) for i in best])
             return out

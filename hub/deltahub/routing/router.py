@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,7 @@ DEFAULT_K = 3
 MAX_K = 100
 MAX_QUERIES = 1024
 MAX_UNROUTED_LISTED = 20
+QUERY_CACHE = 4096  # recent query embeddings kept (0: none)
 EMBED_BATCH = 512   # card texts embedded per encoder call while indexing
 NO_CARD = "no domain card: routing needs a description or sample texts (deltahub card NAME --card FILE)"
 
@@ -123,7 +125,8 @@ class RouteRequest:
 
 class Router:
     def __init__(self, catalog, *, embedder: str = DEFAULT_EMBEDDER, poll_s: float = 1.0,
-                 redis_url: str | None = None, index: AdapterIndex | None = None) -> None:
+                 redis_url: str | None = None, index: AdapterIndex | None = None,
+                 query_cache: int = QUERY_CACHE) -> None:
         self.catalog = catalog
         EMBEDDERS.get(embedder)  # an unknown name fails at start-up, listing the known ones
         self.embedder_name = embedder
@@ -132,6 +135,10 @@ class Router:
         self._embedder: Embedder | None = None
         self.index = index
         self._unrouted: dict[str, IndexEntry] = {}
+        # query text -> embedding: repeated queries (the cache-hit path of Assemble) skip the encoder
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache = query_cache
+        self._queries_lock = threading.Lock()
         self._seq = 0
         self._sync_lock = threading.Lock()
         self._ready = threading.Event()
@@ -271,7 +278,7 @@ class Router:
         req.check()
         self.sync()
         flt = RouteFilter(base=req.base, namespace=req.namespace, labels=dict(req.labels), namespaces=namespaces)
-        queries = self.embedder.embed(list(req.queries))
+        queries = self.embed_queries(list(req.queries))
         found = self.index.search(queries, req.k, flt, scoring_name=req.scoring)
         routes = []
         for text, hits in zip(req.queries, found):
@@ -291,6 +298,23 @@ class Router:
             candidates=self.index.count(flt), unrouted_count=len(unrouted),
             unrouted=tuple(unrouted[:MAX_UNROUTED_LISTED]), unrouted_reason=NO_CARD if unrouted else "",
         )
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of query texts; those not seen recently are embedded together in one batch."""
+        with self._queries_lock:
+            known = {t: self._queries[t] for t in texts if t in self._queries}
+            for t in known:
+                self._queries.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh = self.embedder.embed(missing)
+            known.update(zip(missing, fresh))
+            if self._query_cache:
+                with self._queries_lock:
+                    self._queries.update(zip(missing, fresh))
+                    while len(self._queries) > self._query_cache:
+                        self._queries.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
     def status(self) -> dict:
         ready = self._ready.is_set() and self._failure is None

@@ -61,17 +61,16 @@ def best_sample_scores(queries: np.ndarray, samples: np.ndarray, counts: np.ndar
     if top_m < 1:
         raise ValueError("top_m must be at least 1")
     sims = np.asarray(queries, dtype=np.float32) @ np.asarray(samples, dtype=np.float32).T
-    out = np.empty((sims.shape[0], len(counts)), dtype=np.float32)
-    start = 0
-    for j, n in enumerate(counts):
-        block = sims[:, start:start + n]
-        m = min(top_m, n)
-        if m == n:
-            out[:, j] = block.mean(axis=1)
-        else:
-            out[:, j] = np.partition(block, n - m, axis=1)[:, n - m:].mean(axis=1)
-        start += n
-    return out
+    counts = np.asarray(counts, dtype=np.int64)
+    # lay the sample cosines out as (query, adapter, slot), -inf where an adapter has fewer samples
+    owner = np.repeat(np.arange(len(counts)), counts)
+    slot = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    padded = np.full((sims.shape[0], len(counts), int(counts.max())), -np.inf, dtype=np.float32)
+    padded[:, owner, slot] = sims
+    m = min(top_m, padded.shape[2])
+    best = -np.partition(-padded, m - 1, axis=2)[:, :, :m] if m < padded.shape[2] else padded
+    best = np.where(np.isfinite(best), best, 0.0)
+    return best.sum(axis=2) / np.minimum(counts, top_m)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
