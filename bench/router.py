@@ -83,7 +83,7 @@ def synthetic_index(dim: int, n: int, anchors: np.ndarray, rng, **kw) -> Adapter
 
 def latency(store: HubStore, sizes: list[int], queries: list[str], repeats: int) -> None:
     rng = np.random.default_rng(0)
-    print(f"\n== Route latency, one query, in process (peer: embedding the query alone, same encoder) ==")
+    print("\n== Route latency, one query, in process (peer: embedding the query alone, same encoder) ==")
     print(f"{'adapters':>9} {'search':>6} {'route p50':>10} {'p99':>7} {'embed p50':>10} {'p99':>7} {'ratio p50':>9} "
           f"{'index MB':>8} {'top-3 recall':>13}")
     probe = Router(store.catalog)
