@@ -8,85 +8,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from deltahub.routing.results import Assembly, QueryRoute, RouteAnswer, Routed
 from deltahub.v1 import router_pb2 as rpb
 from deltahub_client.errors import translated
 
 
-@dataclass(frozen=True)
-class RoutedAdapter:
-    artifact: str
-    digest: str
-    score: float
-    weight: float
-
-    @property
-    def spec(self) -> str:
-        return f"{self.artifact}@{self.digest}"
-
-
-@dataclass(frozen=True)
-class QueryRoute:
-    query: str
-    adapters: tuple[RoutedAdapter, ...]
-    serve_base: bool
-    reason: str = ""
-    best_score: float | None = None
-
-
-@dataclass(frozen=True)
-class RouteResult:
-    routes: tuple[QueryRoute, ...]
-    embedder: str
-    scoring: str
-    candidates: int
-    unrouted_count: int = 0
-    unrouted: tuple[str, ...] = ()
-    unrouted_reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "embedder": self.embedder, "scoring": self.scoring, "candidates": self.candidates,
-            "unrouted_count": self.unrouted_count, "unrouted": list(self.unrouted), "unrouted_reason": self.unrouted_reason,
-            "routes": [{"query": r.query, "serve_base": r.serve_base, "reason": r.reason, "best_score": r.best_score,
-                        "adapters": [_adapter_dict(a) for a in r.adapters]} for r in self.routes],
-        }
-
-
-@dataclass(frozen=True)
-class AssembleResult:
-    artifact: str
-    digest: str
-    cached: bool
-    recipe_hash: str
-    adapters: tuple[RoutedAdapter, ...]
-    method: str
-    form: str
-    base: str
-    serve_base: bool
-    reason: str = ""
-
-    @property
-    def spec(self) -> str:
-        """The revision to pull: the merged one, or the base when no adapter fits."""
-        return f"{self.artifact}@{self.digest}" if self.digest else self.base
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"artifact": self.artifact, "digest": self.digest, "spec": self.spec, "cached": self.cached,
-                "recipe_hash": self.recipe_hash, "method": self.method, "form": self.form, "base": self.base,
-                "serve_base": self.serve_base, "reason": self.reason,
-                "adapters": [_adapter_dict(a) for a in self.adapters]}
-
-
-def _adapter_dict(a: RoutedAdapter) -> dict[str, Any]:
-    return {"artifact": a.artifact, "digest": a.digest, "score": a.score, "weight": a.weight}
-
-
-def _adapters(msgs) -> tuple[RoutedAdapter, ...]:
-    return tuple(RoutedAdapter(m.artifact, m.digest, m.score, m.weight) for m in msgs)
+def _adapters(msgs) -> tuple[Routed, ...]:
+    return tuple(Routed(m.artifact, m.digest, m.score, m.weight) for m in msgs)
 
 
 def _options(k, base, namespace, labels, temperature, min_score, scoring) -> rpb.RouteOptions:
@@ -112,7 +43,7 @@ class RouterVerbs:
         temperature: float | None = None,
         min_score: float = 0.0,
         scoring: str | None = None,
-    ) -> RouteResult:
+    ) -> RouteAnswer:
         """The adapters that fit each query, best first, with weights.
 
         Args:
@@ -129,11 +60,10 @@ class RouterVerbs:
         resp = self._unary(self._router.Route, rpb.RouteRequest(
             queries=texts, options=_options(k, base, namespace, labels, temperature, min_score, scoring)))
         routes = tuple(
-            QueryRoute(r.query, _adapters(r.adapters), r.serve_base, r.reason,
-                       r.best_score if r.HasField("best_score") else None)
+            QueryRoute(r.query, _adapters(r.adapters), r.best_score if r.HasField("best_score") else None, r.reason)
             for r in resp.routes
         )
-        return RouteResult(routes, resp.embedder, resp.scoring, resp.candidates, resp.unrouted_count,
+        return RouteAnswer(routes, resp.embedder, resp.scoring, resp.candidates, resp.unrouted_count,
                            tuple(resp.unrouted), resp.unrouted_reason)
 
     @translated
@@ -156,7 +86,7 @@ class RouterVerbs:
         temperature: float | None = None,
         min_score: float = 0.0,
         scoring: str | None = None,
-    ) -> AssembleResult:
+    ) -> Assembly:
         """Routes ``query`` (or takes ``adapters``), merges the chosen adapters and returns the merged revision.
 
         Built once per recipe: the same adapters, weights and method return the
@@ -178,12 +108,12 @@ class RouterVerbs:
         )
         # a miss merges, which may take longer than a unary call's usual deadline
         r = self._router.Assemble(request, timeout=None, metadata=self._metadata)
-        return AssembleResult(r.artifact, r.digest, r.cached, r.recipe_hash, _adapters(r.adapters), r.method, r.form,
-                              r.base, r.serve_base, r.reason)
+        return Assembly(_adapters(r.adapters), r.method, r.form, r.base, r.artifact, r.digest, r.cached,
+                        r.recipe_hash, r.reason)
 
     def load_assembled(self, query: str | None = None, *, cache_dir: str | os.PathLike | None = None,
                        **assemble_kwargs):
-        """Assembles, pulls and loads in one call: returns ``(model, AssembleResult)``.
+        """Assembles, pulls and loads in one call: returns ``(model, Assembly)``.
 
         The model is the base loaded with ``transformers`` (``AutoModelForCausalLM``
         or ``AutoModelForSequenceClassification`` by its architecture) with the

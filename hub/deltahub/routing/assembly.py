@@ -31,7 +31,8 @@ from typing import Any, Callable
 from deltahub.errors import InvalidInputError
 from deltahub.merge_engine import MergeEngine, MergeRequest, Progress
 from deltahub.merging import MERGE_METHODS
-from deltahub.routing.router import DEFAULT_K, Routed, RouteRequest, Router, ROUTED_KINDS
+from deltahub.routing.results import Assembly, Routed
+from deltahub.routing.router import DEFAULT_K, ROUTED_KINDS, RouteRequest, Router
 
 DEFAULT_METHOD = "linear"
 DEFAULT_FORM = "adapter"
@@ -52,23 +53,6 @@ class AssembleRequest:
     energy: float | None = None
     out: str = ""
     created_by: str = ""
-
-
-@dataclass(frozen=True)
-class Assembly:
-    adapters: tuple[Routed, ...]
-    method: str
-    form: str
-    base: str
-    artifact: str = ""
-    digest: str = ""
-    cached: bool = False
-    recipe_hash: str = ""
-    reason: str = ""            # set when nothing was merged: serve the base
-
-    @property
-    def serve_base(self) -> bool:
-        return not self.digest
 
 
 class Assembler:

@@ -36,6 +36,7 @@ from deltahub.errors import InvalidInputError, PreconditionError
 from deltahub.routing import scoring
 from deltahub.routing.embedders import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, load_embedder
 from deltahub.routing.index import AdapterIndex, IndexEntry, RouteFilter
+from deltahub.routing.results import QueryRoute, RouteAnswer, Routed
 
 log = logging.getLogger("deltahub.router")
 
@@ -57,41 +58,6 @@ def card_texts(card: DomainCard) -> list[str]:
 
 def card_sha(texts: list[str]) -> str:
     return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Routed:
-    artifact: str
-    digest: str
-    score: float
-    weight: float
-
-    @property
-    def spec(self) -> str:
-        return f"{self.artifact}@{self.digest}"
-
-
-@dataclass(frozen=True)
-class QueryRoute:
-    query: str
-    adapters: tuple[Routed, ...]
-    best_score: float | None    # the best score seen, even when below the minimum
-    reason: str = ""            # why no adapter is returned (serve the base)
-
-    @property
-    def serve_base(self) -> bool:
-        return not self.adapters
-
-
-@dataclass(frozen=True)
-class RouteAnswer:
-    routes: tuple[QueryRoute, ...]
-    embedder: str
-    scoring: str
-    candidates: int                 # indexed adapters that passed the filters
-    unrouted_count: int = 0         # adapters that passed the filters but have no card
-    unrouted: tuple[str, ...] = ()  # the first few of them
-    unrouted_reason: str = ""
 
 
 @dataclass
