@@ -292,3 +292,35 @@ def test_another_embedder_re_embeds_the_cards(routed):
     assert len(store.catalog.embeddings("all-minilm-l6-v2")) == 5  # the default's rows are kept
     with pytest.raises(InvalidInputError, match="known: .*all-minilm-l6-v2"):
         Router(store.catalog, embedder="word2vec")
+
+
+def test_assemble_an_arrow_mixture_that_peft_loads(routed, adapters, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    hub, store, _ = routed
+    ask = dict(k=2, base="base/tiny", form="arrow", params={"top_k": 2})
+    result = hub.assemble(QUERIES["finance"], **ask)
+    assert result.form == "arrow" and not result.cached and len(result.adapters) == 2
+    assert hub.assemble(QUERIES["finance"], **ask).cached
+    rev = hub.show(result.spec)
+    assert {f.path for f in rev.files} == {"arrow_config.json", "task_0/adapter_config.json",
+                                           "task_0/adapter_model.safetensors", "task_1/adapter_config.json",
+                                           "task_1/adapter_model.safetensors"}
+    first = hub.show(result.adapters[0].spec)
+    assert rev.file("task_0/adapter_model.safetensors").sha256 == first.file("adapter_model.safetensors").sha256
+    model, _ = hub.load_assembled(QUERIES["finance"], cache_dir=tmp_path, **ask)
+    logits = model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
+    assert logits.shape == (1, 4, 96) and torch.isfinite(logits).all()
+    # each expert is a plain peft adapter
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "merged" / "task_1")
+
+    # bad input: a method with a mixture; experts of different ranks (peft's Arrow needs one) -> nothing stored
+    with pytest.raises(InvalidInputError, match="routed mixture"):
+        hub.assemble(QUERIES["law"], form="arrow", method="ties")
+    hub.push(make_adapter(adapters[0], tmp_path / "r4", r=4, seed=7), "odd/r4", kind="adapter", base="base/tiny")
+    before = len(store.list_artifacts())
+    with pytest.raises(InvalidInputError, match="one rank"):
+        hub.assemble(adapters=["fin/finance", "odd/r4"], form="arrow")
+    assert len(store.list_artifacts()) == before

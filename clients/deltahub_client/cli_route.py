@@ -53,7 +53,8 @@ def route(ctx, queries, k, base, namespace, labels, temperature, min_score, scor
 @click.option("--adapters", default=None, help="A,B,...: merge these revisions instead of routing a query.")
 @click.option("--weights", default=None, help="W1,W2,...: weights for --adapters (default equal).")
 @click.option("--method", default="linear", show_default=True, help="Merge method (see `deltahub methods`).")
-@click.option("--form", type=click.Choice(FORMS), default="adapter", show_default=True, help="What to store.")
+@click.option("--form", type=click.Choice([*FORMS, "arrow"]), default="adapter", show_default=True,
+              help="What to store; arrow: the adapters side by side for peft's token-level Arrow router.")
 @click.option("--param", "params", multiple=True, help="KEY=VALUE method parameter (repeatable).")
 @click.option("--rank", type=int, default=0, help="Compress non-linear adapter outputs to this rank.")
 @click.option("--energy", type=float, default=0.0, help="... or to this share of energy (0-1].")

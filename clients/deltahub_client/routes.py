@@ -95,7 +95,8 @@ class RouterVerbs:
         Args:
             query: the text to route; or ``adapters`` (revisions) with optional ``weights`` (default equal).
             method: any merge method name (default ``linear``: exact in LoRA space).
-            form: ``adapter`` (default), ``task_vector`` or ``model``.
+            form: ``adapter`` (default), ``task_vector``, ``model``, or ``arrow`` (the chosen adapters
+                side by side for peft's token-level Arrow router; params ``top_k``, ``router_temperature``).
             out: the output name (default ``assembled/<recipe hash prefix>``).
             The routing options are those of :meth:`route`.
         Raises:
@@ -118,7 +119,8 @@ class RouterVerbs:
         The model is the base loaded with ``transformers`` (``AutoModelForCausalLM``
         or ``AutoModelForSequenceClassification`` by its architecture) with the
         merged adapter applied by ``peft``; a merged ``model`` form loads as is;
-        when no adapter fits, the base alone.
+        an ``arrow`` mixture through ``peft.create_arrow_model``; when no
+        adapter fits, the base alone.
         """
         result = self.assemble(query, **assemble_kwargs)
         root = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="deltahub-assembled-"))
@@ -128,6 +130,13 @@ class RouterVerbs:
         if result.serve_base:
             return _auto_model(base_dir).from_pretrained(base_dir), result
         merged_dir = self.pull(result.spec, root / "merged")
+        if (merged_dir / "arrow_config.json").exists():
+            from peft import ArrowConfig, create_arrow_model
+
+            config = json.loads((merged_dir / "arrow_config.json").read_text())
+            experts = [str(merged_dir / name) for name in config["task_adapters"]]
+            arrow = ArrowConfig(top_k=config["top_k"], router_temperature=config["router_temperature"])
+            return create_arrow_model(_auto_model(base_dir).from_pretrained(base_dir), experts, arrow), result
         if result.form == "model":
             return _auto_model(merged_dir).from_pretrained(merged_dir), result
         if result.form != "adapter":

@@ -18,6 +18,7 @@ from deltahub.artifacts import Kind
 from deltahub.errors import InvalidInputError
 from deltahub.formats.adapter import validate_adapter
 from deltahub.formats.dataset import validate_dataset
+from deltahub.formats.mixture import MIXTURE_FILE, required_mixture_files, validate_mixture
 from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.formats.rules import check_files, check_path
 from deltahub.formats.task_vector import validate_task_vector
@@ -34,6 +35,8 @@ REQUIRED_FILES = {
 
 def required_files(kind: Kind, paths: set[str]) -> None:
     """The cheap check made before upload: files every revision of this kind must have."""
+    if kind is Kind.ADAPTER and MIXTURE_FILE in paths:
+        return required_mixture_files(paths)
     for required in REQUIRED_FILES[kind]:
         if required not in paths:
             raise InvalidInputError(f"{kind.value} is missing required file {required}")
@@ -52,6 +55,8 @@ def validate(kind: Kind, files: dict[str, Path], base: BaseModelInfo | None) -> 
         return validate_dataset(files)
     if base is None:
         raise InvalidInputError(f"a {kind.value} needs a base model")
+    if kind is Kind.ADAPTER and MIXTURE_FILE in files:
+        return validate_mixture(files, base)
     if kind is Kind.ADAPTER:
         summary = validate_adapter(files, base)
         return {"modules": len(summary["ranks"]), "total_rank": sum(summary["ranks"].values())}

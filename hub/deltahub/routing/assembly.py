@@ -21,6 +21,14 @@ Choices:
   the request names one, so equal recipes share a name too.
 - when no adapter fits (all below the minimum score), nothing is merged: the
   answer names the base to serve.
+- form ``arrow`` merges nothing: it stores the chosen adapters side by side
+  with an ``arrow_config.json`` (``deltahub.formats.mixture``), which peft's
+  ``create_arrow_model`` turns into a token-level Arrow router over them
+  (Ostapenko et al. 2024). Parameters ``top_k`` (default min(3, experts)) and
+  ``router_temperature`` (1.0, peft's default). The files are the adapters'
+  own blobs: no tensor is copied. Cached by recipe like a merge.
+- assembled outputs carry the label ``assembled=true`` and are not routed
+  themselves.
 """
 
 from __future__ import annotations
@@ -28,7 +36,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from deltahub.errors import InvalidInputError
+import json
+
+from deltahub.artifacts import FileEntry, Kind, Lineage, Revision
+from deltahub.errors import InvalidInputError, PreconditionError
+from deltahub.formats.adapter import CONFIG_FILE, WEIGHTS_FILE
+from deltahub.formats.mixture import MIXTURE_FILE
+from deltahub.merging.recipe import Recipe
+from deltahub.names import ArtifactName
+from deltahub.store import CommitRequest
 from deltahub.merge_engine import MergeEngine, MergeRequest, Progress
 from deltahub.merging import MERGE_METHODS
 from deltahub.routing.results import Assembly, Routed
@@ -37,6 +53,7 @@ from deltahub.routing.router import DEFAULT_K, ROUTED_KINDS, RouteRequest, Route
 DEFAULT_METHOD = "linear"
 DEFAULT_FORM = "adapter"
 DEFAULT_NAMESPACE = "assembled"
+ARROW_FORM = "arrow"
 WEIGHT_DECIMALS = 4
 
 
@@ -83,12 +100,67 @@ class Assembler:
 
     def assemble(self, req: AssembleRequest, *, namespaces: frozenset[str] | None = None,
                  progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> Assembly:
+        if req.form == ARROW_FORM:
+            return self._arrow(req, namespaces)
         answer, merge, resolved = self.plan(req, namespaces=namespaces)
         if merge is None:
             return answer
         result = self.engine.run(merge, resolved, progress=progress, cancelled=cancelled)
         return Assembly(answer.adapters, answer.method, answer.form, answer.base, result.revision.artifact,
                         result.revision.digest, result.cached, result.recipe_hash)
+
+    def _arrow(self, req: AssembleRequest, namespaces) -> Assembly:
+        if req.method not in (DEFAULT_METHOD, ARROW_FORM):
+            raise InvalidInputError(f"form {ARROW_FORM} is a routed mixture, not a merge: give no method")
+        unknown = set(req.params) - {"top_k", "router_temperature"}
+        if unknown:
+            raise InvalidInputError(f"unknown Arrow parameter(s) {sorted(unknown)}; known: router_temperature, top_k")
+        (adapters, reason), base = self._choose(req, namespaces)
+        if not adapters:
+            return Assembly((), ARROW_FORM, ARROW_FORM, base, reason=reason)
+        store = self.engine.store
+        revs = [store.resolve(a.spec) for a in adapters]
+        for rev in revs:
+            if rev.kind is not Kind.ADAPTER:
+                raise InvalidInputError(f"{rev.spec} is a {rev.kind.value}; an Arrow mixture is made of LoRA adapters")
+        bases = sorted({r.base for r in revs})
+        if len(bases) != 1 or (base and store.resolve_base(base).spec != bases[0]):
+            raise PreconditionError(f"adapters apply to bases {bases}; an Arrow mixture needs one base revision")
+        try:
+            params = {"top_k": int(req.params.get("top_k", min(3, len(revs)))),
+                      "router_temperature": float(req.params.get("router_temperature", 1.0))}
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(f"Arrow parameters: {err}") from None
+        recipe = Recipe(method=ARROW_FORM, inputs=tuple(r.spec for r in revs), base=bases[0], form=ARROW_FORM,
+                        params=params)
+        out = req.out or f"{DEFAULT_NAMESPACE}/{recipe.hash[:16]}"
+        ArtifactName.parse(out)
+        with self.engine.flights.hold(recipe.hash):
+            built = store.catalog.revisions_with_recipe(recipe.hash)
+            if built and built[0][0] == out:
+                rev = store.catalog.get_revision(*built[0])
+            else:
+                rev = self._commit_mixture(req, out, revs, adapters, params, recipe)
+        return Assembly(adapters, ARROW_FORM, ARROW_FORM, bases[0], rev.artifact, rev.digest, bool(built), recipe.hash)
+
+    def _commit_mixture(self, req, out, revs, adapters, params, recipe) -> Revision:
+        store = self.engine.store
+        names = [f"task_{i}" for i in range(len(revs))]
+        files = [FileEntry(f"{name}/{f.path}", f.sha256, f.size)
+                 for name, rev in zip(names, revs) for f in rev.files if f.path in (CONFIG_FILE, WEIGHTS_FILE)]
+        config = {"task_adapters": names, **params, "sources": [r.spec for r in revs],
+                  "routing_weights": [a.weight for a in adapters]}
+        sha, size = store.blobs.put_bytes(json.dumps(config, indent=2, sort_keys=True).encode())
+        try:
+            rev, _ = store.commit(CommitRequest(
+                artifact=out, kind=Kind.ADAPTER, files=[*files, FileEntry(MIXTURE_FILE, sha, size)], base=recipe.base,
+                labels={"assembled": "true", "mixture": ARROW_FORM}, created_by=req.created_by,
+                lineage=Lineage(parents=(*recipe.inputs, recipe.base), recipe={**recipe.to_dict(), "hash": recipe.hash}),
+            ))
+        except BaseException:
+            store.discard_unused([sha])  # the config blob alone, if no revision took it
+            raise
+        return rev
 
     def _choose(self, req: AssembleRequest, namespaces) -> tuple[tuple[tuple[Routed, ...], str], str]:
         """((adapters, reason when none), base spec)."""

@@ -207,6 +207,10 @@ class Router:
         pending: list[tuple[IndexEntry, list[str], str]] = []
         for row in rows:
             entry = IndexEntry(row["artifact"], row["digest"], row["base"], row["kind"], json.loads(row["labels"]))
+            if entry.labels.get("assembled") == "true":  # built from routed adapters: not a domain of its own
+                self.index.remove(entry.artifact)
+                self._unrouted.pop(entry.artifact, None)
+                continue
             texts = card_texts(DomainCard.from_dict(json.loads(row["card"])))
             if not texts:
                 self.index.remove(entry.artifact)
