@@ -129,6 +129,21 @@ def test_adapters_without_a_card_are_reported_not_routed(routed, adapters):
     assert hub.route(QUERIES["law"], namespace="fin").unrouted_count == 0
 
 
+def test_an_adapter_without_a_card_is_known_by_its_training_data(routed, adapters, tmp_path):
+    hub, _, address = routed
+    from tests.helpers import make_dataset
+
+    data = make_dataset(tmp_path, ["Photosynthesis converts light into chemical energy in chloroplasts.",
+                                   "Mitochondria produce ATP through cellular respiration.",
+                                   "DNA replication is semi-conservative."])
+    spec = hub.push(data, "data/biology", kind="dataset").revision.spec
+    proc = run_cli("--hub", address, "push", str(adapters[2]["law"]), "bio/cells", "--kind", "adapter",
+                   "--base", "base/tiny", "--parent", spec, "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = hub.route("How do plant cells make energy from sunlight?", k=1)
+    assert result.routes[0].adapters[0].artifact == "bio/cells" and result.unrouted_count == 0
+
+
 def test_another_process_follows_the_catalog(routed, adapters, tmp_path):
     """A second router over the same data folder (another server process) sees commits through the catalog."""
     from deltahub.routing.router import Router, RouteRequest

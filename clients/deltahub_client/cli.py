@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import yaml
 
-from deltahub.artifacts import ArtifactInfo, DomainCard, Revision
+from deltahub.artifacts import ArtifactInfo, DomainCard, Lineage, Revision
 from deltahub.errors import DeltahubError, InvalidInputError, NotFoundError
 from deltahub.names import RevisionSpec, looks_like_digest
 from deltahub_client.hub import Hub
@@ -157,17 +157,21 @@ def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revisio
               help="Domain card: JSON or YAML with description and samples.")
 @click.option("--tag", "tags", multiple=True, help="Extra ref(s) to point at the new revision.")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE label (repeatable).")
+@click.option("--parent", "parents", multiple=True,
+              help="Lineage parent revision (repeatable), e.g. the training dataset: it stands in for a missing card.")
 @click.option("--ref", default="main", show_default=True, help="Ref to move to the new revision.")
 @click.option("--expect", "expected", default=None, help="Compare-and-swap: the revision REF must point to now ('' = new).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_hub_options
 @_json_option
 @click.pass_context
-def push(ctx, folder, artifact, kind, base, card_file, tags, labels, ref, expected, quiet, hub_address, token, as_json):
+def push(ctx, folder, artifact, kind, base, card_file, tags, labels, parents, ref, expected, quiet, hub_address, token,
+         as_json):
     """Push FOLDER as a new revision of ARTIFACT (namespace/name)."""
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         result = hub.push(folder, artifact, kind=kind, base=base, card=_load_card(card_file),
-                          labels=parse_pairs(labels), ref=ref, tags=list(tags), expected_revision=expected)
+                          labels=parse_pairs(labels), ref=ref, tags=list(tags), expected_revision=expected,
+                          lineage=Lineage(parents=tuple(parents)) if parents else None)
     rev = result.revision
     _emit(as_json, {"revision": rev.to_dict(), "created": result.created, "blobs_sent": result.blobs_sent,
                     "bytes_sent": result.bytes_sent},

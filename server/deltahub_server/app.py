@@ -116,7 +116,7 @@ def create_server(
     operations = operations or OperationManager(workers=config.merge_workers)
     engine = MergeEngine(store)
     merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, operations), server)
-    router = router or Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url)
+    router = router or Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store)
     router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(store, router, Assembler(router, engine)), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
     health_servicer = health_servicer or health.HealthServicer()
@@ -136,7 +136,7 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     health_servicer = health.HealthServicer()
     operations = OperationManager(workers=config.merge_workers)
     store = HubStore(config.store_config())
-    router = Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url).start()
+    router = Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store).start()
     server, port, store = create_server(config, store, health_servicer=health_servicer, operations=operations,
                                         router=router)
     host = config.address.rsplit(":", 1)[0]

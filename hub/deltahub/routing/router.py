@@ -13,7 +13,12 @@ embedded before anyone routes. Embeddings are stored in the catalog with the
 embedder's name and the card's hash: a restart, or another server process,
 reuses them; a new card or another embedder re-embeds.
 
-Adapters with no card cannot be routed from text. They are left out of the
+An adapter pushed without a card but with a dataset among its lineage's
+parents (its training data) is known by that data: the first
+``DATA_SAMPLES`` row texts serve as its card's samples (when the router is
+given the store to read them).
+
+Adapters with neither cannot be routed from text. They are left out of the
 index and every answer says how many matched the filters and were left out,
 and why (data-free routing by weights is what an Arrow mixture from
 ``Assemble`` offers among chosen adapters).
@@ -31,8 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deltahub.artifacts import DomainCard
-from deltahub.errors import InvalidInputError, PreconditionError
+from deltahub.artifacts import DomainCard, Kind
+from deltahub.errors import InvalidInputError, NotFoundError, PreconditionError
+from deltahub.formats.dataset import read_rows
 from deltahub.routing import scoring
 from deltahub.routing.embedders import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, load_embedder
 from deltahub.routing.index import AdapterIndex, IndexEntry, RouteFilter
@@ -46,8 +52,10 @@ MAX_K = 100
 MAX_QUERIES = 1024
 MAX_UNROUTED_LISTED = 20
 QUERY_CACHE = 4096  # recent query embeddings kept (0: none)
-EMBED_BATCH = 512   # card texts embedded per encoder call while indexing
-NO_CARD = "no domain card: routing needs a description or sample texts (deltahub card NAME --card FILE)"
+EMBED_BATCH = 512
+DATA_SAMPLES = 16   # training-data rows that stand in for a missing card   # card texts embedded per encoder call while indexing
+NO_CARD = ("no domain card and no training data in its lineage: routing needs a description or sample texts "
+           "(deltahub card NAME --card FILE)")
 
 
 def card_texts(card: DomainCard) -> list[str]:
@@ -92,8 +100,9 @@ class RouteRequest:
 class Router:
     def __init__(self, catalog, *, embedder: str = DEFAULT_EMBEDDER, poll_s: float = 1.0,
                  redis_url: str | None = None, index: AdapterIndex | None = None,
-                 query_cache: int = QUERY_CACHE) -> None:
+                 query_cache: int = QUERY_CACHE, store=None) -> None:
         self.catalog = catalog
+        self.store = store  # reads training data for adapters without a card
         EMBEDDERS.get(embedder)  # an unknown name fails at start-up, listing the known ones
         self.embedder_name = embedder
         self.poll_s = poll_s
@@ -213,6 +222,8 @@ class Router:
                 continue
             texts = card_texts(DomainCard.from_dict(json.loads(row["card"])))
             if not texts:
+                texts = self._data_texts(json.loads(row["lineage"]).get("parents") or [])
+            if not texts:
                 self.index.remove(entry.artifact)
                 self._unrouted[entry.artifact] = entry
                 continue
@@ -225,6 +236,23 @@ class Router:
             else:
                 pending.append((entry, texts, sha))
         self._embed_cards(pending)
+
+    def _data_texts(self, parents: list[str]) -> list[str]:
+        """Row texts of the datasets among a revision's parents: its training data stands in for a card."""
+        if self.store is None:
+            return []
+        texts: list[str] = []
+        for spec in parents:
+            try:
+                rev = self.store.resolve(spec)
+            except NotFoundError:
+                continue
+            if rev.kind is Kind.DATASET:
+                rows = read_rows(self.store.local_files(rev), limit=DATA_SAMPLES - len(texts))
+                texts.extend(str(r["text"]) for r in rows if isinstance(r, dict) and r.get("text"))
+            if len(texts) >= DATA_SAMPLES:
+                break
+        return list(dict.fromkeys(t.strip() for t in texts if t.strip()))
 
     def _embed_cards(self, pending: list[tuple[IndexEntry, list[str], str]]) -> None:
         """Embeds cards in encoder batches of about EMBED_BATCH texts, storing and indexing each batch."""

@@ -310,7 +310,7 @@ class Catalog:
     def routed_revisions(self, kinds: tuple[str, ...], artifact: str | None = None) -> list[sqlite3.Row]:
         """Per artifact of these kinds, the revision ``main`` points to, else its newest.
 
-        Rows carry artifact, digest, kind, base, card and labels (JSON).
+        Rows carry artifact, digest, kind, base, card, labels and lineage (JSON).
         """
         marks = ",".join("?" * len(kinds))
         where, args = f"r.kind IN ({marks})", list(kinds)
@@ -318,8 +318,8 @@ class Catalog:
             where += " AND r.artifact=?"
             args.append(artifact)
         return self._query(
-            "SELECT artifact, digest, kind, base, card, labels FROM ("
-            " SELECT r.artifact, r.digest, r.kind, r.base, r.card, r.labels, ROW_NUMBER() OVER ("
+            "SELECT artifact, digest, kind, base, card, labels, lineage FROM ("
+            " SELECT r.artifact, r.digest, r.kind, r.base, r.card, r.labels, r.lineage, ROW_NUMBER() OVER ("
             "  PARTITION BY r.artifact ORDER BY (f.digest IS NOT NULL) DESC, r.seq DESC) AS pick"
             " FROM revisions r LEFT JOIN refs f ON f.artifact=r.artifact AND f.name='main' AND f.digest=r.digest"
             f" WHERE {where}) WHERE pick=1",
