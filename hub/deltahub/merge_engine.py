@@ -154,12 +154,14 @@ class MergeEngine:
     def run(self, req: MergeRequest, r: Resolved, *, progress: Progress | None = None,
             cancelled: Callable[[], bool] | None = None) -> MergeResult:
         """Builds (or finds cached) a request already resolved, so inputs stay as they were when it was asked."""
-        key = r.recipe.hash
-        with self.flights.hold(key):
-            cached = self.store.catalog.revisions_with_recipe(key)
-            if cached:
-                return self._reuse(req, r, cached[0])
-            return self._build(req, r, progress, cancelled)
+        return self.once(r.recipe.hash, lambda where: self._reuse(req, r, where),
+                         lambda: self._build(req, r, progress, cancelled))
+
+    def once(self, recipe_hash: str, reuse: Callable[[tuple[str, str]], Any], build: Callable[[], Any]) -> Any:
+        """Builds a recipe once: under its lock, ``reuse((artifact, digest))`` of an earlier build, else ``build()``."""
+        with self.flights.hold(recipe_hash):
+            cached = self.store.catalog.revisions_with_recipe(recipe_hash)
+            return reuse(cached[0]) if cached else build()
 
     def _commit(self, req: MergeRequest, r: Resolved, files, metrics: dict) -> Revision:
         parents = tuple(dict.fromkeys([*r.recipe.inputs, r.base.spec] + ([r.data.spec] if r.data else [])))

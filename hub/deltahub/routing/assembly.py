@@ -135,13 +135,14 @@ class Assembler:
                         params=params)
         out = req.out or f"{DEFAULT_NAMESPACE}/{recipe.hash[:16]}"
         ArtifactName.parse(out)
-        with self.engine.flights.hold(recipe.hash):
-            built = store.catalog.revisions_with_recipe(recipe.hash)
-            if built and built[0][0] == out:
-                rev = store.catalog.get_revision(*built[0])
-            else:
-                rev = self._commit_mixture(req, out, revs, adapters, params, recipe)
-        return Assembly(adapters, ARROW_FORM, ARROW_FORM, bases[0], rev.artifact, rev.digest, bool(built), recipe.hash)
+        def reuse(where: tuple[str, str]) -> tuple[Revision, bool]:
+            if where[0] == out:
+                return store.catalog.get_revision(*where), True
+            return self._commit_mixture(req, out, revs, adapters, params, recipe), True  # same blobs, new name
+
+        rev, cached = self.engine.once(
+            recipe.hash, reuse, lambda: (self._commit_mixture(req, out, revs, adapters, params, recipe), False))
+        return Assembly(adapters, ARROW_FORM, ARROW_FORM, bases[0], rev.artifact, rev.digest, cached, recipe.hash)
 
     def _commit_mixture(self, req, out, revs, adapters, params, recipe) -> Revision:
         store = self.engine.store
