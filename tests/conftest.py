@@ -65,6 +65,7 @@ def server(tmp_path):
     finally:
         hub.close()
         srv.stop(grace=None)
+        srv.training.stop()
         store.close()
 
 

@@ -135,8 +135,13 @@ def main(hub_address, token):
 @click.option("--max-revision-bytes", type=int, default=None, help="Refuse revisions larger than this.")
 @click.option("--embedder", default="all-minilm-l6-v2", show_default=True,
               help="Router embedder (a registry name); changing it re-embeds the cards.")
+@click.option("--workers", "local_workers", type=int, default=None,
+              help="In-process training workers (default 1 without --redis, 0 with it: run `deltahub worker`).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="Device of the in-process workers.")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, log_level):
+def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
+          device, log_level):
     """Run the hub server on its embedded defaults (blobs + SQLite under --data-dir)."""
     from deltahub.auth import TokenTable
     from deltahub_server import ServerConfig
@@ -145,7 +150,7 @@ def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revisio
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(ServerConfig(data_dir=Path(data_dir), address=address, tokens=TokenTable.load(tokens_file),
                      redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes,
-                     embedder=embedder))
+                     embedder=embedder, local_workers=local_workers, worker_device=device))
 
 
 @main.command()
@@ -383,4 +388,4 @@ def health(ctx, hub_address, token, as_json):
 
 
 # The merge commands live in their own module; importing it registers them on ``main``.
-from deltahub_client import cli_merge, cli_route  # noqa: E402,F401
+from deltahub_client import cli_merge, cli_route, cli_train  # noqa: E402,F401

@@ -56,3 +56,24 @@ def artifact_from_pb(msg: pb.Artifact) -> ArtifactInfo:
         created_at=msg.created_at.ToNanoseconds() / 1e9,
         updated_at=msg.updated_at.ToNanoseconds() / 1e9,
     )
+
+
+def job_from_pb(msg):
+    """A Train.Job message as the core's :class:`deltahub.jobs.Job` (one type on both sides)."""
+    import json
+
+    from deltahub.jobs.model import Job, JobSpec
+    from deltahub.v1 import train_pb2 as trpb
+
+    spec = JobSpec(trainer=msg.trainer, base=msg.base, datasets=tuple(msg.datasets), out=msg.out,
+                   config=json.loads(msg.config_json or "{}"), replay=tuple(msg.replay), resume_from=msg.resume_from,
+                   idempotency_key=msg.idempotency_key)
+    result = {"artifact": msg.result_artifact, "digest": msg.result_digest} if msg.result_artifact else {}
+    return Job(
+        id=msg.id, spec=spec, state=trpb.JobState.Name(msg.state).removeprefix("JOB_STATE_"), attempts=msg.attempts,
+        max_attempts=msg.max_attempts, worker=msg.worker, device=msg.device, step=msg.step, total=msg.total_steps,
+        metrics=json.loads(msg.metrics_json or "{}"), checkpoint=json.loads(msg.checkpoint_json or "{}"),
+        error_code=msg.error_code, error_message=msg.error_message, result=result,
+        cancel_requested=msg.cancel_requested, created_at=msg.created_at, started_at=msg.started_at,
+        finished_at=msg.finished_at,
+    )

@@ -31,10 +31,12 @@ from deltahub.v1 import router_pb2_grpc as routergrpc
 from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub.v1 import transfer_pb2 as tpb
+from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
+from deltahub_client.jobs import TrainVerbs
 from deltahub_client.merges import MergeVerbs
 from deltahub_client.routes import RouterVerbs
 
@@ -62,7 +64,7 @@ def _expected_kw(expected_revision: str | None) -> dict:
     return {} if expected_revision is None else {"expected_revision": expected_revision}
 
 
-class Hub(MergeVerbs, RouterVerbs):
+class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
     """A connection to a deltahub server.
 
     Args:
@@ -91,6 +93,7 @@ class Hub(MergeVerbs, RouterVerbs):
         self._merge = mgrpc.MergeStub(self._channel)
         self._operations = ogrpc.OperationsStub(self._channel)
         self._router = routergrpc.RouterStub(self._channel)
+        self._train = trgrpc.TrainStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()

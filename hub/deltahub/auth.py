@@ -78,6 +78,10 @@ class TokenTable:
     def __init__(self, entries: dict[str, Principal] | None = None) -> None:
         self._by_digest = dict(entries or {})
 
+    def add(self, token: str, principal: Principal) -> None:
+        """Adds one token (the server's own, for its in-process worker)."""
+        self._by_digest[_digest(token)] = principal
+
     def __bool__(self) -> bool:
         return bool(self._by_digest)
 

@@ -199,6 +199,32 @@ class HubStore:
                     freed += size
         return removed, freed
 
+    # -- pinned blobs (training checkpoints) ------------------------------------
+    def pin(self, owner: str, files: list[FileEntry]) -> None:
+        """Keeps uploaded blobs alive under ``owner`` (a job id), replacing what it pinned before.
+
+        The blobs the previous pin held and nothing else uses are removed.
+        """
+        formats.check_files(files)
+        with self._blob_lock(), self.catalog.transaction() as db:
+            missing = [f.path for f in files if not self.blobs.has(f.sha256)]
+            if missing:
+                raise PreconditionError(f"blobs of {missing[:10]} have not been uploaded; upload them, then pin")
+            for f in files:
+                if self.blobs.size(f.sha256) != f.size:
+                    raise InvalidInputError(f"{f.path}: declared size {f.size} differs from its blob's")
+            before = self.catalog.drop_pins(db, owner)
+            self.catalog.set_pins(db, owner, files)
+        self.discard_unused(before)
+
+    def pinned(self, owner: str) -> list[FileEntry]:
+        return self.catalog.pins(owner)
+
+    def unpin(self, owner: str) -> None:
+        with self._blob_lock(), self.catalog.transaction() as db:
+            shas = self.catalog.drop_pins(db, owner)
+        self.discard_unused(shas)
+
     # -- reading -----------------------------------------------------------
     def resolve(self, spec: str | RevisionSpec) -> Revision:
         spec = RevisionSpec.parse(spec) if isinstance(spec, str) else spec

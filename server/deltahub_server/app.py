@@ -36,6 +36,8 @@ from deltahub.v1 import (
     registry_pb2_grpc,
     router_pb2,
     router_pb2_grpc,
+    train_pb2,
+    train_pb2_grpc,
     transfer_pb2,
     transfer_pb2_grpc,
 )
@@ -44,6 +46,8 @@ from deltahub_server.merge import MergeServicer
 from deltahub_server.operations import OperationsServicer
 from deltahub_server.registry import RegistryServicer
 from deltahub_server.router import RouterServicer
+from deltahub_server.train import TrainServicer
+from deltahub_server.training import Training
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
 log = logging.getLogger("deltahub.server")
@@ -54,6 +58,7 @@ SERVICE_NAMES = (
     merge_pb2.DESCRIPTOR.services_by_name["Merge"].full_name,
     operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
     router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,
+    train_pb2.DESCRIPTOR.services_by_name["Train"].full_name,
 )
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -69,6 +74,9 @@ class ServerConfig:
     workers: int = 16
     merge_workers: int = 2  # merges running at once; more wait in the operation queue
     embedder: str = DEFAULT_EMBEDDER
+    local_workers: int | None = None  # in-process training workers; None: 1 without Redis, 0 with it
+    lease_s: float = 30.0             # training job leases
+    worker_device: str = "auto"
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
@@ -87,14 +95,16 @@ def is_loopback(address: str) -> bool:
 
 def create_server(
     config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None,
-    operations: OperationManager | None = None, router: Router | None = None,
+    operations: OperationManager | None = None, router: Router | None = None, training: Training | None = None,
 ) -> tuple[grpc.Server, int, HubStore]:
     """Builds, binds and starts the server. Returns (server, bound port, store).
 
     Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown,
     ``operations`` to cancel running merges on shutdown, and a started
     ``router`` to have the index loaded before the first query (``serve``
-    does all three); otherwise the router loads on its first call.
+    does all three); otherwise the router loads on its first call. The
+    training side (queue, in-process workers) is ``server.training``; stop
+    it with ``server.training.stop()`` after stopping the server.
     """
     if not config.tokens and not is_loopback(config.address):
         raise InvalidInputError(
@@ -119,6 +129,9 @@ def create_server(
     router = router or Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store)
     router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(store, router, Assembler(router, engine)), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
+    training = training or Training(config.redis_url, local_workers=config.local_workers, lease_s=config.lease_s,
+                                    device=config.worker_device)
+    train_pb2_grpc.add_TrainServicer_to_server(TrainServicer(store, training.queue), server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -128,6 +141,8 @@ def create_server(
     if port == 0:
         raise InvalidInputError(f"could not bind {config.address}")
     server.start()
+    training.start(port, config.tokens)
+    server.training = training
     return server, port, store
 
 
@@ -166,6 +181,7 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=10).wait()
     operations.shutdown()  # running merges are cancelled: they store nothing
+    server.training.stop()  # in-process workers leave their jobs at the next step
     router.stop()
     store.close()
     log.info("stopped")

@@ -75,6 +75,11 @@ def _assemble(req) -> Needs:
     return [(out, Scope.WRITE), *_route(req), *((_ns(a), Scope.READ) for a in req.adapters)]
 
 
+def _submit_job(req) -> Needs:
+    reads = [req.base, *req.datasets, *req.replay, *([req.resume_from] if req.resume_from else [])]
+    return [(_ns(req.out), Scope.WRITE), *((_ns(x), Scope.READ) for x in reads if x)]
+
+
 RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Registry/CommitRevision": _commit,
     "/deltahub.v1.Registry/ListArtifacts": _listing,
@@ -104,6 +109,15 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Router/Route": _route,
     "/deltahub.v1.Router/Assemble": _assemble,
     "/deltahub.v1.Router/GetRouterStatus": _anywhere(Scope.READ),
+    "/deltahub.v1.Train/SubmitJob": _submit_job,
+    # a job's id starts with the namespace it writes to
+    "/deltahub.v1.Train/GetJob": _on("id", Scope.READ),
+    "/deltahub.v1.Train/WatchJob": _on("id", Scope.READ),
+    "/deltahub.v1.Train/CancelJob": _on("id", Scope.WRITE),
+    "/deltahub.v1.Train/ListJobs": _listing,
+    "/deltahub.v1.Train/ListTrainers": _anywhere(Scope.READ),
+    "/deltahub.v1.Train/PinCheckpoint": _on("job_id", Scope.WRITE),
+    "/deltahub.v1.Train/ReleaseCheckpoint": _on("job_id", Scope.WRITE),
 }
 
 

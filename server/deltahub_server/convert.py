@@ -148,3 +148,22 @@ def assembly_to_pb(a) -> rpb.AssembleResponse:
         adapters=[routed_to_pb(x) for x in a.adapters], method=a.method, form=a.form, base=a.base,
         serve_base=a.serve_base, reason=a.reason,
     )
+
+
+def job_to_pb(job):
+    from deltahub.v1 import train_pb2 as trpb
+
+    s = job.spec
+    return trpb.Job(
+        id=job.id, state=trpb.JobState.Value(f"JOB_STATE_{job.state}"), trainer=s.trainer, base=s.base,
+        datasets=list(s.datasets), replay=list(s.replay), resume_from=s.resume_from, out=s.out,
+        config_json=json.dumps(s.config, sort_keys=True), attempts=job.attempts, max_attempts=job.max_attempts,
+        worker=job.worker, device=job.device, step=job.step, total_steps=job.total,
+        metrics_json=json.dumps(job.metrics, sort_keys=True) if job.metrics else "",
+        checkpoint_step=int(job.checkpoint.get("step", 0)), error_code=job.error_code,
+        error_message=job.error_message, result_artifact=job.result.get("artifact", ""),
+        result_digest=job.result.get("digest", ""), cancel_requested=job.cancel_requested,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        idempotency_key=s.idempotency_key,
+        checkpoint_json=json.dumps(job.checkpoint, sort_keys=True) if job.checkpoint else "",
+    )

@@ -107,11 +107,11 @@ def load_base(base_dir: Path, config, rows: list[dict], dtype: torch.dtype):
     if config.objective == "classification":
         labels = label_ids(rows)
         model = AutoModelForSequenceClassification.from_pretrained(
-            base_dir, num_labels=len(labels), torch_dtype=dtype,
+            base_dir, num_labels=len(labels), dtype=dtype,
             id2label={i: str(v) for v, i in labels.items()}, label2id={str(v): i for v, i in labels.items()})
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     return tokenizer, model, labels
 
 
@@ -217,7 +217,7 @@ def train(trainer: Trainer, inputs: TrainInputs, workdir: Path, hooks: Hooks | N
             if extra is not None:
                 loss = loss + extra
         if not torch.isfinite(loss):
-            raise PreconditionError(f"the loss became {float(loss)} at step {step}; lower lr or check the data")
+            raise PreconditionError(f"the loss became {float(loss.detach())} at step {step}; lower lr or check the data")
         loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -226,7 +226,7 @@ def train(trainer: Trainer, inputs: TrainInputs, workdir: Path, hooks: Hooks | N
         trainer.after_step(model, step, lr)
         optimizer.zero_grad(set_to_none=True)
         tokens += batches.tokens(batch)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done = step + 1
         now = time.perf_counter()
         if now - last_report >= hooks.progress_every_s or done == total:

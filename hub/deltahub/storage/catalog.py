@@ -72,6 +72,15 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vectors BLOB NOT NULL,
     PRIMARY KEY (artifact, digest, embedder)
 );
+-- blobs kept alive outside any revision: a training job's checkpoint, owned by the job id
+CREATE TABLE IF NOT EXISTS pins (
+    owner TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (owner, path)
+);
+CREATE INDEX IF NOT EXISTS pins_sha ON pins (sha256);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -301,10 +310,27 @@ class Catalog:
 
     # -- blobs -------------------------------------------------------------
     def blob_in_use(self, sha256: str) -> bool:
-        return bool(self._query("SELECT 1 FROM files WHERE sha256=? LIMIT 1", (sha256,)))
+        return bool(self._query("SELECT 1 FROM files WHERE sha256=? UNION ALL SELECT 1 FROM pins WHERE sha256=? LIMIT 1",
+                                (sha256, sha256)))
 
     def blobs_in_use(self) -> set[str]:
-        return {r[0] for r in self._query("SELECT DISTINCT sha256 FROM files")}
+        return {r[0] for r in self._query("SELECT sha256 FROM files UNION SELECT sha256 FROM pins")}
+
+    # -- pins: blobs a training job's checkpoint holds --------------------------------
+    def set_pins(self, db: sqlite3.Connection, owner: str, files: list[FileEntry]) -> None:
+        """Replaces what ``owner`` pins (a new checkpoint supersedes the last)."""
+        db.execute("DELETE FROM pins WHERE owner=?", (owner,))
+        db.executemany("INSERT INTO pins (owner, path, sha256, size) VALUES (?, ?, ?, ?)",
+                       [(owner, f.path, f.sha256, f.size) for f in files])
+
+    def pins(self, owner: str) -> list[FileEntry]:
+        return [FileEntry(r["path"], r["sha256"], r["size"])
+                for r in self._query("SELECT path, sha256, size FROM pins WHERE owner=? ORDER BY path", (owner,))]
+
+    def drop_pins(self, db: sqlite3.Connection, owner: str) -> list[str]:
+        shas = [r[0] for r in db.execute("SELECT sha256 FROM pins WHERE owner=?", (owner,)).fetchall()]
+        db.execute("DELETE FROM pins WHERE owner=?", (owner,))
+        return shas
 
     # -- routing: the revision each artifact routes to, card embeddings ---------------
     def routed_revisions(self, kinds: tuple[str, ...], artifact: str | None = None) -> list[sqlite3.Row]:

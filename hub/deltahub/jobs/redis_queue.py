@@ -1,0 +1,192 @@
+"""The job queue on Redis: deliveries through a stream with a consumer group, jobs as JSON documents.
+
+* ``deltahub:jobs:queue`` (stream, consumer group ``workers``): one entry per
+  delivery. ``XREADGROUP`` hands new entries to one worker each; an entry
+  stays pending until acknowledged. The worker holding a job renews its
+  lease by re-claiming its entry (``XCLAIM ... JUSTID`` resets the idle time),
+  so an entry idle for longer than the lease belongs to a dead worker and
+  ``XAUTOCLAIM`` gives it to the next worker that asks: that worker resumes
+  the job from its checkpoint. No polling of lists.
+* ``deltahub:job:<id>`` (string): the job document, changed only inside
+  ``WATCH``/``MULTI`` transactions that apply one transition of
+  :mod:`deltahub.jobs.model`; the document, not the stream, says who holds a
+  job (a worker whose lease lapsed finds out on its next report).
+* ``deltahub:jobs:index[:<namespace>]`` (sorted sets): listing, newest first.
+* ``deltahub:jobkey:<namespace>:<key>``: idempotency keys (``SET NX``).
+* ``deltahub:jobs:changed`` (pub/sub): job ids as they change, for watchers.
+
+Lease times are wall-clock seconds; workers and the server should keep
+their clocks in sync (NTP), as with any lease.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable, Iterator
+
+import redis
+
+from deltahub.errors import NotFoundError, UnavailableError
+from deltahub.jobs import model as m
+from deltahub.jobs.model import Job, JobSpec
+from deltahub.jobs.queue import DEFAULT_LEASE_S, JobQueue
+
+PREFIX = "deltahub:"
+STREAM = PREFIX + "jobs:queue"
+GROUP = "workers"
+CHANNEL = PREFIX + "jobs:changed"
+
+
+class RedisQueue(JobQueue):
+    def __init__(self, url: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+        self.url = url
+        self.lease_s = lease_s
+        self._r = redis.Redis.from_url(url)
+        try:
+            self._r.ping()
+            self._r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        except redis.ConnectionError as err:
+            raise UnavailableError(f"cannot reach Redis at {url}: {err}") from None
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return f"{PREFIX}job:{job_id}"
+
+    def close(self) -> None:
+        self._r.close()
+
+    # -- clients ---------------------------------------------------------------
+    def submit(self, spec: JobSpec, *, max_attempts: int = m.DEFAULT_MAX_ATTEMPTS) -> tuple[Job, bool]:
+        job = m.new_job(spec, max_attempts=max_attempts)
+        if spec.idempotency_key:
+            key = f"{PREFIX}jobkey:{spec.namespace}:{spec.idempotency_key}"
+            if not self._r.set(key, job.id, nx=True):
+                return self.get(self._r.get(key).decode()), False
+        pipe = self._r.pipeline()
+        pipe.set(self._key(job.id), job.to_json())
+        pipe.zadd(PREFIX + "jobs:index", {job.id: job.created_at})
+        pipe.zadd(f"{PREFIX}jobs:index:{spec.namespace}", {job.id: job.created_at})
+        pipe.xadd(STREAM, {"job": job.id})
+        pipe.publish(CHANNEL, job.id)
+        pipe.execute()
+        return job, True
+
+    def get(self, job_id: str) -> Job:
+        raw = self._r.get(self._key(job_id))
+        if raw is None:
+            raise NotFoundError(f"job {job_id!r} does not exist")
+        return Job.from_json(raw)
+
+    def list(self, namespace: str | None = None, limit: int = 100) -> list[Job]:
+        index = f"{PREFIX}jobs:index:{namespace}" if namespace else PREFIX + "jobs:index"
+        ids = [i.decode() for i in self._r.zrevrange(index, 0, limit - 1)]
+        docs = self._r.mget([self._key(i) for i in ids]) if ids else []
+        return [Job.from_json(d) for d in docs if d is not None]
+
+    def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        key = self._key(job_id)
+        out: list[Job] = []
+
+        def tx(pipe) -> None:
+            out.clear()
+            raw = pipe.get(key)
+            if raw is None:
+                raise NotFoundError(f"job {job_id!r} does not exist")
+            job = change(Job.from_json(raw))
+            pipe.multi()
+            pipe.set(key, job.to_json())
+            pipe.publish(CHANNEL, job_id)
+            out.append(job)
+
+        self._r.transaction(tx, key)
+        job = out[0]
+        if job.finished and job.delivery:
+            self._r.xack(STREAM, GROUP, job.delivery)
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        return self.update(job_id, lambda j: m.request_cancel(j, time.time()))
+
+    def watch(self, job_id: str, *, alive: Callable[[], bool] = lambda: True) -> Iterator[Job]:
+        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(CHANNEL)
+        try:
+            seen = -1
+            while alive():
+                job = self.get(job_id)  # read after subscribing: no change slips between
+                if job.version != seen:
+                    seen = job.version
+                    yield job
+                    if job.finished:
+                        return
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    msg = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                    if msg and msg["data"].decode() == job_id:
+                        break
+        finally:
+            pubsub.close()
+
+    # -- workers ---------------------------------------------------------------
+    def claim(self, worker: str, device: str, *, timeout_s: float = 1.0) -> Job | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # first, deliveries whose holder stopped renewing: their worker died
+            _, entries, _ = self._r.xautoclaim(STREAM, GROUP, worker, min_idle_time=int(self.lease_s * 1000),
+                                               start_id="0-0", count=10)
+            if not entries:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                got = self._r.xreadgroup(GROUP, worker, {STREAM: ">"}, count=1, block=max(1, int(left * 1000)))
+                entries = got[0][1] if got else []
+            for entry_id, fields in entries:
+                job = self._take(entry_id.decode(), fields[b"job"].decode(), worker, device)
+                if job is not None:
+                    return job
+            if time.monotonic() >= deadline:
+                return None
+
+    def _take(self, entry: str, job_id: str, worker: str, device: str) -> Job | None:
+        now = time.time()
+
+        def take(j: Job) -> Job:
+            if not m.claimable(j, now):
+                return j
+            return replace(m.claim(j, worker, device, self.lease_s, now), delivery=entry)
+
+        try:
+            job = self.update(job_id, take)
+        except NotFoundError:
+            self._r.xack(STREAM, GROUP, entry)
+            return None
+        if job.state == m.RUNNING and job.worker == worker and job.delivery == entry:
+            return job
+        if job.finished:
+            self._r.xack(STREAM, GROUP, entry)
+        # else: held by a live worker under another entry, or a live lease: leave it
+        return None
+
+    def heartbeat(self, job_id: str, worker: str) -> Job:
+        job = super().heartbeat(job_id, worker)
+        if job.delivery:
+            self._r.xclaim(STREAM, GROUP, worker, 0, [job.delivery], justid=True)
+        return job
+
+    def progress(self, job_id: str, worker: str, step: int, total: int, metrics: dict) -> Job:
+        job = super().progress(job_id, worker, step, total, metrics)
+        if job.delivery:
+            self._r.xclaim(STREAM, GROUP, worker, 0, [job.delivery], justid=True)
+        return job
+
+    def fail(self, job_id: str, worker: str, code: str, message: str, *, retry: bool) -> Job:
+        before = self.get(job_id)
+        job = super().fail(job_id, worker, code, message, retry=retry)
+        if job.state == m.QUEUED:  # another attempt: a fresh delivery
+            self._r.xack(STREAM, GROUP, before.delivery)
+            self._r.xadd(STREAM, {"job": job.id})
+        return job
