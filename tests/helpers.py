@@ -31,11 +31,11 @@ def make_tokenizer():
                                    pad_token="<pad>")
 
 
-def make_tiny_llama(dest: Path, *, seed: int = 0, perturb: float = 0.0, perturb_seed: int = 1) -> Path:
+def make_tiny_llama(dest: Path, *, seed: int = 0, perturb: float = 0.0, perturb_seed: int = 1, **config) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA))
+    model = LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **config}))
     if perturb:
         g = torch.Generator().manual_seed(perturb_seed)
         with torch.no_grad():

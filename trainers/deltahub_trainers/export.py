@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from deltahub.errors import PreconditionError
 from deltahub_trainers.base import PEFT_PREFIX
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -45,7 +46,7 @@ def write_lora(dest: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
     factors = {k: (a, b) for k, (a, b) in factors.items() if a.shape[0] > 0}
     if not factors:
-        raise ValueError("every module ended with rank 0: nothing to save (lower the sparsity threshold)")
+        raise PreconditionError("every module ended with rank 0: nothing to save (lower the sparsity threshold l1)")
     ranks = {k: int(a.shape[0]) for k, (a, _) in factors.items()}
     r = max(ranks.values())
     modules_to_save = sorted({n[len(PEFT_PREFIX):].rsplit(".", 1)[0] for n in extras}) or None

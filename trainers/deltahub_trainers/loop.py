@@ -231,7 +231,7 @@ def train(trainer: Trainer, inputs: TrainInputs, workdir: Path, hooks: Hooks | N
         now = time.perf_counter()
         if now - last_report >= hooks.progress_every_s or done == total:
             last_report = now
-            hooks.progress(Progress(done, total, float(loss), lr, tokens / max(now - t0, 1e-9),
+            hooks.progress(Progress(done, total, losses[-1], lr, tokens / max(now - t0, 1e-9),
                                     trainer.rank_pattern(model)))
         if done % config.checkpoint_every == 0 and done < total:
             hooks.checkpoint(save_checkpoint(ckpt_dir, model, optimizer, trainer, done, {"losses": losses}), done)
