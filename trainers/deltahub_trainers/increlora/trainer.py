@@ -164,6 +164,7 @@ class IncreLoraTrainer(Trainer):
         if is_allocation_step(step, self.plan):
             self._allocate(step)
 
+    @torch.no_grad()
     def _update_scores(self, ab) -> None:
         c: IncreLoraTrainConfig = self.config
         for key, g in self.gates.items():
