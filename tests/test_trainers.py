@@ -175,3 +175,13 @@ def test_pure_pieces_by_hand():
     assert lr_factor(100, 100, warmup=10, schedule="linear", min_ratio=0.1) == pytest.approx(0.1)
     grown = choose({"a": 3.0, "b": 2.0, "c": 1.0}, {"a": 8, "b": 2, "c": 2}, top_h=2, add=2, max_r=8, remaining=3)
     assert grown == {"b": 2, "c": 1}  # a is full; the last round adds only what the budget has left
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["lora", "adalora", "increlora", "rank_selective"])
+def test_trainers_run_on_cuda_in_bf16(name, base, tmp_path):
+    trainer = make_trainer(name, COMMON)
+    result, seen = run(trainer, base, rows(FINANCE, 96, 0), tmp_path, device="cuda")
+    assert result.metrics["device"] == "cuda"
+    assert seen[-1].loss < seen[0].loss
+    assert next(p for p in trainer.model.parameters() if not p.requires_grad).dtype == torch.bfloat16

@@ -13,7 +13,7 @@ import click
 import yaml
 
 from deltahub.errors import InvalidInputError
-from deltahub.jobs import FAILED, SUCCEEDED
+from deltahub.jobs import SUCCEEDED
 from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, _load_card, main, parse_pairs
 
 

@@ -45,6 +45,28 @@ def attach(model, make: Callable[[str, nn.Module], RankGate]) -> dict[str, RankG
     return gates
 
 
+def gated_lora(model, r: int, config, task_type: str, make: Callable[[str, nn.Module], RankGate]):
+    """peft's LoRA of rank ``r`` (``lora_alpha = r``: peft's scaling is 1) with a gate on every layer."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=config.target_modules,
+                                                  lora_dropout=config.lora_dropout, task_type=task_type))
+    return peft_model, attach(peft_model, make)
+
+
+def export_gated(model, gates: dict[str, RankGate], dest, *, base_name: str, lora_dropout: float,
+                 diag_and_scale: Callable[[RankGate], tuple[torch.Tensor, float]]) -> dict:
+    """Folds each gated layer into a LoRA of its live ranks and writes the adapter (see export.py)."""
+    from deltahub_trainers.export import fold, trained_extras, write_lora
+
+    ab = factors(model)
+    with torch.no_grad():
+        folded = {k: fold(a, b, *diag_and_scale(gates[k])) for k, (a, b) in ab.items()}
+    ranks = write_lora(dest, folded, base_name=base_name, task_type=model.peft_config[ADAPTER].task_type,
+                       extras=trained_extras(model), lora_dropout=lora_dropout)
+    return {"rank_pattern": {**{k: 0 for k in ab}, **ranks}}
+
+
 def factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(A, B) of each gated layer, by the module's name in the base model."""
     return {module_key(n): (m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight) for n, m in lora_layers(model)}

@@ -38,7 +38,6 @@ from torch import nn
 
 from deltahub_trainers import gates as gating
 from deltahub_trainers.base import Trainer
-from deltahub_trainers.export import fold, trained_extras, write_lora
 from deltahub_trainers.increlora.allocator import choose, is_allocation_step, plan, smooth
 from deltahub_trainers.increlora.config import IncreLoraTrainConfig
 
@@ -76,15 +75,11 @@ class IncreLoraTrainer(Trainer):
     rank_adaptive = True
 
     def build(self, model, *, total_steps, task_type, resume_adapter: Path | None):
-        from peft import LoraConfig, get_peft_model
-
         c: IncreLoraTrainConfig = self.config
         self.total_steps = total_steps
         self._base_name = getattr(model.config, "_name_or_path", "")
-        self.model = get_peft_model(model, LoraConfig(
-            r=c.cap, lora_alpha=c.cap, target_modules=c.target_modules, lora_dropout=c.lora_dropout,
-            task_type=task_type))
-        self.gates = gating.attach(self.model, lambda name, layer: SingularValues(c.cap, c.init_r, c.lora_alpha))
+        self.model, self.gates = gating.gated_lora(
+            model, c.cap, c, task_type, lambda name, layer: SingularValues(c.cap, c.init_r, c.lora_alpha))
         with torch.no_grad():
             for a, b in gating.factors(self.model).values():
                 nn.init.normal_(a, std=0.02)  # the official init of P and Q
@@ -211,10 +206,7 @@ class IncreLoraTrainer(Trainer):
         self._set_reserves()
 
     def export(self, model, dest: Path) -> dict:
-        ab = gating.factors(model)
-        with torch.no_grad():
-            folded = {k: fold(a, b, g.weight * g.active, g.scale())
-                      for k, g in self.gates.items() for a, b in [ab[k]]}
-        ranks = write_lora(dest, folded, base_name=self._base_name, task_type=model.peft_config["default"].task_type,
-                           extras=trained_extras(model), lora_dropout=self.config.lora_dropout)
-        return {"rank_pattern": {**{k: 0 for k in ab}, **ranks}, "allocations": self.history}
+        facts = gating.export_gated(model, self.gates, dest, base_name=self._base_name,
+                                    lora_dropout=self.config.lora_dropout,
+                                    diag_and_scale=lambda g: (g.weight * g.active, g.scale()))
+        return {**facts, "allocations": self.history}

@@ -32,7 +32,6 @@ from torch import nn
 
 from deltahub_trainers import gates as gating
 from deltahub_trainers.base import Trainer
-from deltahub_trainers.export import fold, trained_extras, write_lora
 from deltahub_trainers.rank_selective.config import RankSelectiveTrainConfig
 from deltahub_trainers.rank_selective.prox import l1_weight, soft_threshold
 
@@ -54,14 +53,10 @@ class RankSelectiveTrainer(Trainer):
     rank_adaptive = True
 
     def build(self, model, *, total_steps, task_type, resume_adapter: Path | None):
-        from peft import LoraConfig, get_peft_model
-
         c: RankSelectiveTrainConfig = self.config
         self.total_steps = total_steps
         self._base_name = getattr(model.config, "_name_or_path", "")
-        self.model = get_peft_model(model, LoraConfig(
-            r=c.r, lora_alpha=c.r, target_modules=c.target_modules, lora_dropout=c.lora_dropout, task_type=task_type))
-        self.gates = gating.attach(self.model, lambda name, layer: GateVector(c.r))
+        self.model, self.gates = gating.gated_lora(model, c.r, c, task_type, lambda name, layer: GateVector(c.r))
         self.dense_steps = int(total_steps * c.dense_ratio)
         return self.model
 
@@ -85,9 +80,5 @@ class RankSelectiveTrainer(Trainer):
         return {k: int((g.weight != 0).sum()) for k, g in self.gates.items()}
 
     def export(self, model, dest: Path) -> dict:
-        ab = gating.factors(model)
-        with torch.no_grad():
-            folded = {k: fold(a, b, self.gates[k].weight, 1.0) for k, (a, b) in ab.items()}
-        ranks = write_lora(dest, folded, base_name=self._base_name, task_type=model.peft_config["default"].task_type,
-                           extras=trained_extras(model), lora_dropout=self.config.lora_dropout)
-        return {"rank_pattern": {**{k: 0 for k in ab}, **ranks}}
+        return gating.export_gated(model, self.gates, dest, base_name=self._base_name,
+                                   lora_dropout=self.config.lora_dropout, diag_and_scale=lambda g: (g.weight, 1.0))
