@@ -185,3 +185,23 @@ def test_trainers_run_on_cuda_in_bf16(name, base, tmp_path):
     assert result.metrics["device"] == "cuda"
     assert seen[-1].loss < seen[0].loss
     assert next(p for p in trainer.model.parameters() if not p.requires_grad).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["lora", "rank_selective"])
+def test_classification_head_is_trained_and_saved(name, base, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    data = [{**r, "label": "finance"} for r in rows(FINANCE, 48, 0)] + [{**r, "label": "general"}
+                                                                        for r in rows(GENERAL, 48, 1)]
+    trainer = make_trainer(name, {**COMMON, "objective": "classification", "steps": 40})
+    result, _ = run(trainer, base, data, tmp_path)
+    assert result.metrics["labels"] == ["finance", "general"]
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+    model.config.pad_token_id = tok.pad_token_id
+    loaded = PeftModel.from_pretrained(model, str(result.adapter_dir)).eval()
+    probe = [r["text"] for r in rows(FINANCE, 8, 5) + rows(GENERAL, 8, 6)]
+    with torch.no_grad():
+        predicted = loaded(**tok(probe, return_tensors="pt", padding=True)).logits.argmax(-1).tolist()
+    assert sum(p == want for p, want in zip(predicted, [0] * 8 + [1] * 8)) >= 14
