@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.jobs.model import Job, JobSpec
 from deltahub.v1 import common_pb2 as pb
+from deltahub.v1 import train_pb2 as trpb
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -60,11 +64,6 @@ def artifact_from_pb(msg: pb.Artifact) -> ArtifactInfo:
 
 def job_from_pb(msg):
     """A Train.Job message as the core's :class:`deltahub.jobs.Job` (one type on both sides)."""
-    import json
-
-    from deltahub.jobs.model import Job, JobSpec
-    from deltahub.v1 import train_pb2 as trpb
-
     spec = JobSpec(trainer=msg.trainer, base=msg.base, datasets=tuple(msg.datasets), out=msg.out,
                    config=json.loads(msg.config_json or "{}"), replay=tuple(msg.replay), resume_from=msg.resume_from,
                    idempotency_key=msg.idempotency_key)

@@ -13,6 +13,7 @@ from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import operations_pb2 as opb
 from deltahub.v1 import router_pb2 as rpb
+from deltahub.v1 import train_pb2 as trpb
 from deltahub.routing.router import DEFAULT_K, RouteRequest
 from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
 
@@ -77,13 +78,14 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
 
 
 # -- merges and operations --------------------------------------------------------
-def params_from_json(text: str) -> dict:
+def params_from_json(text: str, field: str = "params_json") -> dict:
+    """A request field that carries a JSON object (method parameters, a trainer config)."""
     try:
         params = json.loads(text) if text else {}
     except json.JSONDecodeError as err:
-        raise InvalidInputError(f"params_json is not valid JSON ({err})") from None
+        raise InvalidInputError(f"{field} is not valid JSON ({err})") from None
     if not isinstance(params, dict):
-        raise InvalidInputError("params_json must be a JSON object")
+        raise InvalidInputError(f"{field} must be a JSON object")
     return params
 
 
@@ -151,8 +153,6 @@ def assembly_to_pb(a) -> rpb.AssembleResponse:
 
 
 def job_to_pb(job):
-    from deltahub.v1 import train_pb2 as trpb
-
     s = job.spec
     return trpb.Job(
         id=job.id, state=trpb.JobState.Value(f"JOB_STATE_{job.state}"), trainer=s.trainer, base=s.base,

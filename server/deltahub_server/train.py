@@ -19,16 +19,6 @@ from deltahub_trainers.submit import build_spec
 MAX_ATTEMPTS_LIMIT = 20
 
 
-def config_from_json(text: str) -> dict:
-    try:
-        doc = json.loads(text) if text else {}
-    except json.JSONDecodeError as err:
-        raise InvalidInputError(f"config_json is not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise InvalidInputError("config_json must be a JSON object")
-    return doc
-
-
 class TrainServicer(trgrpc.TrainServicer):
     def __init__(self, store: HubStore, queue: JobQueue) -> None:
         self.store = store
@@ -40,7 +30,7 @@ class TrainServicer(trgrpc.TrainServicer):
             raise InvalidInputError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT} (0: the default)")
         spec = build_spec(
             self.store, trainer=request.trainer, base=request.base, datasets=list(request.datasets),
-            out=request.out, config=config_from_json(request.config_json), replay=list(request.replay),
+            out=request.out, config=convert.params_from_json(request.config_json, "config_json"), replay=list(request.replay),
             resume_from=request.resume_from, card=convert.card_from_pb(request.card), labels=dict(request.labels),
             idempotency_key=request.idempotency_key,
         )
@@ -83,7 +73,7 @@ class TrainServicer(trgrpc.TrainServicer):
     @rpc_method
     def PinCheckpoint(self, request, context):
         job = self.queue.get(request.job_id)
-        jobs_model.held_by(job, request.worker, 0.0)  # only the lease holder writes the checkpoint
+        jobs_model.held_by(job, request.worker)  # only the lease holder writes the checkpoint
         self.store.pin(request.job_id, convert.files_from_pb(request.files))
         return trpb.PinCheckpointResponse()
 

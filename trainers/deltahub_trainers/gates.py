@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from deltahub_trainers.base import module_key
+from deltahub_trainers.export import fold, trained_extras, write_lora
 
 ADAPTER = "default"
 
@@ -57,8 +58,6 @@ def gated_lora(model, r: int, config, task_type: str, make: Callable[[str, nn.Mo
 def export_gated(model, gates: dict[str, RankGate], dest, *, base_name: str, lora_dropout: float,
                  diag_and_scale: Callable[[RankGate], tuple[torch.Tensor, float]]) -> dict:
     """Folds each gated layer into a LoRA of its live ranks and writes the adapter (see export.py)."""
-    from deltahub_trainers.export import fold, trained_extras, write_lora
-
     ab = factors(model)
     with torch.no_grad():
         folded = {k: fold(a, b, *diag_and_scale(gates[k])) for k, (a, b) in ab.items()}

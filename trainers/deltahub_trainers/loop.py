@@ -153,12 +153,14 @@ def load_checkpoint(folder: Path, model, optimizer, trainer: Trainer) -> dict:
                 params[name].copy_(value.to(params[name].dtype))
             elif key.startswith("buffer.") and key[len("buffer."):] in buffers:
                 buffers[key[len("buffer."):]].copy_(value)
-    for p in optimizer.param_groups[0]["params"]:
-        name = next(n for n, q in params.items() if q is p)
-        st = {k.rsplit(".", 1)[1]: v.to(p.device) for k, v in tensors.items()
-              if k.startswith(f"optim.{name}.") and "." not in k[len(f"optim.{name}."):]}
-        if st:
-            optimizer.state[p] = st
+    moments: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            name, state_key = key[len("optim."):].rsplit(".", 1)
+            moments.setdefault(name, {})[state_key] = value
+    for name, p in params.items():
+        if name in moments:
+            optimizer.state[p] = {k: v.to(p.device) for k, v in moments[name].items()}
     trainer.load_state(model, {k[len("trainer."):]: v for k, v in tensors.items() if k.startswith("trainer.")},
                        doc.get("trainer", {}))
     return doc

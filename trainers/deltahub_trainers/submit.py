@@ -6,7 +6,7 @@ revisions that existed when it was submitted, whatever refs do afterwards.
 
 from __future__ import annotations
 
-from deltahub.artifacts import DomainCard, Kind
+from deltahub.artifacts import DomainCard, Kind, Revision
 from deltahub.errors import InvalidInputError, NotFoundError, PreconditionError
 from deltahub.formats.dataset import read_rows
 from deltahub.jobs.model import JobSpec
@@ -17,14 +17,14 @@ from deltahub_trainers import make_trainer
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def _dataset(store: HubStore, spec: str, role: str) -> str:
+def _dataset(store: HubStore, spec: str, role: str) -> Revision:
     try:
         rev = store.resolve(spec)
     except NotFoundError as err:
         raise NotFoundError(f"{role} {spec!r} does not exist: {err}") from None
     if rev.kind is not Kind.DATASET:
         raise PreconditionError(f"{role} {spec!r} is a {rev.kind.value}, not a dataset")
-    return rev.spec
+    return rev
 
 
 def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str], out: str,
@@ -46,7 +46,7 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
     if not datasets:
         raise InvalidInputError("a training job needs at least one dataset (--data namespace/name[@ref])")
     data = [_dataset(store, d, "dataset") for d in datasets]
-    replay_specs = [_dataset(store, d, "replay dataset") for d in (replay or [])]
+    replay_specs = [_dataset(store, d, "replay dataset").spec for d in (replay or [])]
     if t.config.replay_fraction and not replay_specs:
         raise InvalidInputError("config replay_fraction > 0 needs replay datasets (--replay namespace/name)")
     if replay_specs and not t.config.replay_fraction:
@@ -63,10 +63,10 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
             raise PreconditionError(f"resume_from {rev.spec} applies to base {rev.base or 'none'}, "
                                     f"not to {base_rev.spec}")
         resumed = rev.spec
-    rows = sum(len(read_rows(store.local_files(store.resolve(d)))) for d in data)
     phases = getattr(t.config, "phases", None)
-    if phases is not None:
-        phases(t.config.total_steps(rows))  # AdaLoRA: the budgeting phase must fit in the steps
-    return JobSpec(trainer=trainer, base=base_rev.spec, datasets=tuple(data), out=name, config=config,
+    if phases is not None:  # AdaLoRA: the budgeting phase must fit in the steps (which may follow from the rows)
+        rows = t.config.steps or sum(len(read_rows(store.local_files(rev))) for rev in data)
+        phases(t.config.total_steps(rows))
+    return JobSpec(trainer=trainer, base=base_rev.spec, datasets=tuple(rev.spec for rev in data), out=name, config=config,
                    replay=tuple(replay_specs), resume_from=resumed, card=(card or DomainCard()).to_dict(),
                    labels=dict(labels or {}), idempotency_key=idempotency_key)

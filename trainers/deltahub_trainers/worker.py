@@ -33,6 +33,7 @@ from deltahub_trainers.loop import Hooks, Progress, TrainInputs, pick_device, tr
 log = logging.getLogger("deltahub.worker")
 
 CARD_SAMPLES = 16
+VERIFIED = ".deltahub-verified"  # written into a cached revision folder once every file checked out
 # errors that another attempt cannot fix: the job fails at once
 PERMANENT = (InvalidInputError, PreconditionError, NotFoundError)
 
@@ -146,8 +147,13 @@ class Worker:
             log.warning("could not release the checkpoint of %s", job_id, exc_info=True)
 
     def _fetch(self, spec: str) -> tuple[object, Path]:
+        """A revision in the worker's cache, downloaded and verified once (revisions are immutable)."""
         rev = self.hub.show(spec)
-        return rev, self.hub.download(rev, self.cache / rev.digest)
+        folder = self.cache / rev.digest
+        if not (folder / VERIFIED).exists():
+            self.hub.download(rev, folder)
+            (folder / VERIFIED).touch()
+        return rev, folder
 
     def _fetch_blobs(self, files: list, dest: Path) -> Path:
         for path, sha, _size in files:
@@ -168,7 +174,7 @@ class Worker:
         ckpt = job.checkpoint
         if ckpt.get("done"):
             # trained by an attempt that died before its commit: push the same bytes
-            adapter = self._fetch_blobs([f for f in ckpt["files"]], work / "resume") / "adapter"
+            adapter = self._fetch_blobs(ckpt["files"], work / "resume") / "adapter"
             metrics, rank_pattern = ckpt.get("metrics", {}), ckpt.get("rank_pattern")
         else:
             _, base_dir = self._fetch(spec.base)

@@ -124,36 +124,36 @@ def claim(job: Job, worker: str, device: str, lease_s: float, now: float) -> Job
                  lease_until=now + lease_s, started_at=job.started_at or now)
 
 
-def held_by(job: Job, worker: str, now: float) -> Job:
+def held_by(job: Job, worker: str) -> Job:
     if job.state != RUNNING or job.worker != worker:
         raise LeaseLostError(f"job {job.id} is {job.state.lower()} and held by {job.worker or 'nobody'}, not {worker}")
     return job
 
 
 def renew(job: Job, worker: str, lease_s: float, now: float) -> Job:
-    held_by(job, worker, now)
+    held_by(job, worker)
     return _bump(job, lease_until=now + lease_s)
 
 
 def progress(job: Job, worker: str, step: int, total: int, metrics: dict, lease_s: float, now: float) -> Job:
-    held_by(job, worker, now)
+    held_by(job, worker)
     return _bump(job, step=step, total=total, metrics=dict(metrics), lease_until=now + lease_s)
 
 
 def checkpointed(job: Job, worker: str, checkpoint: dict, lease_s: float, now: float) -> Job:
-    held_by(job, worker, now)
+    held_by(job, worker)
     return _bump(job, checkpoint=dict(checkpoint), lease_until=now + lease_s)
 
 
 def succeed(job: Job, worker: str, result: dict, now: float) -> Job:
-    held_by(job, worker, now)
+    held_by(job, worker)
     return _bump(job, state=SUCCEEDED, result=dict(result), finished_at=now, lease_until=0.0,
                  error_code="", error_message="")
 
 
 def fail(job: Job, worker: str, code: str, message: str, *, retry: bool, now: float) -> Job:
     """A failed attempt: back to the queue while attempts remain and ``retry`` is set, else FAILED."""
-    held_by(job, worker, now)
+    held_by(job, worker)
     if retry and job.attempts < job.max_attempts:
         return _bump(job, state=QUEUED, worker="", lease_until=0.0, error_code=code, error_message=message)
     return _bump(job, state=FAILED, finished_at=now, lease_until=0.0, error_code=code,
@@ -161,7 +161,7 @@ def fail(job: Job, worker: str, code: str, message: str, *, retry: bool, now: fl
 
 
 def cancelled(job: Job, worker: str, now: float) -> Job:
-    held_by(job, worker, now)
+    held_by(job, worker)
     return _bump(job, state=CANCELLED, finished_at=now, lease_until=0.0)
 
 

@@ -171,22 +171,21 @@ class RedisQueue(JobQueue):
         # else: held by a live worker under another entry, or a live lease: leave it
         return None
 
-    def heartbeat(self, job_id: str, worker: str) -> Job:
-        job = super().heartbeat(job_id, worker)
+    def _keep_delivery(self, job: Job) -> Job:
+        """Resets the idle time of the holder's stream entry: XAUTOCLAIM leaves live jobs alone."""
         if job.delivery:
-            self._r.xclaim(STREAM, GROUP, worker, 0, [job.delivery], justid=True)
+            self._r.xclaim(STREAM, GROUP, job.worker, 0, [job.delivery], justid=True)
         return job
+
+    def heartbeat(self, job_id: str, worker: str) -> Job:
+        return self._keep_delivery(super().heartbeat(job_id, worker))
 
     def progress(self, job_id: str, worker: str, step: int, total: int, metrics: dict) -> Job:
-        job = super().progress(job_id, worker, step, total, metrics)
-        if job.delivery:
-            self._r.xclaim(STREAM, GROUP, worker, 0, [job.delivery], justid=True)
-        return job
+        return self._keep_delivery(super().progress(job_id, worker, step, total, metrics))
 
     def fail(self, job_id: str, worker: str, code: str, message: str, *, retry: bool) -> Job:
-        before = self.get(job_id)
         job = super().fail(job_id, worker, code, message, retry=retry)
-        if job.state == m.QUEUED:  # another attempt: a fresh delivery
-            self._r.xack(STREAM, GROUP, before.delivery)
+        if job.state == m.QUEUED:  # another attempt: a fresh delivery (job.delivery still names the old one)
+            self._r.xack(STREAM, GROUP, job.delivery)
             self._r.xadd(STREAM, {"job": job.id})
         return job
