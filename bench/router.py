@@ -44,8 +44,7 @@ from deltahub.routing.index import IVF_MIN, AdapterIndex, IndexEntry  # noqa: E4
 from deltahub.routing.router import Router, RouteRequest  # noqa: E402
 from deltahub.store import HubStore  # noqa: E402
 from deltahub_client import Hub  # noqa: E402
-from deltahub_server import ServerConfig, create_server  # noqa: E402
-from tests.helpers import make_adapter, make_tiny_llama  # noqa: E402
+from tests.helpers import local_hub, make_adapter, make_tiny_llama  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "router_domains.json"
 
@@ -186,9 +185,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = make_tiny_llama(tmp / "base")
-        srv, port, store = create_server(ServerConfig(data_dir=tmp / "data", address="127.0.0.1:0"))
-        hub = Hub(f"127.0.0.1:{port}", progress=False)
-        try:
+        with local_hub(tmp / "data") as (hub, store, _):
             hub.push(base, "base/tiny", kind="model")
             for i, (name, d) in enumerate(domains.items()):
                 folder = make_adapter(base, tmp / name, r=4, seed=i)
@@ -202,10 +199,6 @@ def main() -> None:
             grpc_latency(hub, router, queries, args.repeats)
             latency(store, [int(s) for s in args.sizes.split(",")], queries, args.repeats)
             print(f"\n(IVF from {IVF_MIN} adapters; 2-core CPU, torch threads {__import__('torch').get_num_threads()})")
-        finally:
-            hub.close()
-            srv.stop(grace=None)
-            store.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from tests.helpers import make_adapter, make_dataset, make_tiny_llama  # noqa: E402
+from tests.helpers import local_hub, make_adapter, make_dataset, make_tiny_llama  # noqa: E402
 
 REDIS_URL = os.environ.get("DELTAHUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
@@ -53,20 +53,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture()
 def server(tmp_path):
     """A real server on 127.0.0.1:0 over a fresh data folder; yields (hub client, store, address)."""
-    from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
-
-    config = ServerConfig(data_dir=tmp_path / "data", address="127.0.0.1:0")
-    srv, port, store = create_server(config)
-    address = f"127.0.0.1:{port}"
-    hub = Hub(address, progress=False)
-    try:
-        yield hub, store, address
-    finally:
-        hub.close()
-        srv.stop(grace=None)
-        srv.training.stop()
-        store.close()
+    with local_hub(tmp_path / "data") as world:
+        yield world
 
 
 @pytest.fixture()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import save_file
@@ -72,3 +74,21 @@ def make_dataset(dest: Path, texts: list[str], *, labels: list | None = None) ->
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> Path:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
     return path
+
+
+@contextmanager
+def local_hub(data_dir: Path, **config) -> Iterator[tuple[object, object, str]]:
+    """A real server on 127.0.0.1:0 over ``data_dir`` and a client; yields (hub, store, address)."""
+    from deltahub_client import Hub
+    from deltahub_server import ServerConfig, create_server
+
+    srv, port, store = create_server(ServerConfig(data_dir=data_dir, address="127.0.0.1:0", **config))
+    address = f"127.0.0.1:{port}"
+    hub = Hub(address, progress=False)
+    try:
+        yield hub, store, address
+    finally:
+        hub.close()
+        srv.stop(grace=None)
+        srv.training.stop()
+        store.close()

@@ -7,7 +7,6 @@ Results are core dataclasses (:class:`~deltahub.artifacts.Revision`,
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -248,20 +247,24 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
 
     @translated
     def download_blob(self, sha256: str, target: Path, *, bar=None) -> None:
-        """Streams one blob to ``target`` through a temp file, verifying its sha256."""
+        """Streams one blob to ``target`` through a temp file, verifying its sha256.
+
+        The file is hashed once written (from the page cache), not chunk by
+        chunk on the receiving thread, so the receive loop only writes (as the
+        hub does with uploads).
+        """
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
                 stream = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256), metadata=self._metadata)
                 for chunk in stream:
                     fh.write(chunk.data)
-                    digest.update(chunk.data)
                     if bar is not None:
                         bar.update(len(chunk.data))
-            if digest.hexdigest() != sha256:
-                raise IntegrityError(f"{target.name}: downloaded bytes hash to {digest.hexdigest()}, expected {sha256}")
+            actual = sha256_file(tmp)
+            if actual != sha256:
+                raise IntegrityError(f"{target.name}: downloaded bytes hash to {actual}, expected {sha256}")
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

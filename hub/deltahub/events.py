@@ -11,6 +11,7 @@ committed; a subscriber that missed events catches up from the catalog.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,3 +58,28 @@ class RedisEventSink:
             pipe.execute()
         except Exception:  # noqa: BLE001 - the catalog is the truth; followers catch up from it
             log.exception("could not publish %d catalog event(s) to Redis", len(events))
+
+
+class RedisEventFollower:
+    """Blocks on the catalog's Redis event stream until something new arrives (or a timeout)."""
+
+    def __init__(self, url: str, *, stream: str = STREAM) -> None:
+        import redis
+
+        self.stream = stream
+        self._redis = redis.Redis.from_url(url)
+        self._last = "$"
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when new events arrived (or Redis failed: then the caller polls the catalog)."""
+        try:
+            got = self._redis.xread({self.stream: self._last}, block=int(timeout_s * 1000), count=1000)
+        except Exception:  # noqa: BLE001 - Redis is an accelerator here; the catalog is the truth
+            log.warning("Redis event stream unavailable; polling the catalog")
+            threading.Event().wait(timeout_s)
+            return True
+        for _, entries in got or ():
+            if entries:
+                self._last = entries[-1][0]
+                return True
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -38,14 +39,30 @@ def check_finite(path: str | os.PathLike, header: SafetensorsHeader, *, label: s
 
 
 class TensorFiles:
-    """Memory-mapped safetensors handles, opened once each and closed with ``stack``."""
+    """Memory-mapped safetensors handles, opened once each and closed with ``stack``.
+
+    Safe to share between threads (the merge executor reads from its workers):
+    opening is locked, reading an open handle needs no lock.
+    """
 
     def __init__(self, stack: ExitStack) -> None:
         self._stack = stack
         self._handles: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _handle(self, path: Path):
+        p = str(path)
+        handle = self._handles.get(p)
+        if handle is None:
+            with self._lock:
+                handle = self._handles.get(p)
+                if handle is None:
+                    handle = self._handles[p] = self._stack.enter_context(safe_open(p, framework="pt"))
+        return handle
 
     def get(self, path: Path, key: str) -> torch.Tensor:
-        p = str(path)
-        if p not in self._handles:
-            self._handles[p] = self._stack.enter_context(safe_open(p, framework="pt"))
-        return self._handles[p].get_tensor(key)
+        return self._handle(path).get_tensor(key)
+
+    def numel(self, path: Path, key: str) -> int:
+        """Elements of a tensor, from the header (nothing read)."""
+        return math.prod(self._handle(path).get_slice(key).get_shape())

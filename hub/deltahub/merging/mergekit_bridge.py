@@ -4,8 +4,14 @@
   task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, della, slerp,
   nuslerp, model_stock, ...) inside deltahub's streaming executor, one
   parameter at a time, through mergekit's own in-memory kernels. Its
-  parameters are mergekit's (read from the method's spec); inputs enter as
-  full tensors ``theta_0 + tau_i`` and the result leaves as a delta.
+  parameters are mergekit's (read from the method's spec). When every input
+  is a full model, the kernel gets the models' own tensors in the base's
+  stored dtype, as ``run_merge`` with ``dtype`` = the models' dtype does
+  (bfloat16 models merge in bfloat16, bit for bit mergekit's result);
+  otherwise (adapters, task vectors) the inputs enter as ``theta_0 + tau_i``
+  in float32. The result leaves as a delta. DARE and DELLA draw their masks
+  from torch's generator, seeded per parameter by the executor, so their
+  recipes rebuild bit for bit.
 * :func:`register_into_mergekit` adds deltahub's own per-parameter methods
   (``magmax``, ``instruction_vector``) to mergekit's registry, so a mergekit
   YAML that names them runs under ``mergekit-yaml`` / ``run_merge`` too.
@@ -24,6 +30,7 @@ from typing import Any, Sequence
 import torch
 import yaml
 
+from deltahub.merging.sources import work_dtype
 from deltahub.merging.spec import MergeMethod, MethodSpec, ParamGroup, ParamSpec, Plan, linear_combination
 
 _BASE_ID = "base"
@@ -45,6 +52,8 @@ class MergekitMethod(MergeMethod):
         self._method = method
         self._scopes = {p.name: p.scope for p in method.spec.parameters}
         self._uses_base = method.spec.contract.base in (BasePolicy.REQUIRED, BasePolicy.OPTIONAL)
+        sparsify = getattr(method, "sparsification_method", None)
+        self.stochastic = getattr(sparsify, "value", None) in ("random", "della_magprune")  # DARE, DELLA
         c = method.spec.contract
         self.spec = MethodSpec(
             name=method.spec.name,
@@ -95,15 +104,23 @@ class MergekitMethod(MergeMethod):
             except Exception as err:  # pydantic's ValidationError: the message names the problem
                 raise InvalidInputError(f"parameter {p.name}={value!r} of {self.spec.name}: {err}") from None
 
+    def wants_thetas(self, params: dict) -> bool:
+        return not self._is_linear(params)
+
     def merge(self, group: ParamGroup, params: dict, plan: Plan) -> torch.Tensor:
         from mergekit.merge_methods.base import TensorGroup
 
-        n = len(group.deltas)
+        n = group.size
         coeffs = self.coefficients(group.name, n, group.weights, params, plan)
         if coeffs is not None:  # same result as the kernel (tested to 1e-6) without its base add/subtract
             return linear_combination(group.deltas, coeffs)
-        base = group.base.to(group.deltas[0].dtype)
-        tensors = [base + d for d in group.deltas]
+        if group.thetas is not None:
+            # full models as run_merge hands them to the kernel: in their stored dtype, no float32 copies
+            base = group.base
+            tensors = [t.to(base.dtype) for t in group.thetas]
+        else:
+            base = group.base.to(group.deltas[0].dtype)
+            tensors = [base + d for d in group.deltas]
         ids = _input_ids(n)
         if self._uses_base:
             tensors, ids, base_index = [base] + tensors, [_BASE_ID] + ids, 0
@@ -111,23 +128,26 @@ class MergekitMethod(MergeMethod):
             base_index = None
         tg = TensorGroup.from_tensors(tensors, ids=ids, base_index=base_index, name=group.name)
         (merged,) = self._method((tg,), parameters=self.mergekit_parameters(n, group.weights, params))
-        return merged.to(base.dtype) - base
+        work = work_dtype(base.dtype)
+        return merged.to(work) - base.to(work)
 
     def coefficients(self, name, n, weights, params, plan: Plan) -> list[float] | None:
+        """``c_i = scale * w_i`` for the two linear methods, None for the rest."""
+        if not self._is_linear(params):
+            return None
         w = [float(x) for x in (weights if weights is not None else [1.0] * n)]
-        p = {k: _parse_value(v) for k, v in params.items()}
-        if self.spec.name == "linear" and p.get("normalize", True):
-            total = sum(w)
+        total = sum(w)
+        if self.spec.name == "linear":
             return [x / total for x in w] if total else None
-        if self.spec.name == "task_arithmetic":
-            scale = float(p.get("lambda", 1.0))
-            if p.get("normalize"):
-                total = sum(w)
-                if abs(total) < 1e-8:
-                    total = 1.0
-                scale /= total
-            return [x * scale for x in w]
-        return None
+        p = {k: _parse_value(v) for k, v in params.items()}  # task_arithmetic
+        scale = float(p.get("lambda", 1.0))
+        if p.get("normalize"):
+            scale /= total if abs(total) >= 1e-8 else 1.0
+        return [x * scale for x in w]
+
+    def _is_linear(self, params: dict) -> bool:
+        return self.spec.name == "task_arithmetic" or (
+            self.spec.name == "linear" and _parse_value(params.get("normalize", True)) is not False)
 
 
 def mergekit_methods() -> list[MergekitMethod]:

@@ -12,6 +12,11 @@
   Deltas a LoRA cannot hold (1-D norms and biases, input embeddings) are
   dropped and counted in the reported relative error.
 
+Each output splits taking a merged delta in two: ``prepare`` (the tensor
+work: adding the base, casting, SVD; pure, run by the executor's workers in
+parallel) and ``add_prepared`` (writing and bookkeeping, called in parameter
+order from one thread).
+
 Every output reports the relative Frobenius error of what it stored against
 the merged deltas: sqrt(sum of squared residuals / sum of squared deltas).
 """
@@ -36,18 +41,15 @@ from deltahub.storage.blobs import BlobStore
 DEFAULT_SHARD_BYTES = 5 << 30  # as transformers' save_pretrained
 
 
+def _sq(delta: torch.Tensor) -> float:
+    return float(delta.double().pow(2).sum())
+
+
 class _Errors:
     def __init__(self) -> None:
         self.residual_sq = 0.0
         self.norm_sq = 0.0
         self.dropped: list[str] = []
-
-    def add(self, delta: torch.Tensor, *, dropped: bool = False) -> None:
-        """A delta stored exactly, or (``dropped``) not stored at all: all of it is residual."""
-        sq = float(delta.double().pow(2).sum())
-        self.norm_sq += sq
-        if dropped:
-            self.residual_sq += sq
 
     @property
     def relative_error(self) -> float:
@@ -116,8 +118,15 @@ class ModelOutput:
     def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
         self._write(name, tensor)
 
+    def prepare(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The merged tensor in the base's dtype (consumes ``delta``)."""
+        return delta.add_(base).to(self._dtype[name])
+
+    def add_prepared(self, name: str, base: torch.Tensor, prepared: torch.Tensor) -> None:
+        self._write(name, prepared)
+
     def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
-        self._write(name, base.to(delta.dtype) + delta)
+        self.add_prepared(name, base, self.prepare(name, base, delta))
 
     def abort(self) -> None:
         if self._blob is not None:
@@ -156,19 +165,31 @@ class TaskVectorOutput:
     def add_replacement(self, name: str, tensor: torch.Tensor) -> None:
         _refuse_resized(name, "a task vector")
 
-    def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
+    def prepare(self, name: str, base, delta: torch.Tensor):
+        """None for an all-zero delta, its factors for a low-rank form, else (delta, squared norm)."""
         if not torch.any(delta):
-            return
+            return None
         if self.form == "lowrank" and delta.ndim == 2:
-            f = factor(delta, rank=self._rank, energy=self._energy)
-            self._writer.add(name + LOW_RANK_A, f.A)
-            self._writer.add(name + LOW_RANK_B, f.B)
-            self.errors.norm_sq += f.norm_sq
-            self.errors.residual_sq += f.error_sq
-            self.ranks[name] = f.rank
-        else:
+            return factor(delta, rank=self._rank, energy=self._energy)
+        return delta, _sq(delta)
+
+    def add_prepared(self, name: str, base, prepared) -> None:
+        if prepared is None:
+            return
+        if isinstance(prepared, tuple):
+            delta, sq = prepared
             self._writer.add(name, delta)
-            self.errors.add(delta)
+            self.errors.norm_sq += sq
+            return
+        f = prepared
+        self._writer.add(name + LOW_RANK_A, f.A)
+        self._writer.add(name + LOW_RANK_B, f.B)
+        self.errors.norm_sq += f.norm_sq
+        self.errors.residual_sq += f.error_sq
+        self.ranks[name] = f.rank
+
+    def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
+        self.add_prepared(name, base, self.prepare(name, base, delta))
 
     def abort(self) -> None:
         pass
@@ -214,18 +235,29 @@ class AdapterOutput:
         self.errors.norm_sq += float(((B64.T @ B64) * (A64 @ A64.T)).sum())
         self.exact_modules += 1
 
-    def add_delta(self, name: str, base, delta: torch.Tensor) -> None:
+    def prepare(self, name: str, base, delta: torch.Tensor):
+        """None for an all-zero delta, the squared norm of one a LoRA cannot hold, else its factors."""
         if not torch.any(delta):
+            return None
+        if module_of(name) is None or delta.ndim != 2:
+            return _sq(delta)
+        return factor(delta, rank=self._rank, energy=self._energy)
+
+    def add_prepared(self, name: str, base, prepared) -> None:
+        if prepared is None:
             return
-        module = module_of(name)
-        if module is None or delta.ndim != 2:
-            self.errors.add(delta, dropped=True)
+        if isinstance(prepared, float):  # dropped: all of it is residual
+            self.errors.norm_sq += prepared
+            self.errors.residual_sq += prepared
             self.errors.dropped.append(name)
             return
-        f = factor(delta, rank=self._rank, energy=self._energy)
-        self._factors[module] = (f.B, f.A)
+        f = prepared
+        self._factors[module_of(name)] = (f.B, f.A)
         self.errors.norm_sq += f.norm_sq
         self.errors.residual_sq += f.error_sq
+
+    def add_delta(self, name: str, base, delta: torch.Tensor) -> None:
+        self.add_prepared(name, base, self.prepare(name, base, delta))
 
     def abort(self) -> None:
         pass

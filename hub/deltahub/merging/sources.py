@@ -44,6 +44,11 @@ class DeltaSource:
         """(B, A) with delta == B @ A exactly, or None."""
         return None
 
+    def theta(self, name: str, base: torch.Tensor) -> torch.Tensor | None:
+        """The input's own tensor as stored (the base's where it does not touch it),
+        or None where the source holds no full tensor (adapters, task vectors)."""
+        return None
+
     def replacement(self, name: str) -> torch.Tensor | None:
         """The input's own tensor where its shape differs from the base (a resized vocabulary)."""
         return None
@@ -79,6 +84,11 @@ class ModelSource(DeltaSource):
         t = self._tensor(name)
         dtype = work_dtype(t.dtype)
         return t.to(dtype) - base.to(dtype)
+
+    def theta(self, name, base):
+        if name in self.resized:
+            return None
+        return self._tensor(name) if name in self.info.shapes else base
 
     def replacement(self, name):
         return self._tensor(name) if name in self.resized else None

@@ -105,15 +105,25 @@ class MethodSpec:
 
 @dataclass
 class ParamGroup:
-    """One parameter of the merge: the base tensor and each input's delta (float32 or float64)."""
+    """One parameter of the merge: the base tensor and each input's delta (float32 or float64).
+
+    For a method that :meth:`MergeMethod.wants_thetas`, when every input is a
+    full model, ``thetas`` holds the inputs' own tensors in the base's stored
+    dtype instead, ``base`` is the base's stored tensor and ``deltas`` is empty.
+    """
 
     name: str
     base: torch.Tensor
     deltas: list[torch.Tensor]
     weights: Sequence[float] | None = None
+    thetas: list[torch.Tensor] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.thetas if self.thetas is not None else self.deltas)
 
     def weights_or_ones(self) -> list[float]:
-        return list(self.weights) if self.weights is not None else [1.0] * len(self.deltas)
+        return list(self.weights) if self.weights is not None else [1.0] * self.size
 
 
 @dataclass
@@ -131,6 +141,15 @@ class MergeMethod:
     """Base class: a spec, an optional planning step and a per-parameter merge."""
 
     spec: MethodSpec
+    # Draws random numbers (DARE's drop masks): the executor then runs its
+    # parameters one at a time, each under its own seed, so a recipe rebuilds
+    # bit for bit.
+    stochastic: bool = False
+
+    def wants_thetas(self, params: dict[str, Any]) -> bool:
+        """True when the method works on the inputs' own tensors (mergekit's kernels)
+        and gains nothing from float32 deltas; the executor then skips computing them."""
+        return False
 
     def prepare(self, probe: Any, params: dict[str, Any], weights: Sequence[float] | None) -> Plan:
         """Runs once before streaming; only ``needs_data`` methods use the probe."""
@@ -146,7 +165,7 @@ class MergeMethod:
         return None
 
     def merge(self, group: ParamGroup, params: dict[str, Any], plan: Plan) -> torch.Tensor:
-        coeffs = self.coefficients(group.name, len(group.deltas), group.weights, params, plan)
+        coeffs = self.coefficients(group.name, group.size, group.weights, params, plan)
         if coeffs is None:
             raise NotImplementedError(f"{type(self).__name__} must implement merge() or coefficients()")
         return linear_combination(group.deltas, coeffs)

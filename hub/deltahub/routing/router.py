@@ -38,6 +38,7 @@ import numpy as np
 
 from deltahub.artifacts import DomainCard, Kind
 from deltahub.errors import InvalidInputError, NotFoundError, PreconditionError
+from deltahub.events import RedisEventFollower
 from deltahub.formats.dataset import read_rows
 from deltahub.routing import scoring
 from deltahub.routing.embedders import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, load_embedder
@@ -174,7 +175,7 @@ class Router:
         if self._failure is not None:
             return
         self.catalog.listeners.append(self._wake.set)
-        stream = _RedisFollower(self.redis_url) if self.redis_url else None
+        stream = RedisEventFollower(self.redis_url) if self.redis_url else None
         last_sync = time.monotonic()
         while not self._stop.is_set() and not self.catalog.closed:
             # short waits, so stop() is prompt; a sync when woken or every poll_s
@@ -324,30 +325,3 @@ class Router:
             "search": self.index.search_kind if self.index is not None else "exact",
             "error": str(self._failure) if self._failure else "",
         }
-
-
-class _RedisFollower:
-    """Blocks on the catalog's Redis event stream until something new arrives (or a timeout)."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        from deltahub.events import STREAM
-
-        self.stream = STREAM
-        self._redis = redis.Redis.from_url(url)
-        self._last = "$"
-
-    def wait(self, timeout_s: float) -> bool:
-        """True when new events arrived (or Redis failed: then the caller polls the catalog)."""
-        try:
-            got = self._redis.xread({self.stream: self._last}, block=int(timeout_s * 1000), count=1000)
-        except Exception:  # noqa: BLE001 - Redis is an accelerator here; the catalog is the truth
-            log.warning("router: Redis event stream unavailable; polling the catalog")
-            threading.Event().wait(timeout_s)
-            return True
-        for _, entries in got or ():
-            if entries:
-                self._last = entries[-1][0]
-                return True
-        return False
