@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deltahub.errors import InvalidInputError, NotFoundError, PreconditionError
+from deltahub.errors import ConflictError, InvalidInputError, NotFoundError, PreconditionError
 from deltahub.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, MemoryQueue
 from deltahub.jobs.model import JobSpec
 from tests.conftest import cli_json, run_cli
@@ -102,7 +102,13 @@ def test_cancel_stops_a_running_job_and_commits_nothing(server, finance):
     hub, store, _ = server
     job, _ = hub.submit_job("lora", base="base/tiny-llama", data="data/finance", out="fin/cancelled",
                             config={"steps": 100000, "checkpoint_every": 10})
-    wait_for(lambda: hub.job(job.id).step > 0)
+    wait_for(lambda: store.pinned(job.id))  # running, with a checkpoint
+    # a running job's checkpoint is dropped by its lease holder only
+    with pytest.raises(ConflictError, match="is running; its checkpoint is still needed"):
+        hub.release_checkpoint(job.id)
+    with pytest.raises(ConflictError, match="held by in-process-0, not intruder"):
+        hub.release_checkpoint(job.id, "intruder")
+    assert store.pinned(job.id)
     hub.cancel_job(job.id)
     final = list(hub.watch_job(job.id))[-1]
     assert final.state == "CANCELLED" and final.step < 100000

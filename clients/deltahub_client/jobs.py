@@ -117,5 +117,6 @@ class TrainVerbs:
             job_id=job_id, worker=worker, files=convert.files_to_pb(entries)))
 
     @translated
-    def release_checkpoint(self, job_id: str) -> None:
-        self._unary(self._train.ReleaseCheckpoint, trpb.ReleaseCheckpointRequest(job_id=job_id))
+    def release_checkpoint(self, job_id: str, worker: str = "") -> None:
+        """Drops a job's checkpoint: a finished job's, or (``worker`` = its lease holder) a running one's."""
+        self._unary(self._train.ReleaseCheckpoint, trpb.ReleaseCheckpointRequest(job_id=job_id, worker=worker))

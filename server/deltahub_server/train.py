@@ -81,6 +81,8 @@ class TrainServicer(trgrpc.TrainServicer):
     def ReleaseCheckpoint(self, request, context):
         job = self.queue.get(request.job_id)
         if not job.finished:
-            raise jobs_model.LeaseLostError(f"job {job.id} is {job.state.lower()}; its checkpoint is still needed")
+            if not request.worker:
+                raise jobs_model.LeaseLostError(f"job {job.id} is {job.state.lower()}; its checkpoint is still needed")
+            jobs_model.held_by(job, request.worker)
         self.store.unpin(request.job_id)
         return trpb.ReleaseCheckpointResponse()

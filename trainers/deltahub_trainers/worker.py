@@ -123,13 +123,13 @@ class Worker:
                     if lease.given_up:
                         log.warning("left %s (lease lost or shutting down); another worker carries on", job.id)
                         return None
-                    final = self.queue.cancelled(job.id, self.name)
+                    # released before the final state is recorded, so whoever sees the state sees no pin;
+                    # should this worker die in between, the job is cancelled on its next claim anyway
                     self._release(job.id)
-                    return final
+                    return self.queue.cancelled(job.id, self.name)
                 except PERMANENT as err:
-                    final = self.queue.fail(job.id, self.name, err.code, str(err), retry=False)
-                    self._release(job.id)
-                    return final
+                    self._release(job.id)  # a permanent failure is never retried: nothing to resume from
+                    return self.queue.fail(job.id, self.name, err.code, str(err), retry=False)
                 except Exception as err:  # noqa: BLE001 - anything else may pass on another attempt
                     log.exception("job %s failed on %s", job.id, self.name)
                     code = err.code if isinstance(err, DeltahubError) else "INTERNAL"
@@ -142,7 +142,7 @@ class Worker:
 
     def _release(self, job_id: str) -> None:
         try:
-            self.hub.release_checkpoint(job_id)
+            self.hub.release_checkpoint(job_id, self.name)
         except DeltahubError:
             log.warning("could not release the checkpoint of %s", job_id, exc_info=True)
 
@@ -197,9 +197,11 @@ class Worker:
         pushed = self.hub.push(adapter, spec.out, kind="adapter", base=spec.base, card=self._card(spec, rows),
                                labels={"trainer": spec.trainer, **spec.labels},
                                lineage=self._lineage(job, trainer, metrics, rank_pattern))
+        # Released before the success is recorded (so whoever sees SUCCEEDED sees no pin): safe, since the
+        # checkpoint's adapter blobs are now the committed revision's, and a retry re-pushes those same blobs.
+        self._release(job.id)
         final = self.queue.succeed(job.id, self.name, {"artifact": pushed.revision.artifact,
                                                        "digest": pushed.revision.digest})
-        self._release(job.id)
         log.info("job %s committed %s (%s)", job.id, pushed.revision.spec, "new" if pushed.created else "existing")
         return final
 

@@ -195,10 +195,12 @@ class PinCheckpointResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ReleaseCheckpointRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "worker")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    worker: str
+    def __init__(self, job_id: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class ReleaseCheckpointResponse(_message.Message):
     __slots__ = ()

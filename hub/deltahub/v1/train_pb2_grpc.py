@@ -134,7 +134,7 @@ class TrainServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseCheckpoint(self, request, context):
-        """For workers: drop a finished job's checkpoint.
+        """For workers: drop a job's checkpoint, once it is finished or by its lease holder about to finish it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
