@@ -1,15 +1,24 @@
-FROM python:3.11-slim
+# The deltahub server image: `deltahub serve` on /data, port 50051.
+#   docker build -t deltahub .
+#   docker run -p 50051:50051 -v deltahub-data:/data -e DELTAHUB_TOKENS="$(cat tokens.yaml)" deltahub
+# Listening beyond loopback requires tokens: pass them in DELTAHUB_TOKENS (the file's text) or mount a file
+# and set DELTAHUB_TOKENS_FILE. BASE_IMAGE and TORCH_INDEX_URL let a build use a mirror.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 WORKDIR /app
-ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
-# The CPU build of torch first, so the rest never pulls a CUDA build.
-RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+# The CPU build of torch first, so the project's own requirement never pulls a CUDA build.
+RUN pip install "torch==2.13.0" --index-url "${TORCH_INDEX_URL}"
 COPY pyproject.toml README.md ./
 COPY hub hub
 COPY server server
 COPY clients clients
 COPY trainers trainers
-RUN pip install ".[router]"
+RUN pip install ".[router]" && deltahub --version
+RUN useradd --system --uid 10001 --home-dir /data deltahub && mkdir -p /data && chown deltahub /data
+USER deltahub
 VOLUME /data
 EXPOSE 50051
-# Listening beyond loopback requires tokens: mount a file and point DELTAHUB_TOKENS_FILE at it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD ["deltahub", "health", "--hub", "127.0.0.1:50051"]
 CMD ["deltahub", "serve", "--data-dir", "/data", "--address", "0.0.0.0:50051"]

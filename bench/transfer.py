@@ -7,7 +7,12 @@ Builds a model folder of safetensors shards (~--size-mb in all), starts a real
   followed by fsync of every file, the durability the hub gives each blob;
 * push (hash, plan, upload in 1 MiB chunks, validate, commit) and its MB/s;
 * pull (download, verify sha256) and its MB/s;
-* a re-push of the unchanged folder: blob bytes sent (must be 0).
+* a re-push of the unchanged folder: blob bytes sent (must be 0);
+* sha256 of the folder on one core, for the ceiling content addressing sets:
+  the client hashes every byte to ask which blobs are missing and the server
+  hashes every byte to verify it, so a push over loopback, with both ends on
+  this machine's cores, cannot beat cores x sha256 rate / 2 even if sending,
+  writing and validating cost nothing.
 
 Usage: python bench/transfer.py [--size-mb 500] [--shards 4]
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from deltahub.storage.blobs import sha256_file
 from deltahub_client import Hub
 
 
@@ -85,8 +91,10 @@ def main() -> None:
         proc, address = start_server(tmp / "data")
         try:
             hub = Hub(address, progress=False)
-            copies, durable, pushes, pulls = [], [], [], []
+            copies, durable, pushes, pulls, hashes = [], [], [], [], []
             for i in range(args.repeat):
+                _, t = timed(lambda: [sha256_file(p) for p in sorted((tmp / "src").iterdir())])
+                hashes.append(t)
                 _, t = timed(lambda: shutil.copytree(tmp / "src", tmp / f"copy{i}"))
                 copies.append(t)
                 shutil.rmtree(tmp / f"copy{i}")
@@ -107,6 +115,9 @@ def main() -> None:
             proc.terminate()
             proc.wait()
     copy_s, durable_s, push_s, pull_s = min(copies), min(durable), min(pushes), min(pulls)
+    cores = len(os.sched_getaffinity(0))
+    sha_mbps = mb / min(hashes)
+    ceiling = cores * sha_mbps / 2
     report = {
         "bytes": total,
         "disk_copy_MBps": round(mb / copy_s, 1),
@@ -116,6 +127,11 @@ def main() -> None:
         "push_vs_copy": round(copy_s / push_s, 3),
         "push_vs_copy_fsync": round(durable_s / push_s, 3),
         "pull_vs_copy": round(copy_s / pull_s, 3),
+        "sha256_MBps_one_core": round(sha_mbps, 1),
+        "cores": cores,
+        "hash_ceiling_MBps": round(ceiling, 1),
+        "hash_ceiling_vs_copy": round(ceiling / (mb / copy_s), 3),
+        "push_vs_hash_ceiling": round((mb / push_s) / ceiling, 3),
         "repush_blob_bytes": again.bytes_sent,
         "repush_s": round(t_re, 3),
         "best_of": args.repeat,
@@ -124,7 +140,8 @@ def main() -> None:
     print(f"push {report['push_MBps']} MB/s = {report['push_vs_copy']}x disk copy "
           f"({report['push_vs_copy_fsync']}x copy+fsync); "
           f"pull {report['pull_MBps']} MB/s = {report['pull_vs_copy']}x disk copy; "
-          f"re-push sent {again.bytes_sent} blob bytes")
+          f"re-push sent {again.bytes_sent} blob bytes; hashing both ends caps a push at "
+          f"{report['hash_ceiling_MBps']} MB/s = {report['hash_ceiling_vs_copy']}x disk copy on {cores} cores")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from deltahub.deltas.lowrank import factor, rank_for_energy
 from deltahub.errors import InvalidInputError, UnsafeFormatError
 from deltahub.formats.rules import check_path
 from deltahub.formats.safetensors_header import parse_header, read_header
+from deltahub.formats.tensors import check_finite
 from deltahub.names import ArtifactName, RevisionSpec, check_ref
 from deltahub.registry import Registry
 
@@ -89,6 +90,30 @@ def test_header_length_beyond_file_is_caught(tmp_path):
     path.write_bytes(b"abc")
     with pytest.raises(InvalidInputError, match="shorter"):
         read_header(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", ["NaN", "Inf", "-Inf"])
+def test_check_finite_names_the_tensor_and_the_fault(tmp_path, dtype, bad):
+    from safetensors.torch import save_file
+
+    clean = torch.ones(4, 3, dtype=dtype)
+    broken = clean.clone()
+    broken[2, 1] = float(bad.lower())
+    save_file({"a.weight": clean, "b.weight": broken}, str(tmp_path / "w.safetensors"))
+    path = tmp_path / "w.safetensors"
+    with pytest.raises(InvalidInputError, match=f"w: tensor 'b.weight' contains {bad.lstrip('-')} values"):
+        check_finite(path, read_header(path), label="w")
+
+
+def test_check_finite_passes_finite_tensors_whose_sum_overflows(tmp_path):
+    from safetensors.torch import save_file
+
+    # 3e38 + 3e38 overflows the float32 accumulator: the quick sum flags it, the exact scan clears it
+    big = torch.full((2,), 3e38, dtype=torch.bfloat16)
+    assert not torch.isfinite(big.sum(dtype=torch.float32))
+    save_file({"big": big, "small": torch.zeros(3, dtype=torch.float16)}, str(tmp_path / "w.safetensors"))
+    check_finite(tmp_path / "w.safetensors", read_header(tmp_path / "w.safetensors"), label="w")
 
 
 def test_rank_for_energy_by_hand():

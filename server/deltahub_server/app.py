@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -163,10 +164,14 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     if config.redis_url:
         log.info("catalog events go to the Redis stream deltahub:events at %s", config.redis_url)
     # the last start-up line: once it is out, the hub answers
+    # a wildcard address is not one a client can dial: point at loopback, and at this machine's name for others
+    wildcard = host.strip("[]") in ("0.0.0.0", "::", "")
+    reach = f"127.0.0.1:{port}" if wildcard else f"{host}:{port}"
     log.info(
-        "deltahub listening on %s:%d (data in %s); connect with: deltahub --hub %s:%d ls  "
-        "(or export DELTAHUB_ADDRESS=%s:%d)",
-        host, port, Path(config.data_dir).resolve(), host, port, host, port,
+        "deltahub listening on %s:%d (data in %s); connect with: deltahub --hub %s ls  "
+        "(or export DELTAHUB_ADDRESS=%s)%s",
+        host, port, Path(config.data_dir).resolve(), reach, reach,
+        f"; from other machines use {socket.gethostname()}:{port}" if wildcard else "",
     )
     stop = threading.Event()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import threading
 from contextlib import ExitStack
@@ -11,21 +12,59 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-
 from deltahub.errors import InvalidInputError
 from deltahub.formats.safetensors_header import FLOAT_DTYPES, SafetensorsHeader
 
-# Elements per slice when scanning: bounds memory by a slice, not by the largest tensor.
+# Elements per slice when scanning exactly: bounds memory by a slice, not by the largest tensor.
 _SCAN_ELEMENTS = 1 << 24
+
+# dtypes torch can sum straight from the file's bytes, and the accumulator that cannot overflow on them
+# (float16's largest value times any tensor size stays far inside float32).
+_FAST_SUM = {"F16": (torch.float16, torch.float32), "BF16": (torch.bfloat16, torch.float32),
+             "F32": (torch.float32, torch.float32), "F64": (torch.float64, torch.float64)}
 
 
 def check_finite(path: str | os.PathLike, header: SafetensorsHeader, *, label: str) -> None:
-    """Raise if any floating-point tensor holds NaN or Inf."""
+    """Raise if any floating-point tensor holds NaN or Inf.
+
+    One pass per tensor: the sum of a tensor is finite only if every element is (NaN and Inf propagate
+    through a sum), so a finite sum clears the tensor with no temporary as large as it is. A sum that is
+    not finite may also be a legitimate overflow (large bfloat16/float32 values), so such a tensor, and
+    any the fast path cannot view in place, is scanned element by element to decide and to name the fault.
+    """
     floats = [name for name, t in header.tensors.items() if t.dtype in FLOAT_DTYPES and t.nbytes]
     if not floats:
         return
+    suspects = []
+    with open(path, "rb") as fh:
+        # copy-on-write mapping: torch gets a writable buffer without a copy; nothing is written back
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            for name in floats:
+                if not _sums_finite(mapped, header, name):
+                    suspects.append(name)
+        finally:
+            mapped.close()
+    if suspects:
+        _scan_exactly(path, header, suspects, label=label)
+
+
+def _sums_finite(mapped: mmap.mmap, header: SafetensorsHeader, name: str) -> bool:
+    info = header.tensors[name]
+    fast = _FAST_SUM.get(info.dtype)
+    start = header.data_offset + info.begin
+    if fast is None or start % fast[0].itemsize:
+        return False  # no in-place view: leave it to the exact scan
+    view = torch.frombuffer(mapped, dtype=fast[0], count=info.nbytes // fast[0].itemsize, offset=start)
+    try:
+        return bool(torch.isfinite(view.sum(dtype=fast[1])))
+    finally:
+        del view  # the mapping closes only once no tensor views it
+
+
+def _scan_exactly(path: str | os.PathLike, header: SafetensorsHeader, names: list[str], *, label: str) -> None:
     with safe_open(os.fspath(path), framework="pt") as fh:
-        for name in floats:
+        for name in names:
             shape = header.tensors[name].shape
             sl = fh.get_slice(name)
             rows = shape[0] if shape else 1
