@@ -8,13 +8,17 @@ Builds a model folder of safetensors shards (~--size-mb in all), starts a real
 * push (hash, plan, upload in 1 MiB chunks, validate, commit) and its MB/s;
 * pull (download, verify sha256) and its MB/s;
 * a re-push of the unchanged folder: blob bytes sent (must be 0);
+* a bare gRPC stream (grpcio, 1 MiB messages of raw bytes from memory, as
+  many parallel streams as the hub client uses, nothing hashed or written),
+  server in its own process: the transport's own rate, the peer that shows
+  how much of the gap to a disk copy is the transport;
 * sha256 of the folder on one core, for the ceiling content addressing sets:
   the client hashes every byte to ask which blobs are missing and the server
   hashes every byte to verify it, so a push over loopback, with both ends on
   this machine's cores, cannot beat cores x sha256 rate / 2 even if sending,
   writing and validating cost nothing.
 
-Usage: python bench/transfer.py [--size-mb 500] [--shards 4]
+Usage: python bench/transfer.py [--size-mb 500] [--shards 4] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -27,8 +31,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent import futures
 from pathlib import Path
+
+import grpc
 
 import torch
 from safetensors.torch import save_file
@@ -64,6 +72,61 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
             raise RuntimeError("".join(proc_log))
 
 
+BARE_METHOD = "/bench.Bare/Stream"
+BARE_CHUNK = 1 << 20
+BARE_STREAMS = 4  # the hub client's parallel transfers
+
+
+def serve_bare() -> None:
+    """A grpcio server streaming N bytes (the request, as text) in 1 MiB messages; prints its port."""
+    block = os.urandom(BARE_CHUNK)
+
+    def stream(request: bytes, context):
+        left = int(request)
+        while left > 0:
+            n = min(left, BARE_CHUNK)
+            yield block[:n] if n < BARE_CHUNK else block
+            left -= n
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2 * BARE_STREAMS))
+    handler = grpc.method_handlers_generic_handler("bench.Bare", {
+        "Stream": grpc.unary_stream_rpc_method_handler(stream)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+def bare_stream_seconds(total: int) -> float:
+    """Seconds for a bare gRPC server process to stream ``total`` bytes over BARE_STREAMS streams."""
+    proc = subprocess.Popen([sys.executable, __file__, "--bare-server"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 4 << 20)]) as ch:
+            call = ch.unary_stream(BARE_METHOD)
+            got = [0] * BARE_STREAMS
+
+            def one(i: int) -> None:
+                for msg in call(str(total // BARE_STREAMS).encode()):
+                    got[i] += len(msg)
+
+            one(0)  # warm the channel
+            got[0] = 0
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(BARE_STREAMS)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds = time.perf_counter() - t0
+            assert sum(got) == total // BARE_STREAMS * BARE_STREAMS, got
+            return seconds
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def copy_durable(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest)
     for path in dest.iterdir():
@@ -83,7 +146,11 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=500)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.bare_server:
+        serve_bare()
+        return
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         tmp = Path(tmp)
         total = make_folder(tmp / "src", args.size_mb, args.shards)
@@ -91,8 +158,9 @@ def main() -> None:
         proc, address = start_server(tmp / "data")
         try:
             hub = Hub(address, progress=False)
-            copies, durable, pushes, pulls, hashes = [], [], [], [], []
+            copies, durable, pushes, pulls, hashes, bare = [], [], [], [], [], []
             for i in range(args.repeat):
+                bare.append(bare_stream_seconds(total))
                 _, t = timed(lambda: [sha256_file(p) for p in sorted((tmp / "src").iterdir())])
                 hashes.append(t)
                 _, t = timed(lambda: shutil.copytree(tmp / "src", tmp / f"copy{i}"))
@@ -118,6 +186,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     sha_mbps = mb / min(hashes)
     ceiling = cores * sha_mbps / 2
+    bare_mbps = mb / min(bare)
     report = {
         "bytes": total,
         "disk_copy_MBps": round(mb / copy_s, 1),
@@ -127,6 +196,10 @@ def main() -> None:
         "push_vs_copy": round(copy_s / push_s, 3),
         "push_vs_copy_fsync": round(durable_s / push_s, 3),
         "pull_vs_copy": round(copy_s / pull_s, 3),
+        "bare_grpc_stream_MBps": round(bare_mbps, 1),
+        "bare_grpc_vs_copy": round(bare_mbps / (mb / copy_s), 3),
+        "pull_vs_bare_grpc": round((mb / pull_s) / bare_mbps, 3),
+        "push_vs_bare_grpc": round((mb / push_s) / bare_mbps, 3),
         "sha256_MBps_one_core": round(sha_mbps, 1),
         "cores": cores,
         "hash_ceiling_MBps": round(ceiling, 1),
@@ -141,7 +214,9 @@ def main() -> None:
           f"({report['push_vs_copy_fsync']}x copy+fsync); "
           f"pull {report['pull_MBps']} MB/s = {report['pull_vs_copy']}x disk copy; "
           f"re-push sent {again.bytes_sent} blob bytes; hashing both ends caps a push at "
-          f"{report['hash_ceiling_MBps']} MB/s = {report['hash_ceiling_vs_copy']}x disk copy on {cores} cores")
+          f"{report['hash_ceiling_MBps']} MB/s = {report['hash_ceiling_vs_copy']}x disk copy on {cores} cores; "
+          f"a bare gRPC stream moves {report['bare_grpc_stream_MBps']} MB/s = {report['bare_grpc_vs_copy']}x "
+          f"disk copy (pull {report['pull_vs_bare_grpc']}x, push {report['push_vs_bare_grpc']}x of it)")
 
 
 if __name__ == "__main__":
