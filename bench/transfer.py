@@ -16,7 +16,9 @@ Builds a model folder of safetensors shards (~--size-mb in all), starts a real
   the client hashes every byte to ask which blobs are missing and the server
   hashes every byte to verify it, so a push over loopback, with both ends on
   this machine's cores, cannot beat cores x sha256 rate / 2 even if sending,
-  writing and validating cost nothing.
+  writing and validating cost nothing; a pull hashes once (the client
+  verifies), so it cannot beat the bytes over (CPU of the bare stream + one
+  hash) / cores, even if writing cost nothing.
 
 Usage: python bench/transfer.py [--size-mb 500] [--shards 4] [--repeat 3]
 """
@@ -98,8 +100,15 @@ def serve_bare() -> None:
     server.wait_for_termination()
 
 
-def bare_stream_seconds(total: int) -> float:
-    """Seconds for a bare gRPC server process to stream ``total`` bytes over BARE_STREAMS streams."""
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_stream(total: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of both ends) for a bare gRPC server process to stream ``total``
+    bytes to this process over BARE_STREAMS streams."""
     proc = subprocess.Popen([sys.executable, __file__, "--bare-server"], stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
@@ -114,14 +123,15 @@ def bare_stream_seconds(total: int) -> float:
             one(0)  # warm the channel
             got[0] = 0
             threads = [threading.Thread(target=one, args=(i,)) for i in range(BARE_STREAMS)]
-            t0 = time.perf_counter()
+            cpu0, t0 = process_cpu_s(proc.pid) + time.process_time(), time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             seconds = time.perf_counter() - t0
+            cpu = process_cpu_s(proc.pid) + time.process_time() - cpu0
             assert sum(got) == total // BARE_STREAMS * BARE_STREAMS, got
-            return seconds
+            return seconds, cpu
     finally:
         proc.terminate()
         proc.wait()
@@ -160,7 +170,7 @@ def main() -> None:
             hub = Hub(address, progress=False)
             copies, durable, pushes, pulls, hashes, bare = [], [], [], [], [], []
             for i in range(args.repeat):
-                bare.append(bare_stream_seconds(total))
+                bare.append(bare_stream(total))
                 _, t = timed(lambda: [sha256_file(p) for p in sorted((tmp / "src").iterdir())])
                 hashes.append(t)
                 _, t = timed(lambda: shutil.copytree(tmp / "src", tmp / f"copy{i}"))
@@ -186,7 +196,10 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     sha_mbps = mb / min(hashes)
     ceiling = cores * sha_mbps / 2
-    bare_mbps = mb / min(bare)
+    bare_s, bare_cpu = min(bare)
+    bare_mbps = mb / bare_s
+    # a pull moves the bytes (at least the bare stream's CPU) and hashes them once, on the same cores
+    pull_ceiling = mb / ((bare_cpu + min(hashes)) / cores)
     report = {
         "bytes": total,
         "disk_copy_MBps": round(mb / copy_s, 1),
@@ -198,7 +211,10 @@ def main() -> None:
         "pull_vs_copy": round(copy_s / pull_s, 3),
         "bare_grpc_stream_MBps": round(bare_mbps, 1),
         "bare_grpc_vs_copy": round(bare_mbps / (mb / copy_s), 3),
+        "bare_grpc_cpu_s": round(bare_cpu, 3),
         "pull_vs_bare_grpc": round((mb / pull_s) / bare_mbps, 3),
+        "pull_ceiling_MBps": round(pull_ceiling, 1),
+        "pull_ceiling_vs_copy": round(pull_ceiling / (mb / copy_s), 3),
         "push_vs_bare_grpc": round((mb / push_s) / bare_mbps, 3),
         "sha256_MBps_one_core": round(sha_mbps, 1),
         "cores": cores,
@@ -216,7 +232,8 @@ def main() -> None:
           f"re-push sent {again.bytes_sent} blob bytes; hashing both ends caps a push at "
           f"{report['hash_ceiling_MBps']} MB/s = {report['hash_ceiling_vs_copy']}x disk copy on {cores} cores; "
           f"a bare gRPC stream moves {report['bare_grpc_stream_MBps']} MB/s = {report['bare_grpc_vs_copy']}x "
-          f"disk copy (pull {report['pull_vs_bare_grpc']}x, push {report['push_vs_bare_grpc']}x of it)")
+          f"disk copy (pull {report['pull_vs_bare_grpc']}x, push {report['push_vs_bare_grpc']}x of it); its CPU plus "
+          f"one hash caps a pull at {report['pull_ceiling_MBps']} MB/s = {report['pull_ceiling_vs_copy']}x disk copy")
 
 
 if __name__ == "__main__":
