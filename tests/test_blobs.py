@@ -27,6 +27,22 @@ def test_upload_in_two_streams_resumes_and_verifies(tmp_path):
     assert store.upload_offset(sha) == 0  # the part file moved into place
 
 
+def test_large_resumed_upload_hashes_prefix_and_stream_across_flushes(tmp_path):
+    # 40 MiB crosses the hasher's 32 MiB flush; the resume point falls inside the first flush window
+    store = BlobStore(tmp_path)
+    data = hashlib.sha256(b"seed").digest() * (40 << 15)
+    sha = hashlib.sha256(data).hexdigest()
+    w = store.open_upload(sha, len(data), 0)
+    w.write(data[: 3 << 20])
+    w.finish()
+    w.close()
+    w = store.open_upload(sha, len(data), 3 << 20)
+    for start in range(3 << 20, len(data), 1 << 20):
+        w.write(data[start : start + (1 << 20)])
+    w.finish()
+    assert store.path(sha).read_bytes() == data
+
+
 def test_corrupt_upload_is_discarded(tmp_path):
     store = BlobStore(tmp_path)
     data = b"hello world"

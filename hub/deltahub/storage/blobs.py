@@ -13,7 +13,9 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +30,7 @@ from deltahub.errors import (
 )
 
 _HASH_BLOCK = 8 << 20
+_FLUSH_EVERY = 32 << 20  # bytes of an upload between flushes to disk while it arrives
 
 
 def sha256_file(path: str | os.PathLike, *, block: int = _HASH_BLOCK) -> str:
@@ -185,6 +188,63 @@ class BlobWriter:
             self._tmp.unlink(missing_ok=True)
 
 
+class _Hasher:
+    """sha256 of an upload, computed on its own thread beside the receive loop.
+
+    The loop hands over each chunk it wrote (a reference, no copy) and goes on
+    receiving; hashlib releases the GIL, so hashing overlaps the transfer
+    instead of following it. A resumed upload's bytes already on disk are
+    hashed first. The queue is bounded, so a hasher that falls behind slows the
+    loop rather than holding the upload in memory. Every ``_FLUSH_EVERY``
+    bytes it also flushes the part file to disk, so the fsync before install
+    finds little left (bench/transfer.py: push 375-398 -> 444-452 MB/s).
+    """
+
+    _DONE = None
+
+    def __init__(self, part: Path, prefix: int, fd: int, *, depth: int = 32) -> None:
+        self._fd = fd
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(part, prefix), name="upload-hasher", daemon=True)
+        self._thread.start()
+
+    def _run(self, part: Path, prefix: int) -> None:
+        try:
+            if prefix:
+                with open(part, "rb", buffering=0) as fh:
+                    left = prefix
+                    while left and (block := fh.read(min(left, _HASH_BLOCK))):
+                        self._digest.update(block)
+                        left -= len(block)
+            since = 0
+            while (chunk := self._queue.get()) is not self._DONE:
+                self._digest.update(chunk)
+                since += len(chunk)
+                if since >= _FLUSH_EVERY:
+                    os.fdatasync(self._fd)
+                    since = 0
+        except BaseException as err:  # noqa: BLE001 - reported by finish()
+            self._error = err
+            while self._queue.get() is not self._DONE:  # keep draining so the loop never blocks
+                pass
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._DONE)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        return self._digest.hexdigest()
+
+
 class UploadWriter:
     """Appends a client's chunks to ``uploads/<sha>.part``; ``finish`` verifies and installs.
 
@@ -197,6 +257,7 @@ class UploadWriter:
         self.sha256 = sha256
         self.size = size
         self._part = store._uploads / f"{sha256}.part"
+        self._hasher: _Hasher | None = None
         fd = os.open(self._part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,6 +278,7 @@ class UploadWriter:
             raise InvalidInputError(f"upload offset {offset} is past the declared size {size}")
         self.offset = offset
         os.lseek(fd, offset, os.SEEK_SET)
+        self._hasher = _Hasher(self._part, offset, fd)
 
     def write(self, data: bytes) -> None:
         if self.offset + len(data) > self.size:
@@ -228,17 +290,16 @@ class UploadWriter:
             n = os.write(self._fd, view)
             view = view[n:]
         self.offset += len(data)
+        self._hasher.update(data)
 
     def finish(self) -> None:
         """Verify the sha256 and move the blob into place. Raises on a short or corrupt upload."""
         if self.offset < self.size:
+            self._hasher.stop()
             os.fsync(self._fd)
             return  # incomplete: kept for resumption
+        actual = self._hasher.hexdigest()
         os.fsync(self._fd)
-        # Hashed once complete, from the page cache, rather than chunk by chunk
-        # on the receiving thread: the receive loop only writes (bench/transfer.py:
-        # push 261 -> 345-411 MB/s), and fresh and resumed uploads share one path.
-        actual = sha256_file(self._part)
         if actual != self.sha256:
             self._part.unlink(missing_ok=True)
             self.close()
@@ -257,5 +318,7 @@ class UploadWriter:
 
     def close(self) -> None:
         if self._fd >= 0:
+            if self._hasher is not None:
+                self._hasher.stop()
             os.close(self._fd)
             self._fd = -1
