@@ -43,7 +43,7 @@ import grpc
 import torch
 from safetensors.torch import save_file
 
-from deltahub.storage.blobs import sha256_file
+from deltahub.storage.hashing import sha256_file
 from deltahub_client import Hub
 
 

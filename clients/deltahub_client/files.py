@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from deltahub.artifacts import FileEntry
 from deltahub.errors import InvalidInputError
-from deltahub.storage.blobs import sha256_file
+from deltahub.storage.hashing import sha256_file
 
 # Tool caches and VCS folders are never part of an artifact.
 SKIP_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints", ".deltahub"}

@@ -23,7 +23,7 @@ from deltahub import hf_cache
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.errors import IntegrityError
 from deltahub.names import DEFAULT_REF
-from deltahub.storage.blobs import sha256_file
+from deltahub.storage.hashing import sha256_file
 from deltahub.v1 import merge_pb2_grpc as mgrpc
 from deltahub.v1 import operations_pb2_grpc as ogrpc
 from deltahub.v1 import router_pb2_grpc as routergrpc

@@ -13,14 +13,13 @@ import errno
 import fcntl
 import hashlib
 import os
-import queue
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 from deltahub.artifacts import check_sha256
+from deltahub.storage.hashing import StreamHasher
 from deltahub.errors import (
     ChecksumMismatchError,
     ConflictError,
@@ -28,20 +27,6 @@ from deltahub.errors import (
     LimitExceededError,
     NotFoundError,
 )
-
-_HASH_BLOCK = 8 << 20
-_FLUSH_EVERY = 32 << 20  # bytes of an upload between flushes to disk while it arrives
-
-
-def sha256_file(path: str | os.PathLike, *, block: int = _HASH_BLOCK) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(block)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -188,63 +173,6 @@ class BlobWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-class _Hasher:
-    """sha256 of an upload, computed on its own thread beside the receive loop.
-
-    The loop hands over each chunk it wrote (a reference, no copy) and goes on
-    receiving; hashlib releases the GIL, so hashing overlaps the transfer
-    instead of following it. A resumed upload's bytes already on disk are
-    hashed first. The queue is bounded, so a hasher that falls behind slows the
-    loop rather than holding the upload in memory. Every ``_FLUSH_EVERY``
-    bytes it also flushes the part file to disk, so the fsync before install
-    finds little left (bench/transfer.py: push 375-398 -> 444-452 MB/s).
-    """
-
-    _DONE = None
-
-    def __init__(self, part: Path, prefix: int, fd: int, *, depth: int = 32) -> None:
-        self._fd = fd
-        self._digest = hashlib.sha256()
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(part, prefix), name="upload-hasher", daemon=True)
-        self._thread.start()
-
-    def _run(self, part: Path, prefix: int) -> None:
-        try:
-            if prefix:
-                with open(part, "rb", buffering=0) as fh:
-                    left = prefix
-                    while left and (block := fh.read(min(left, _HASH_BLOCK))):
-                        self._digest.update(block)
-                        left -= len(block)
-            since = 0
-            while (chunk := self._queue.get()) is not self._DONE:
-                self._digest.update(chunk)
-                since += len(chunk)
-                if since >= _FLUSH_EVERY:
-                    os.fdatasync(self._fd)
-                    since = 0
-        except BaseException as err:  # noqa: BLE001 - reported by finish()
-            self._error = err
-            while self._queue.get() is not self._DONE:  # keep draining so the loop never blocks
-                pass
-
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(self._DONE)
-            self._thread.join()
-
-    def hexdigest(self) -> str:
-        self.stop()
-        if self._error is not None:
-            raise self._error
-        return self._digest.hexdigest()
-
-
 class UploadWriter:
     """Appends a client's chunks to ``uploads/<sha>.part``; ``finish`` verifies and installs.
 
@@ -257,7 +185,7 @@ class UploadWriter:
         self.sha256 = sha256
         self.size = size
         self._part = store._uploads / f"{sha256}.part"
-        self._hasher: _Hasher | None = None
+        self._hasher: StreamHasher | None = None
         fd = os.open(self._part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,7 +206,7 @@ class UploadWriter:
             raise InvalidInputError(f"upload offset {offset} is past the declared size {size}")
         self.offset = offset
         os.lseek(fd, offset, os.SEEK_SET)
-        self._hasher = _Hasher(self._part, offset, fd)
+        self._hasher = StreamHasher(prefix_of=self._part, prefix=offset, flush_fd=fd)
 
     def write(self, data: bytes) -> None:
         if self.offset + len(data) > self.size:
