@@ -7,7 +7,7 @@ DATA_DIR ?= ./data
 ADDRESS ?= 127.0.0.1:50051
 PROTOS := $(wildcard proto/deltahub/v1/*.proto)
 
-.PHONY: install serve test test-gpu proto proto-check bench docker clean
+.PHONY: install serve test test-gpu proto proto-check bench docker docker-check clean
 
 $(VENV)/.installed: pyproject.toml .ci/install-torch
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: install
 
 docker:
 	docker build -t deltahub .
+
+# Builds the image and checks it end to end from this machine's CLI (Linux, docker, host networking).
+docker-check: install
+	bash .ci/docker-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache
