@@ -35,11 +35,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.total_steps = 0
+        self.total_steps = 0  # set by the loop before build()
 
     # -- set-up -----------------------------------------------------------
-    def build(self, model: nn.Module, *, total_steps: int, task_type: str, resume_adapter: Path | None) -> nn.Module:
-        """The trainable model around the (frozen) base."""
+    def build(self, model: nn.Module, *, task_type: str, resume_adapter: Path | None) -> nn.Module:
+        """The trainable model around the (frozen) base; ``self.total_steps`` is known by then."""
         raise NotImplementedError
 
     def optimizer_params(self, model: nn.Module) -> list[nn.Parameter]:

@@ -20,6 +20,7 @@ from deltahub.errors import PreconditionError
 from deltahub_trainers.base import PEFT_PREFIX
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER = "default"  # the adapter name peft gives a model built with get_peft_model
 
 
 def fold(a: torch.Tensor, b: torch.Tensor, diag: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,14 +37,17 @@ def trained_extras(model) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters() if marker in n}
 
 
-def write_lora(dest: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], *, base_name: str,
-               task_type: str, extras: dict[str, torch.Tensor], lora_dropout: float = 0.0) -> dict[str, int]:
+def write_lora(dest: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], model) -> dict[str, int]:
     """Writes ``adapter_config.json`` and ``adapter_model.safetensors``; returns the rank pattern.
 
-    ``factors`` maps a module's name in the base model to its folded (A, B).
+    ``factors`` maps a module's name in the base model to its folded (A, B); ``model`` is the trained peft
+    model, whose config gives the base's name, the task type and the dropout, and whose fully trained
+    modules (a classification head) are saved beside the factors.
     """
     from peft import LoraConfig
 
+    trained = model.peft_config[ADAPTER]
+    extras = trained_extras(model)
     factors = {k: (a, b) for k, (a, b) in factors.items() if a.shape[0] > 0}
     if not factors:
         raise PreconditionError("every module ended with rank 0: nothing to save (lower the sparsity threshold l1)")
@@ -52,7 +56,8 @@ def write_lora(dest: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     modules_to_save = sorted({n[len(PEFT_PREFIX):].rsplit(".", 1)[0] for n in extras}) or None
     config = LoraConfig(
         r=r, lora_alpha=r, target_modules=sorted(ranks), rank_pattern=dict(ranks), alpha_pattern=dict(ranks),
-        lora_dropout=lora_dropout, task_type=task_type, base_model_name_or_path=base_name,
+        lora_dropout=trained.lora_dropout, task_type=trained.task_type,
+        base_model_name_or_path=trained.base_model_name_or_path,
         modules_to_save=modules_to_save,
     )
     dest.mkdir(parents=True, exist_ok=True)

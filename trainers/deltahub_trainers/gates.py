@@ -17,9 +17,7 @@ import torch
 from torch import nn
 
 from deltahub_trainers.base import module_key
-from deltahub_trainers.export import fold, trained_extras, write_lora
-
-ADAPTER = "default"
+from deltahub_trainers.export import ADAPTER, fold, write_lora
 
 
 class RankGate(nn.Module):
@@ -55,14 +53,13 @@ def gated_lora(model, r: int, config, task_type: str, make: Callable[[str, nn.Mo
     return peft_model, attach(peft_model, make)
 
 
-def export_gated(model, gates: dict[str, RankGate], dest, *, base_name: str, lora_dropout: float,
+def export_gated(model, gates: dict[str, RankGate], dest,
                  diag_and_scale: Callable[[RankGate], tuple[torch.Tensor, float]]) -> dict:
     """Folds each gated layer into a LoRA of its live ranks and writes the adapter (see export.py)."""
     ab = factors(model)
     with torch.no_grad():
         folded = {k: fold(a, b, *diag_and_scale(gates[k])) for k, (a, b) in ab.items()}
-    ranks = write_lora(dest, folded, base_name=base_name, task_type=model.peft_config[ADAPTER].task_type,
-                       extras=trained_extras(model), lora_dropout=lora_dropout)
+    ranks = write_lora(dest, folded, model)
     return {"rank_pattern": {**{k: 0 for k in ab}, **ranks}}
 
 

@@ -188,7 +188,8 @@ def train(trainer: Trainer, inputs: TrainInputs, workdir: Path, hooks: Hooks | N
     total = config.total_steps(len(split.train))
     torch.manual_seed(config.seed)
     task_type = "SEQ_CLS" if labels is not None else "CAUSAL_LM"
-    model = trainer.build(model, total_steps=total, task_type=task_type, resume_adapter=inputs.resume_adapter)
+    trainer.total_steps = total
+    model = trainer.build(model, task_type=task_type, resume_adapter=inputs.resume_adapter)
     model.to(device)
     model.train()
     batches = Batches(tokenizer, split.train, batch_size=config.batch_size, max_length=config.max_length,

@@ -25,7 +25,7 @@ import torch
 
 from deltahub_trainers.adalora.config import AdaLoraTrainConfig
 from deltahub_trainers.base import Trainer, module_key
-from deltahub_trainers.export import fold, trained_extras, write_lora
+from deltahub_trainers.export import fold, write_lora
 
 
 def _adalora_layers(model):
@@ -41,17 +41,15 @@ class AdaLoraTrainer(Trainer):
     config_cls = AdaLoraTrainConfig
     rank_adaptive = True
 
-    def build(self, model, *, total_steps, task_type, resume_adapter: Path | None):
+    def build(self, model, *, task_type, resume_adapter: Path | None):
         from peft import AdaLoraConfig, get_peft_model
 
         c: AdaLoraTrainConfig = self.config
-        tinit, tfinal, delta_t = c.phases(total_steps)
-        self.total_steps = total_steps
-        self._base_name = getattr(model.config, "_name_or_path", "")
+        tinit, tfinal, delta_t = c.phases(self.total_steps)
         self.model = get_peft_model(model, AdaLoraConfig(
             init_r=c.init_r, target_r=c.target_r, lora_alpha=c.lora_alpha, tinit=tinit, tfinal=tfinal,
             deltaT=delta_t, beta1=c.beta1, beta2=c.beta2, orth_reg_weight=c.orth_reg_weight,
-            total_step=total_steps, target_modules=c.target_modules, lora_dropout=c.lora_dropout,
+            total_step=self.total_steps, target_modules=c.target_modules, lora_dropout=c.lora_dropout,
             task_type=task_type,
         ))
         return self.model
@@ -94,8 +92,6 @@ class AdaLoraTrainer(Trainer):
             for n, m in _adalora_layers(model):
                 scale = float(m.scaling["default"]) / (float(m.ranknum["default"]) + 1e-5)
                 factors[module_key(n)] = fold(m.lora_A["default"], m.lora_B["default"], m.lora_E["default"], scale)
-        c = self.config
-        ranks = write_lora(dest, factors, base_name=self._base_name, task_type=model.peft_config["default"].task_type,
-                           extras=trained_extras(model), lora_dropout=c.lora_dropout)
+        ranks = write_lora(dest, factors, model)
         full = {module_key(n): 0 for n, _ in _adalora_layers(model)}
         return {"rank_pattern": {**full, **ranks}}

@@ -74,10 +74,8 @@ class IncreLoraTrainer(Trainer):
     config_cls = IncreLoraTrainConfig
     rank_adaptive = True
 
-    def build(self, model, *, total_steps, task_type, resume_adapter: Path | None):
+    def build(self, model, *, task_type, resume_adapter: Path | None):
         c: IncreLoraTrainConfig = self.config
-        self.total_steps = total_steps
-        self._base_name = getattr(model.config, "_name_or_path", "")
         self.model, self.gates = gating.gated_lora(
             model, c.cap, c, task_type, lambda name, layer: SingularValues(c.cap, c.init_r, c.lora_alpha))
         with torch.no_grad():
@@ -85,7 +83,7 @@ class IncreLoraTrainer(Trainer):
                 nn.init.normal_(a, std=0.02)  # the official init of P and Q
                 nn.init.normal_(b, std=0.02)
         self.budget = c.target_r * len(self.gates)
-        self.plan = plan(total_steps, start_total=c.init_r * len(self.gates), budget=self.budget,
+        self.plan = plan(self.total_steps, start_total=c.init_r * len(self.gates), budget=self.budget,
                          per_round=c.step_rank * self._top_h, warmup=c.init_warmup, interval=c.interval)
         self.ema = {k: [0.0, 0.0] for k in self.gates}
         self.history: list[dict] = []
@@ -206,7 +204,5 @@ class IncreLoraTrainer(Trainer):
         self._set_reserves()
 
     def export(self, model, dest: Path) -> dict:
-        facts = gating.export_gated(model, self.gates, dest, base_name=self._base_name,
-                                    lora_dropout=self.config.lora_dropout,
-                                    diag_and_scale=lambda g: (g.weight * g.active, g.scale()))
+        facts = gating.export_gated(model, self.gates, dest, diag_and_scale=lambda g: (g.weight * g.active, g.scale()))
         return {**facts, "allocations": self.history}

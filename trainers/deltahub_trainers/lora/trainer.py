@@ -21,7 +21,7 @@ class LoraTrainer(Trainer):
     config_cls = LoraTrainConfig
     resumable_from_adapter = True
 
-    def build(self, model, *, total_steps, task_type, resume_adapter: Path | None):
+    def build(self, model, *, task_type, resume_adapter: Path | None):
         from peft import LoraConfig, PeftModel, get_peft_model
 
         c: LoraTrainConfig = self.config

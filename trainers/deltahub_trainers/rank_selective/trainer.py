@@ -52,12 +52,10 @@ class RankSelectiveTrainer(Trainer):
     config_cls = RankSelectiveTrainConfig
     rank_adaptive = True
 
-    def build(self, model, *, total_steps, task_type, resume_adapter: Path | None):
+    def build(self, model, *, task_type, resume_adapter: Path | None):
         c: RankSelectiveTrainConfig = self.config
-        self.total_steps = total_steps
-        self._base_name = getattr(model.config, "_name_or_path", "")
         self.model, self.gates = gating.gated_lora(model, c.r, c, task_type, lambda name, layer: GateVector(c.r))
-        self.dense_steps = int(total_steps * c.dense_ratio)
+        self.dense_steps = int(self.total_steps * c.dense_ratio)
         return self.model
 
     def optimizer_params(self, model):
@@ -80,5 +78,4 @@ class RankSelectiveTrainer(Trainer):
         return {k: int((g.weight != 0).sum()) for k, g in self.gates.items()}
 
     def export(self, model, dest: Path) -> dict:
-        return gating.export_gated(model, self.gates, dest, base_name=self._base_name,
-                                   lora_dropout=self.config.lora_dropout, diag_and_scale=lambda g: (g.weight, 1.0))
+        return gating.export_gated(model, self.gates, dest, diag_and_scale=lambda g: (g.weight, 1.0))
