@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 from deltahub.errors import CancelledError, DeltahubError, NotFoundError
+from deltahub.follow import follow
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 FINAL = (SUCCEEDED, FAILED, CANCELLED)
@@ -114,18 +115,7 @@ class OperationManager:
 
     def watch(self, op_id: str, *, poll_s: float = 1.0, alive: Callable[[], bool] = lambda: True) -> Iterator[Operation]:
         """Yields the operation now and at every change, until it is final (or ``alive`` turns false)."""
-        seen = -1
-        while alive():
-            with self._cond:
-                op = self.get(op_id)
-                if op.version == seen:
-                    self._cond.wait(timeout=poll_s)
-                    op = self.get(op_id)
-            if op.version != seen:
-                seen = op.version
-                yield op
-                if op.finished:
-                    return
+        return follow(self._cond, lambda: self.get(op_id), alive=alive, poll_s=poll_s)
 
     def _trim(self) -> None:
         done = [o for o in self._ops.values() if o.finished]

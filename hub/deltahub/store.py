@@ -182,12 +182,17 @@ class HubStore:
 
     def resolve_base(self, base: str) -> Revision:
         """A base model revision: it must exist and be a model."""
+        return self.resolve_as(base, Kind.MODEL, "base")
+
+    def resolve_as(self, spec: str, kind: Kind, role: str) -> Revision:
+        """The revision ``spec`` names, which must exist and be of ``kind``; ``role`` names it in errors."""
         try:
-            rev = self.resolve(base)
+            rev = self.resolve(spec)
         except NotFoundError as err:
-            raise NotFoundError(f"base {base!r} does not exist: {err}") from None
-        if rev.kind is not Kind.MODEL:
-            raise PreconditionError(f"base {base!r} is a {rev.kind.value}, not a model")
+            raise NotFoundError(f"{role} {spec!r} does not exist: {err}") from None
+        if rev.kind is not kind:
+            article = "an" if kind.value[0] in "aeiou" else "a"
+            raise PreconditionError(f"{role} {spec!r} is a {rev.kind.value}, not {article} {kind.value}")
         return rev
 
     def discard_unused(self, shas: list[str]) -> tuple[int, int]:

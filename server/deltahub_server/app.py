@@ -153,14 +153,14 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     operations = OperationManager(workers=config.merge_workers)
     store = HubStore(config.store_config())
     router = Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store).start()
-    loaded = len(config.tokens)  # before the in-process workers add their own
+    # counted before the server starts: its in-process workers add a token of their own
+    if config.tokens:
+        log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
+    else:
+        log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
     server, port, store = create_server(config, store, health_servicer=health_servicer, operations=operations,
                                         router=router)
     host = config.address.rsplit(":", 1)[0]
-    if config.tokens:
-        log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", loaded)
-    else:
-        log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
     if config.redis_url:
         log.info("catalog events go to the Redis stream deltahub:events at %s", config.redis_url)
     # the last start-up line: once it is out, the hub answers

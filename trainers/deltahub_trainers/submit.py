@@ -6,8 +6,8 @@ revisions that existed when it was submitted, whatever refs do afterwards.
 
 from __future__ import annotations
 
-from deltahub.artifacts import DomainCard, Kind, Revision
-from deltahub.errors import InvalidInputError, NotFoundError, PreconditionError
+from deltahub.artifacts import DomainCard, Kind
+from deltahub.errors import InvalidInputError, PreconditionError
 from deltahub.formats.dataset import read_rows
 from deltahub.jobs.model import JobSpec
 from deltahub.names import ArtifactName
@@ -15,16 +15,6 @@ from deltahub.store import HubStore
 from deltahub_trainers import make_trainer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def _dataset(store: HubStore, spec: str, role: str) -> Revision:
-    try:
-        rev = store.resolve(spec)
-    except NotFoundError as err:
-        raise NotFoundError(f"{role} {spec!r} does not exist: {err}") from None
-    if rev.kind is not Kind.DATASET:
-        raise PreconditionError(f"{role} {spec!r} is a {rev.kind.value}, not a dataset")
-    return rev
 
 
 def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str], out: str,
@@ -45,8 +35,8 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
                                 "push the model folder with its tokenizer")
     if not datasets:
         raise InvalidInputError("a training job needs at least one dataset (--data namespace/name[@ref])")
-    data = [_dataset(store, d, "dataset") for d in datasets]
-    replay_specs = [_dataset(store, d, "replay dataset").spec for d in (replay or [])]
+    data = [store.resolve_as(d, Kind.DATASET, "dataset") for d in datasets]
+    replay_specs = [store.resolve_as(d, Kind.DATASET, "replay dataset").spec for d in (replay or [])]
     if t.config.replay_fraction and not replay_specs:
         raise InvalidInputError("config replay_fraction > 0 needs replay datasets (--replay namespace/name)")
     if replay_specs and not t.config.replay_fraction:
@@ -56,9 +46,7 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
         if not t.resumable_from_adapter:
             raise InvalidInputError(f"trainer {trainer} cannot continue an adapter (the lora trainer can); "
                                     "rank-adaptive trainers start from their own initialisation")
-        rev = store.resolve(resume_from)
-        if rev.kind is not Kind.ADAPTER:
-            raise PreconditionError(f"resume_from {resume_from!r} is a {rev.kind.value}, not an adapter")
+        rev = store.resolve_as(resume_from, Kind.ADAPTER, "resume_from")
         if rev.base != base_rev.spec:
             raise PreconditionError(f"resume_from {rev.spec} applies to base {rev.base or 'none'}, "
                                     f"not to {base_rev.spec}")

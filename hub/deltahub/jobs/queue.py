@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Iterator
 
 from deltahub.errors import NotFoundError
+from deltahub.follow import follow
 from deltahub.jobs import model as m
 from deltahub.jobs.model import Job, JobSpec
 
@@ -133,15 +134,4 @@ class MemoryQueue(JobQueue):
                 self._cond.wait(timeout=min(left, 1.0))
 
     def watch(self, job_id: str, *, alive: Callable[[], bool] = lambda: True) -> Iterator[Job]:
-        seen = -1
-        while alive():
-            with self._cond:
-                job = self.get(job_id)
-                if job.version == seen:
-                    self._cond.wait(timeout=1.0)
-                    job = self.get(job_id)
-            if job.version != seen:
-                seen = job.version
-                yield job
-                if job.finished:
-                    return
+        return follow(self._cond, lambda: self.get(job_id), alive=alive)
