@@ -39,7 +39,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-
+import psutil
 import torch
 from safetensors.torch import save_file
 
@@ -101,9 +101,9 @@ def serve_bare() -> None:
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def bare_stream(total: int) -> tuple[float, float]:
