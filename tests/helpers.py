@@ -82,7 +82,7 @@ def local_hub(data_dir: Path, **config) -> Iterator[tuple[object, object, str]]:
     from deltahub_client import Hub
     from deltahub_server import ServerConfig, create_server
 
-    srv, port, store = create_server(ServerConfig(data_dir=data_dir, address="127.0.0.1:0", **config))
+    srv, port, store, training = create_server(ServerConfig(data_dir=data_dir, address="127.0.0.1:0", **config))
     address = f"127.0.0.1:{port}"
     hub = Hub(address, progress=False)
     try:
@@ -90,5 +90,5 @@ def local_hub(data_dir: Path, **config) -> Iterator[tuple[object, object, str]]:
     finally:
         hub.close()
         srv.stop(grace=None)
-        srv.training.stop()
+        training.stop()
         store.close()

@@ -5,6 +5,7 @@ import pytest
 
 from deltahub.auth import Scope, TokenTable
 from deltahub.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
+from tests.helpers import local_hub
 
 TOKENS = """
 tokens:
@@ -18,13 +19,9 @@ tokens:
 def secured(tmp_path):
     import hashlib
 
-    from deltahub_server import ServerConfig, create_server
-
     table = TokenTable.parse(TOKENS % hashlib.sha256(b"read-token").hexdigest())
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "d", address="127.0.0.1:0", tokens=table))
-    yield f"127.0.0.1:{port}"
-    srv.stop(None)
-    store.close()
+    with local_hub(tmp_path / "d", tokens=table) as (_, _, address):
+        yield address
 
 
 def test_scopes_are_ordered_and_namespaced():
@@ -78,19 +75,14 @@ def test_every_rpc_needs_a_known_token_with_the_right_scope(secured, tiny_base, 
 
 def test_listing_shows_only_readable_namespaces(tmp_path, tiny_base):
     from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
 
     table = TokenTable.parse("tokens: [{token: a, scopes: {'*': admin}}, {token: l, scopes: {law: read}}]")
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "d", address="127.0.0.1:0", tokens=table))
-    try:
-        with Hub(f"127.0.0.1:{port}", "a", progress=False) as admin:
+    with local_hub(tmp_path / "d", tokens=table) as (_, _, address):
+        with Hub(address, "a", progress=False) as admin:
             admin.push(tiny_base, "base/tiny", kind="model")
             admin.push(tiny_base, "law/tiny", kind="model")
-        with Hub(f"127.0.0.1:{port}", "l", progress=False) as law:
+        with Hub(address, "l", progress=False) as law:
             assert [a.name for a in law.list_artifacts()] == ["law/tiny"]
-    finally:
-        srv.stop(None)
-        store.close()
 
 
 def test_open_hub_listens_on_loopback_only(tmp_path):

@@ -20,7 +20,7 @@ from deltahub.errors import (
 )
 from deltahub.v1 import common_pb2, registry_pb2, registry_pb2_grpc, transfer_pb2, transfer_pb2_grpc
 from tests.conftest import store_state
-from tests.helpers import make_adapter, make_tiny_llama, write_safetensors
+from tests.helpers import local_hub, make_adapter, make_tiny_llama, write_safetensors
 
 WEIGHTS = "adapter_model.safetensors"
 
@@ -135,27 +135,14 @@ def test_kind_of_an_existing_artifact_cannot_change(server, pushed_base, tiny_da
 
 
 def test_oversize_uploads_are_refused(tmp_path, tiny_base):
-    from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
-
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "d", address="127.0.0.1:0", max_blob_bytes=100_000))
-    try:
-        with Hub(f"127.0.0.1:{port}", progress=False) as hub:
-            before = store_state(store)
-            with pytest.raises(LimitExceededError, match="limit of 100000 bytes"):
-                hub.push(tiny_base, "base/big", kind="model")
-            assert store_state(store) == before
-    finally:
-        srv.stop(None)
-        store.close()
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "e", address="127.0.0.1:0", max_revision_bytes=1000))
-    try:
-        with Hub(f"127.0.0.1:{port}", progress=False) as hub:
-            with pytest.raises(LimitExceededError, match="revision of .* exceeds"):
-                hub.push(tiny_base, "base/big", kind="model")
-    finally:
-        srv.stop(None)
-        store.close()
+    with local_hub(tmp_path / "d", max_blob_bytes=100_000) as (hub, store, _):
+        before = store_state(store)
+        with pytest.raises(LimitExceededError, match="limit of 100000 bytes"):
+            hub.push(tiny_base, "base/big", kind="model")
+        assert store_state(store) == before
+    with local_hub(tmp_path / "e", max_revision_bytes=1000) as (hub, _, _):
+        with pytest.raises(LimitExceededError, match="revision of .* exceeds"):
+            hub.push(tiny_base, "base/big", kind="model")
 
 
 def _stubs(address):

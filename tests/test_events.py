@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from deltahub.events import RedisEventSink
+from tests.helpers import local_hub
 
 
 def test_events_are_recorded_in_the_catalog(server, pushed_base, tiny_adapter):
@@ -19,42 +20,29 @@ def test_events_are_recorded_in_the_catalog(server, pushed_base, tiny_adapter):
 def test_events_reach_a_redis_stream(tmp_path, redis_url, tiny_base):
     import redis
 
-    from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
-
     stream = f"deltahub:test:{uuid.uuid4().hex}"
     client = redis.Redis.from_url(redis_url)
-    config = ServerConfig(data_dir=tmp_path / "d", address="127.0.0.1:0", redis_url=redis_url)
-    srv, port, store = create_server(config)
-    store.catalog.sink = RedisEventSink(redis_url, stream=stream)
-    try:
-        with Hub(f"127.0.0.1:{port}", progress=False) as hub:
+    with local_hub(tmp_path / "d", redis_url=redis_url) as (hub, store, _):
+        store.catalog.sink = RedisEventSink(redis_url, stream=stream)
+        try:
             rev = hub.push(tiny_base, "base/tiny", kind="model").revision
             hub.tag("base/tiny", "prod")
-        entries = client.xrange(stream)
-        seen = [(f[b"kind"].decode(), f[b"artifact"].decode(), f[b"digest"].decode()) for _, f in entries]
-        assert seen == [("commit", "base/tiny", rev.digest), ("ref", "base/tiny", rev.digest),
-                        ("ref", "base/tiny", rev.digest)]
-    finally:
-        client.delete(stream)
-        srv.stop(None)
-        store.close()
+            entries = client.xrange(stream)
+            seen = [(f[b"kind"].decode(), f[b"artifact"].decode(), f[b"digest"].decode()) for _, f in entries]
+            assert seen == [("commit", "base/tiny", rev.digest), ("ref", "base/tiny", rev.digest),
+                            ("ref", "base/tiny", rev.digest)]
+        finally:
+            client.delete(stream)
 
 
 def test_a_refused_commit_publishes_nothing(tmp_path, redis_url, tiny_adapter):
     import redis
 
     from deltahub.errors import NotFoundError
-    from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
 
     stream = f"deltahub:test:{uuid.uuid4().hex}"
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "d", address="127.0.0.1:0"))
-    store.catalog.sink = RedisEventSink(redis_url, stream=stream)
-    try:
-        with Hub(f"127.0.0.1:{port}", progress=False) as hub, pytest.raises(NotFoundError):
+    with local_hub(tmp_path / "d") as (hub, store, _):
+        store.catalog.sink = RedisEventSink(redis_url, stream=stream)
+        with pytest.raises(NotFoundError):
             hub.push(tiny_adapter, "finance/x", kind="adapter", base="base/none")
         assert redis.Redis.from_url(redis_url).xlen(stream) == 0
-    finally:
-        srv.stop(None)
-        store.close()

@@ -17,7 +17,7 @@ from deltahub.errors import ConflictError, InvalidInputError, NotFoundError, Pre
 from deltahub.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, MemoryQueue
 from deltahub.jobs.model import JobSpec
 from tests.conftest import cli_json, run_cli
-from tests.helpers import make_adapter, make_dataset
+from tests.helpers import local_hub, make_adapter, make_dataset
 
 FINANCE = "market bonds rates rose fell rallied stock equity yield inflation".split()
 
@@ -151,42 +151,33 @@ def test_memory_queue_retries_then_fails_with_the_last_error():
 def redis_hub(tmp_path, redis_url, tiny_base):
     import redis
 
-    from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
-
     url = redis_url
     client = redis.Redis.from_url(url)
     stale = list(client.scan_iter("deltahub:job*"))  # no jobs left over from other runs
     if stale:
         client.delete(*stale)
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "data", address="127.0.0.1:0", redis_url=url,
-                                                  lease_s=2.0))
-    hub = Hub(f"127.0.0.1:{port}", progress=False)
-    hub.push(tiny_base, "base/tiny-llama", kind="model")
-    (tmp_path / "fin").mkdir()
-    hub.push(make_dataset(tmp_path / "fin", texts(48)), "data/finance", kind="dataset")
     procs: list[subprocess.Popen] = []
+    with local_hub(tmp_path / "data", redis_url=url, lease_s=2.0) as (hub, store, address):
+        hub.push(tiny_base, "base/tiny-llama", kind="model")
+        (tmp_path / "fin").mkdir()
+        hub.push(make_dataset(tmp_path / "fin", texts(48)), "data/finance", kind="dataset")
 
-    def start_worker(name: str) -> subprocess.Popen:
-        exe = Path(sys.executable).with_name("deltahub")
-        log = open(tmp_path / f"{name}.log", "w")
-        proc = subprocess.Popen([str(exe), "--hub", f"127.0.0.1:{port}", "worker", "--redis", url, "--lease", "2",
-                                 "--device", "cpu", "--name", name, "--cache-dir", str(tmp_path / name)],
-                                stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+        def start_worker(name: str) -> subprocess.Popen:
+            exe = Path(sys.executable).with_name("deltahub")
+            log = open(tmp_path / f"{name}.log", "w")
+            proc = subprocess.Popen([str(exe), "--hub", address, "worker", "--redis", url, "--lease", "2",
+                                     "--device", "cpu", "--name", name, "--cache-dir", str(tmp_path / name)],
+                                    stdout=log, stderr=subprocess.STDOUT)
+            procs.append(proc)
+            return proc
 
-    try:
-        yield hub, store, start_worker, tmp_path
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-            p.wait()
-        hub.close()
-        srv.stop(None)
-        srv.training.stop()
-        store.close()
+        try:
+            yield hub, store, start_worker, tmp_path
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGKILL)
+                p.wait()
 
 
 def test_a_killed_worker_s_job_is_finished_by_another_from_its_checkpoint(redis_hub):

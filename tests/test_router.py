@@ -9,7 +9,7 @@ import pytest
 from deltahub.errors import InvalidInputError, NotFoundError
 from deltahub.merge_engine import MergeEngine
 from tests.conftest import cli_json, run_cli
-from tests.helpers import make_adapter, make_tiny_llama
+from tests.helpers import local_hub, make_adapter, make_tiny_llama
 
 pytest.importorskip("sentence_transformers")
 
@@ -251,15 +251,12 @@ def test_router_follows_redis_events(tmp_path, adapters, redis_url):
 
     from deltahub.routing.router import Router
     from deltahub.store import HubStore
-    from deltahub_client import Hub
-    from deltahub_server import ServerConfig, create_server
 
     base, _, made = adapters
-    srv, port, store = create_server(ServerConfig(data_dir=tmp_path / "data", address="127.0.0.1:0", redis_url=redis_url))
-    other = HubStore.open(tmp_path / "data")
-    router = Router(other.catalog, redis_url=redis_url, poll_s=60.0)
-    try:
-        with Hub(f"127.0.0.1:{port}", progress=False) as hub:
+    with local_hub(tmp_path / "data", redis_url=redis_url) as (hub, _, _):
+        other = HubStore.open(tmp_path / "data")
+        router = Router(other.catalog, redis_url=redis_url, poll_s=60.0)
+        try:
             hub.push(base, "base/tiny", kind="model")
             router.start().wait_ready()
             time.sleep(0.2)  # the follower is blocked on the stream now
@@ -268,11 +265,9 @@ def test_router_follows_redis_events(tmp_path, adapters, redis_url):
             while "domains/law" not in router.index and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert "domains/law" in router.index
-    finally:
-        router.stop()
-        srv.stop(grace=None)
-        other.close()
-        store.close()
+        finally:
+            router.stop()
+            other.close()
 
 
 def test_another_embedder_re_embeds_the_cards(routed):

@@ -1,6 +1,6 @@
 """Building and running the server.
 
-``create_server`` binds and returns ``(server, port)`` without blocking, so
+``create_server`` binds and returns ``(server, port, store, training)`` without blocking, so
 tests bind port 0 and talk over a real channel; ``serve`` adds logging,
 signal handling and a graceful stop around it.
 """
@@ -97,15 +97,14 @@ def is_loopback(address: str) -> bool:
 def create_server(
     config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None,
     operations: OperationManager | None = None, router: Router | None = None, training: Training | None = None,
-) -> tuple[grpc.Server, int, HubStore]:
-    """Builds, binds and starts the server. Returns (server, bound port, store).
+) -> tuple[grpc.Server, int, HubStore, Training]:
+    """Builds, binds and starts the server. Returns (server, bound port, store, training).
 
     Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown,
     ``operations`` to cancel running merges on shutdown, and a started
     ``router`` to have the index loaded before the first query (``serve``
-    does all three); otherwise the router loads on its first call. The
-    training side (queue, in-process workers) is ``server.training``; stop
-    it with ``server.training.stop()`` after stopping the server.
+    does all three); otherwise the router loads on its first call. Stop the
+    returned ``training`` (job queue, in-process workers) after the server.
     """
     if not config.tokens and not is_loopback(config.address):
         raise InvalidInputError(
@@ -143,8 +142,7 @@ def create_server(
         raise InvalidInputError(f"could not bind {config.address}")
     server.start()
     training.start(port, config.tokens)
-    server.training = training
-    return server, port, store
+    return server, port, store, training
 
 
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
@@ -158,8 +156,8 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
     else:
         log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
-    server, port, store = create_server(config, store, health_servicer=health_servicer, operations=operations,
-                                        router=router)
+    server, port, store, training = create_server(config, store, health_servicer=health_servicer,
+                                                  operations=operations, router=router)
     host = config.address.rsplit(":", 1)[0]
     if config.redis_url:
         log.info("catalog events go to the Redis stream deltahub:events at %s", config.redis_url)
@@ -187,7 +185,7 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=10).wait()
     operations.shutdown()  # running merges are cancelled: they store nothing
-    server.training.stop()  # in-process workers leave their jobs at the next step
+    training.stop()  # in-process workers leave their jobs at the next step
     router.stop()
     store.close()
     log.info("stopped")
