@@ -104,11 +104,11 @@ class TrainVerbs:
         """Uploads files as blobs (those the hub lacks); returns their entries. Nothing is committed."""
         entries = hash_files(files, progress=False)
         todo = []
-        for e in entries:
+        for e in {e.sha256: e for e in entries}.values():  # equal files are asked about and sent once
             status = self._unary(self._transfer.GetUploadStatus, tpb.GetUploadStatusRequest(sha256=e.sha256))
-            if not status.complete and e.sha256 not in {t[0] for t in todo}:
+            if not status.complete:
                 todo.append((e.sha256, e.size, status.offset, files[e.path]))
-        self._upload_all(todo, sum(t[1] - t[2] for t in todo))
+        self._upload_all(todo, sum(size - offset for _, size, offset, _ in todo))
         return entries
 
     @translated
