@@ -82,13 +82,11 @@ def local_hub(data_dir: Path, **config) -> Iterator[tuple[object, object, str]]:
     from deltahub_client import Hub
     from deltahub_server import ServerConfig, create_server
 
-    srv, port, store, training = create_server(ServerConfig(data_dir=data_dir, address="127.0.0.1:0", **config))
-    address = f"127.0.0.1:{port}"
+    running = create_server(ServerConfig(data_dir=data_dir, address="127.0.0.1:0", **config))
+    address = f"127.0.0.1:{running.port}"
     hub = Hub(address, progress=False)
     try:
-        yield hub, store, address
+        yield hub, running.store, address
     finally:
         hub.close()
-        srv.stop(grace=None)
-        training.stop()
-        store.close()
+        running.stop(grace=None)

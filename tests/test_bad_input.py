@@ -55,7 +55,7 @@ def test_truncated_header_length(server, pushed_base, adapter_copy):
 def test_corrupt_header_json(server, pushed_base, adapter_copy):
     raw = b"{this is not json}     "
     (adapter_copy / WEIGHTS).write_bytes(struct.pack("<Q", len(raw)) + raw)
-    refused(server, adapter_copy, InvalidInputError, "not JSON")
+    refused(server, adapter_copy, InvalidInputError, "not valid JSON")
 
 
 def test_header_declares_more_bytes_than_sent(server, pushed_base, adapter_copy):

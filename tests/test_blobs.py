@@ -18,10 +18,13 @@ def test_upload_in_two_streams_resumes_and_verifies(tmp_path):
     w.finish()  # incomplete: kept, not installed
     w.close()
     assert store.upload_offset(sha) == 1000 and not store.has(sha)
-    with pytest.raises(InvalidInputError, match="resume at offset 1000"):
-        store.open_upload(sha, len(data), 0)
-    w = store.open_upload(sha, len(data), 1000)
-    w.write(data[1000:])
+    with pytest.raises(InvalidInputError, match="resume at offset 1000 .*or before, not 1500"):
+        store.open_upload(sha, len(data), 1500)
+    assert store.upload_offset(sha) == 1000
+    # a stream that starts before what the hub holds has the overlap dropped
+    w = store.open_upload(sha, len(data), 400)
+    w.write(data[400:2000])
+    w.write(data[2000:])
     w.finish()
     assert store.has(sha) and store.path(sha).read_bytes() == data
     assert store.upload_offset(sha) == 0  # the part file moved into place

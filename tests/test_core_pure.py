@@ -75,8 +75,16 @@ def test_header_checks_each_way_to_be_wrong():
         parse_header(_header({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}), 12, label="f")
     with pytest.raises(InvalidInputError, match="dtype"):
         parse_header(_header({"w": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 1]}}), 1, label="f")
-    with pytest.raises(InvalidInputError, match="not JSON"):
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
         parse_header(b"{not json", 0, label="f")
+    # as strict as the safetensors library: booleans are not dimensions, names are unique
+    with pytest.raises(InvalidInputError, match="invalid shape"):
+        parse_header(_header({"w": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}), 4, label="f")
+    with pytest.raises(InvalidInputError, match="'w' appears twice"):
+        parse_header(b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+                     b'"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 4, label="f")
+    with pytest.raises(InvalidInputError, match="nested"):
+        parse_header(b'{"__metadata__": ' + b"[" * 5000 + b"]" * 5000 + b"}", 0, label="f")
     with pytest.raises(InvalidInputError, match="gap or overlap"):
         parse_header(_header({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
                               "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}), 6, label="f")

@@ -133,7 +133,8 @@ def test_an_adapter_without_a_card_is_known_by_its_training_data(routed, adapter
     hub, _, address = routed
     from tests.helpers import make_dataset
 
-    data = make_dataset(tmp_path, ["Photosynthesis converts light into chemical energy in chloroplasts.",
+    (tmp_path / "bio").mkdir()  # not tmp_path itself: the hub's data folder lives there
+    data = make_dataset(tmp_path / "bio", ["Photosynthesis converts light into chemical energy in chloroplasts.",
                                    "Mitochondria produce ATP through cellular respiration.",
                                    "DNA replication is semi-conservative."])
     spec = hub.push(data, "data/biology", kind="dataset").revision.spec

@@ -6,6 +6,7 @@
 """
 
 from deltahub.artifacts import DeleteResult
+from deltahub_client.channel import TLSOptions
 from deltahub_client.hub import Hub, PushResult, TaskVectorResult
 
-__all__ = ["Hub", "PushResult", "DeleteResult", "TaskVectorResult"]
+__all__ = ["Hub", "PushResult", "DeleteResult", "TaskVectorResult", "TLSOptions"]

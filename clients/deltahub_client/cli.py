@@ -18,6 +18,8 @@ import yaml
 from deltahub.artifacts import ArtifactInfo, DomainCard, Lineage, Revision
 from deltahub.errors import DeltahubError, InvalidInputError, NotFoundError
 from deltahub.names import RevisionSpec, looks_like_digest
+from deltahub.limits import StreamLimits
+from deltahub_client.channel import TLSOptions
 from deltahub_client.hub import Hub
 
 KINDS = ["model", "adapter", "task_vector", "dataset"]
@@ -36,10 +38,26 @@ def _json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
 
 
+def _tls_options(fn):
+    fn = click.option("--tls-ca", envvar="DELTAHUB_TLS_CA", default=None, type=click.Path(dir_okay=False),
+                      help="PEM CA that signed the hub's certificate; turns TLS on (DELTAHUB_TLS_CA).")(fn)
+    fn = click.option("--tls/--no-tls", "tls", envvar="DELTAHUB_TLS", default=None,
+                      help="TLS verified by the system's roots (DELTAHUB_TLS=1); on by itself with --tls-ca.")(fn)
+    fn = click.option("--tls-cert", envvar="DELTAHUB_TLS_CERT", default=None, type=click.Path(dir_okay=False),
+                      help="Client certificate for a hub that asks for one (mutual TLS).")(fn)
+    fn = click.option("--tls-key", envvar="DELTAHUB_TLS_KEY", default=None, type=click.Path(dir_okay=False),
+                      help="The client certificate's key.")(fn)
+    fn = click.option("--tls-server-name", envvar="DELTAHUB_TLS_SERVER_NAME", default=None,
+                      help="Name to verify the hub's certificate against, when dialing it by another.")(fn)
+    return fn
+
+
 def _hub(ctx: click.Context, hub_address: str | None, token: str | None, *, quiet: bool = False) -> Hub:
     root = ctx.find_root().params
+    tls = TLSOptions(root.get("tls"), root.get("tls_ca"), root.get("tls_cert"), root.get("tls_key"),
+                     root.get("tls_server_name"))
     return Hub(hub_address or root.get("hub_address"), token if token is not None else root.get("token"),
-               progress=not quiet)
+               progress=not quiet, tls=tls)
 
 
 def _emit(as_json: bool, doc, text: str) -> None:
@@ -118,8 +136,9 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @functools.partial(_hub_options, root=True)
+@_tls_options
 @click.version_option(package_name="deltahub")
-def main(hub_address, token):
+def main(hub_address, token, tls, tls_ca, tls_cert, tls_key, tls_server_name):
     """deltahub: a model hub for weight deltas (adapters and task vectors)."""
 
 
@@ -139,18 +158,46 @@ def main(hub_address, token):
               help="In-process training workers (default 1 without --redis, 0 with it: run `deltahub worker`).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="Device of the in-process workers.")
+@click.option("--tls-cert", envvar="DELTAHUB_SERVER_TLS_CERT", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="PEM certificate chain: serve TLS (with --tls-key; DELTAHUB_SERVER_TLS_CERT).")
+@click.option("--tls-key", envvar="DELTAHUB_SERVER_TLS_KEY", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="PEM private key (DELTAHUB_SERVER_TLS_KEY).")
+@click.option("--tls-client-ca", envvar="DELTAHUB_SERVER_TLS_CLIENT_CA", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="PEM CA: require client certificates it signed (mutual TLS).")
+@click.option("--insecure", envvar="DELTAHUB_INSECURE", is_flag=True,
+              help="Allow tokens in plaintext off loopback (only behind a proxy that terminates TLS).")
+@click.option("--rpc-threads", type=int, default=16, show_default=True,
+              help="Threads for blocking calls (catalog, disk); streams waiting on clients hold none.")
+@click.option("--heavy-threads", type=int, default=2, show_default=True,
+              help="Threads for heavy calls (evaluate, task vectors, assemble, merge planning).")
+@click.option("--max-streams-per-principal", type=int, default=StreamLimits.max_streams_per_principal,
+              show_default=True, help="Uploads, downloads and watches one token may hold open at once.")
+@click.option("--stream-idle-timeout", type=float, default=StreamLimits.stream_idle_s, show_default=True,
+              help="Seconds a stream may go without a message before it is ended.")
+@click.option("--min-upload-rate", type=int, default=StreamLimits.min_upload_bytes_per_s, show_default=True,
+              help="Bytes/s an upload must average after its grace period (0: no floor).")
+@click.option("--upload-grace", type=float, default=StreamLimits.upload_grace_s, show_default=True,
+              help="Seconds before the upload rate floor applies.")
+@click.option("--max-concurrent-rpcs", type=int, default=StreamLimits.max_concurrent_rpcs, show_default=True,
+              help="Calls in flight at once; more are answered RESOURCE_EXHAUSTED.")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
-          device, log_level):
+          device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, max_streams_per_principal,
+          stream_idle_timeout, min_upload_rate, upload_grace, max_concurrent_rpcs, log_level):
     """Run the hub server on its embedded defaults (blobs + SQLite under --data-dir)."""
     from deltahub.auth import TokenTable
     from deltahub_server import ServerConfig
     from deltahub_server import serve as run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    streams = StreamLimits(max_streams_per_principal=max_streams_per_principal, stream_idle_s=stream_idle_timeout,
+                           min_upload_bytes_per_s=min_upload_rate, upload_grace_s=upload_grace,
+                           max_concurrent_rpcs=max_concurrent_rpcs)
     run(ServerConfig(data_dir=Path(data_dir), address=address, tokens=TokenTable.load(tokens_file),
                      redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes,
-                     embedder=embedder, local_workers=local_workers, worker_device=device))
+                     embedder=embedder, local_workers=local_workers, worker_device=device,
+                     tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
+                     workers=rpc_threads, heavy_workers=heavy_threads, streams=streams))
 
 
 @main.command()

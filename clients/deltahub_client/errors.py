@@ -19,9 +19,9 @@ def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
     message = err.details() if hasattr(err, "details") else str(err)
     if code == grpc.StatusCode.UNAVAILABLE:
         return UnavailableError(f"cannot reach the hub at {address or '?'}: {message}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return UnavailableError(f"the hub at {address or '?'} did not answer in time: {message}")
     named = dict(err.trailing_metadata() or ()).get(ERROR_CLASS_KEY) if hasattr(err, "trailing_metadata") else None
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and named is None:  # the client's own deadline
+        return UnavailableError(f"the hub at {address or '?'} did not answer in time: {message}")
     cls = CLASS_BY_NAME.get(named) or CLASS_FOR_CODE.get(code.name, DeltahubError)
     if cls.code != code.name:  # never trust a name that contradicts the status
         cls = CLASS_FOR_CODE.get(code.name, DeltahubError)

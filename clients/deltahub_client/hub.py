@@ -33,6 +33,7 @@ from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
+from deltahub_client.channel import TLSOptions, open_channel
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 from deltahub_client.jobs import TrainVerbs
@@ -71,21 +72,17 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
         token: bearer token; defaults to ``DELTAHUB_TOKEN``.
         timeout: seconds for unary calls (streams are not limited).
         progress: show progress bars on transfers (on a terminal).
+        tls: how to reach a hub that speaks TLS (:class:`TLSOptions`; by default from
+            ``DELTAHUB_TLS_CA``, ``DELTAHUB_TLS``, ``DELTAHUB_TLS_CERT``/``DELTAHUB_TLS_KEY``).
     """
 
     def __init__(self, address: str | None = None, token: str | None = None, *, timeout: float | None = 60.0,
-                 progress: bool = True) -> None:
+                 progress: bool = True, tls: TLSOptions | None = None) -> None:
         self.address = address or os.environ.get("DELTAHUB_ADDRESS") or DEFAULT_ADDRESS
         self.token = token if token is not None else os.environ.get("DELTAHUB_TOKEN")
         self.timeout = timeout
         self.progress = progress
-        self._channel = grpc.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_receive_message_length", 2 * CHUNK_SIZE + (64 << 10)),
-                ("grpc.max_send_message_length", 2 * CHUNK_SIZE + (64 << 10)),
-            ],
-        )
+        self._channel = open_channel(self.address, tls)
         self._registry = rgrpc.RegistryStub(self._channel)
         self._transfer = tgrpc.TransferStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -162,16 +159,16 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
         )
         by_sha = {e.sha256: files[e.path] for e in entries}
         sent = self._upload_all([(m.sha256, m.size, m.offset, by_sha[m.sha256]) for m in plan.missing],
-                                plan.bytes_to_send)
+                                plan.bytes_to_send, plan.session)
         request = rpb.CommitRevisionRequest(
             artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries), base=base or "",
             card=convert.card_to_pb(card), labels=labels or {}, lineage=convert.lineage_to_pb(lineage),
-            ref=ref, tags=list(tags), **_expected_kw(expected_revision),
+            ref=ref, tags=list(tags), session=plan.session, **_expected_kw(expected_revision),
         )
         resp = self._unary(self._registry.CommitRevision, request)
         return PushResult(convert.revision_from_pb(resp.revision), resp.created, len(plan.missing), sent)
 
-    def _upload_all(self, blobs: list[tuple[str, int, int, Path]], total: int) -> int:
+    def _upload_all(self, blobs: list[tuple[str, int, int, Path]], total: int, session: str = "") -> int:
         if not blobs:
             return 0
         sent = 0
@@ -180,7 +177,7 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
 
             def one(item):
                 nonlocal sent
-                n = self._upload_blob(*item, bar=bar)
+                n = self._upload_blob(*item, bar=bar, session=session)
                 with lock:
                     sent += n
 
@@ -188,33 +185,39 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
                 list(pool.map(one, blobs))
         return sent
 
-    def _upload_blob(self, sha256: str, size: int, offset: int, path: Path, *, bar) -> int:
-        """Sends one blob from ``offset``; on a broken stream asks where the hub got to and resumes."""
-        sent = 0
-        for attempt in range(UPLOAD_RETRIES + 1):
+    def _upload_blob(self, sha256: str, size: int, offset: int, path: Path, *, bar, session: str = "") -> int:
+        """Sends one blob from ``offset``; on a broken stream asks where the hub got to and resumes.
+
+        A try that ends while the hub's copy still grew (another push of the same
+        content is uploading it) does not count against the retries: this push waits for it.
+        """
+        sent = failures = 0
+        while True:
             try:
-                self._transfer.UploadBlob(self._chunks(sha256, size, offset, path, bar), metadata=self._metadata)
+                self._transfer.UploadBlob(self._chunks(sha256, size, offset, path, bar, session),
+                                          metadata=self._metadata)
                 return sent + (size - offset)
             except grpc.RpcError as err:
                 if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
-                                      grpc.StatusCode.DEADLINE_EXCEEDED) or attempt == UPLOAD_RETRIES:
+                                      grpc.StatusCode.DEADLINE_EXCEEDED) or failures == UPLOAD_RETRIES:
                     raise
                 status = self._unary(self._transfer.GetUploadStatus, tpb.GetUploadStatusRequest(sha256=sha256))
                 if status.complete:
                     return sent
+                if status.offset <= offset:
+                    failures += 1
                 sent += max(0, status.offset - offset)
                 offset = status.offset
-        return sent
 
     @staticmethod
-    def _chunks(sha256: str, size: int, offset: int, path: Path, bar) -> Iterator[tpb.UploadChunk]:
+    def _chunks(sha256: str, size: int, offset: int, path: Path, bar, session: str = "") -> Iterator[tpb.UploadChunk]:
         with open(path, "rb") as fh:
             fh.seek(offset)
             first = True
             while True:
                 data = fh.read(CHUNK_SIZE)
                 if first:
-                    yield tpb.UploadChunk(sha256=sha256, size=size, offset=offset, data=data)
+                    yield tpb.UploadChunk(sha256=sha256, size=size, offset=offset, data=data, session=session)
                     first = False
                 elif data:
                     yield tpb.UploadChunk(data=data)

@@ -13,6 +13,7 @@ may be given in clear or as its sha256 so the file need not hold secrets.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import hashlib
 import hmac
@@ -25,6 +26,9 @@ import yaml
 from deltahub.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
 
 ANY_NAMESPACE = "*"
+# Namespaces the hub itself writes for everyone (assembled models): reading a
+# revision there needs read on every namespace its lineage draws from as well.
+SHARED_NAMESPACES = frozenset({"assembled"})
 
 
 class Scope(enum.IntEnum):
@@ -145,3 +149,39 @@ class TokenTable:
             where = f"namespace {namespace!r}" if namespace else "any namespace"
             raise PermissionDeniedError(f"token {principal.name!r} lacks {scope.name.lower()} scope on {where}")
 
+
+
+# The principal a request runs as, set by the transport for the whole request
+# (threads it hands work to included); None for the hub's own work.
+_caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("deltahub_caller", default=None)
+
+
+def set_caller(principal: Principal | None) -> None:
+    _caller.set(principal)
+
+
+def current_caller() -> Principal | None:
+    return _caller.get()
+
+
+def require(namespace: str, scope: Scope) -> None:
+    """Raises PermissionDeniedError unless the current caller (if any) holds ``scope`` on ``namespace``."""
+    principal = _caller.get()
+    if principal is not None:
+        TokenTable.authorize(principal, namespace, scope)
+
+
+def require_read(artifact: str, parents: tuple[str, ...] = ()) -> None:
+    """Read access to one revision: its namespace, and for a shared namespace every parent's too."""
+    namespace = artifact.split("/", 1)[0]
+    require(namespace, Scope.READ)
+    principal = _caller.get()
+    if principal is None or namespace not in SHARED_NAMESPACES:
+        return
+    for parent in parents:
+        source = parent.split("/", 1)[0]
+        if not principal.allows(source, Scope.READ):
+            raise PermissionDeniedError(
+                f"{artifact} was built from {parent.split('@', 1)[0]}, and token {principal.name!r} lacks read "
+                f"scope on namespace {source!r}: ask for read there, or assemble into a namespace you own (--out)"
+            )

@@ -83,6 +83,12 @@ class CancelledError(DeltahubError, RuntimeError):
     code = "CANCELLED"
 
 
+class DeadlineExceededError(DeltahubError, TimeoutError):
+    """A call or stream ran past a time limit the hub sets (an idle or too slow stream)."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
 class UnavailableError(DeltahubError, ConnectionError):
     """The hub cannot be reached."""
 
@@ -108,6 +114,7 @@ ALL_ERRORS: tuple[type[DeltahubError], ...] = (
     UnauthenticatedError,
     PermissionDeniedError,
     CancelledError,
+    DeadlineExceededError,
     UnavailableError,
     IntegrityError,
 )

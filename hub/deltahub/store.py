@@ -13,21 +13,26 @@ data folder and keeps three promises:
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from deltahub import auth as access
 from deltahub import formats
-from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
+from deltahub.auth import Scope
+from deltahub.artifacts import check_sha256, ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
 from deltahub.cache import exclusive
 from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
 from deltahub.events import RedisEventSink
 from deltahub.errors import (
     InvalidInputError,
+    PermissionDeniedError,
     LimitExceededError,
     NotFoundError,
     PreconditionError,
@@ -37,6 +42,7 @@ from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.formats.safetensors_writer import SafetensorsWriter
 from deltahub.formats.task_vector import DEFAULT_FILE as TASK_VECTOR_FILE
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_ref, looks_like_digest
+from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_card
 from deltahub.storage import BlobStore, Catalog, UploadWriter
 
 UNSET = object()  # "no compare-and-swap": distinct from "" (= the ref must not exist)
@@ -49,6 +55,8 @@ class StoreConfig:
     max_revision_bytes: int | None = None    # per revision
     gc_grace_s: float = 3600.0               # unreferenced blobs younger than this survive a full GC
     redis_url: str | None = None             # catalog change events also go to a Redis stream
+    uploads: UploadLimits = field(default_factory=UploadLimits)
+    inputs: InputLimits = field(default_factory=InputLimits)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -67,6 +75,7 @@ class CommitRequest:
     expected_revision: object = UNSET
     tags: list[str] = field(default_factory=list)
     created_by: str = ""
+    session: str = ""  # the push session from open_session; "" for none
 
 
 class HubStore:
@@ -121,8 +130,41 @@ class HubStore:
                 missing[f.sha256] = (f.sha256, f.size, self.blobs.upload_offset(f.sha256))
         return list(missing.values())
 
-    def open_upload(self, sha256: str, size: int, offset: int) -> UploadWriter:
-        return self.blobs.open_upload(sha256, size, offset)
+    def open_session(self, principal: str, files: list[FileEntry]) -> str:
+        """A push session over the planned files whose blobs no revision holds yet."""
+        session = uuid.uuid4().hex
+        with self.catalog.transaction() as db:
+            self.catalog.join_session(db, session, principal, [
+                (f.sha256, f.size) for f in {f.sha256: f for f in files}.values()
+                if not self.catalog.blob_in_use(f.sha256)])
+        return session
+
+    def open_upload(self, sha256: str, size: int, offset: int, *, principal: str = "",
+                    session: str = "") -> UploadWriter:
+        """A writer for one blob's upload, within the principal's partial-upload allowance."""
+        self.blobs.check_size(size)
+        self._check_allowance(principal, check_sha256(sha256), size)
+        writer = self.blobs.open_upload(sha256, size, offset)
+        with self.catalog.transaction() as db:
+            self.catalog.join_session(db, session or f"stream:{principal}", principal, [(sha256, size)])
+        return writer
+
+    def _check_allowance(self, principal: str, sha256: str, size: int) -> None:
+        limits = self.config.uploads
+        partial = {sha: n for sha, n in self.catalog.session_blobs(principal).items()
+                   if sha != sha256 and self.blobs.upload_offset(sha) > 0}
+        if len(partial) + 1 > limits.max_partial_uploads:
+            raise LimitExceededError(
+                f"{principal or 'this client'} has {len(partial)} partial uploads; the limit is "
+                f"{limits.max_partial_uploads} (--max-partial-uploads): finish or let them expire "
+                f"({limits.partial_ttl_s:g} s, --partial-upload-ttl)"
+            )
+        held = sum(partial.values())
+        if held + size > limits.max_partial_bytes:
+            raise LimitExceededError(
+                f"{principal or 'this client'} has {held} bytes in partial uploads; {size} more exceeds the "
+                f"limit of {limits.max_partial_bytes} bytes (--max-partial-bytes)"
+            )
 
     def upload_status(self, sha256: str) -> tuple[int, bool]:
         """(offset, complete) of a blob's upload."""
@@ -134,13 +176,26 @@ class HubStore:
         try:
             return self._commit(req)
         except Exception:
-            # A refused commit stores nothing: blobs uploaded for it that no
-            # revision uses go too (a retry uploads them again).
-            self.discard_unused([f.sha256 for f in req.files if isinstance(f, FileEntry)])
+            # A refused commit stores nothing: blobs its own session alone planned or
+            # uploaded, that no revision uses, go too (a retry uploads them again).
+            # Blobs another session planned, uploads or uploaded are that session's.
+            if req.session:
+                self._discard_session(req.session, [f.sha256 for f in req.files if isinstance(f, FileEntry)])
             raise
+
+    def _discard_session(self, session: str, shas: list[str]) -> None:
+        with self._blob_lock(), self.catalog.transaction() as db:
+            for sha in set(shas):
+                if self.catalog.sessions_of(sha) == {session} and not self.catalog.blob_in_use(sha):
+                    self.blobs.delete(sha)
+            self.catalog.end_session(db, session)
 
     def _commit(self, req: CommitRequest) -> tuple[Revision, bool]:
         name, kind = self.check_manifest(req.artifact, req.kind, req.files)
+        check_card(req.card, self.config.inputs)
+        check_annotations(req.labels, len(json.dumps(req.lineage.to_dict(), default=str)), self.config.inputs)
+        for parent in req.lineage.parents:  # lineage points at revisions that exist (and the caller reads)
+            self.resolve(parent)
         ref = check_ref(req.ref or DEFAULT_REF)
         tags = [check_ref(t) for t in req.tags]
         base_rev = self._resolve_base(kind, req.base)
@@ -152,7 +207,7 @@ class HubStore:
             if actual != f.size:
                 raise InvalidInputError(f"{f.path}: declared size {f.size} but its blob holds {actual} bytes")
         local = {f.path: self.blobs.path(f.sha256) for f in req.files}
-        formats.validate(kind, local, self.base_info(base_rev) if base_rev else None)
+        formats.validate(kind, local, self.base_info(base_rev) if base_rev else None, self.config.inputs)
         base = base_rev.spec if base_rev else ""
         digest = manifest_digest(kind, base, list(req.files))
         rev = Revision(
@@ -171,6 +226,8 @@ class HubStore:
             self.catalog.set_ref(db, rev.artifact, ref, digest)
             for tag in tags:
                 self.catalog.set_ref(db, rev.artifact, tag, digest)
+            if req.session:
+                self.catalog.end_session(db, req.session)
         return self.catalog.get_revision(rev.artifact, digest), created
 
     def _resolve_base(self, kind: Kind, base: str) -> Revision | None:
@@ -232,7 +289,14 @@ class HubStore:
 
     # -- reading -----------------------------------------------------------
     def resolve(self, spec: str | RevisionSpec) -> Revision:
+        """The revision ``spec`` names, if the caller may read it (whether named, inferred or reached)."""
         spec = RevisionSpec.parse(spec) if isinstance(spec, str) else spec
+        access.require(spec.artifact.namespace, Scope.READ)
+        rev = self._find(spec)
+        access.require_read(rev.artifact, rev.lineage.parents)
+        return rev
+
+    def _find(self, spec: RevisionSpec) -> Revision:
         artifact = str(spec.artifact)
         if self.catalog.artifact_kind(artifact) is None:
             raise NotFoundError(f"artifact {artifact} does not exist")
@@ -260,8 +324,16 @@ class HubStore:
         return found
 
     def list_revisions(self, artifact: str) -> list[Revision]:
+        """Every revision of ``artifact`` the caller may read."""
         self.artifact(artifact)
-        return self.catalog.list_revisions(str(ArtifactName.parse(artifact)))
+        readable = []
+        for rev in self.catalog.list_revisions(str(ArtifactName.parse(artifact))):
+            try:
+                access.require_read(rev.artifact, rev.lineage.parents)
+            except PermissionDeniedError:
+                continue
+            readable.append(rev)
+        return readable
 
     def local_files(self, rev: Revision) -> dict[str, Path]:
         return {f.path: self.blobs.require(f.sha256) for f in rev.files}
@@ -359,18 +431,26 @@ class HubStore:
         removed, freed = self.discard_unused(shas)
         return DeleteResult([r.digest for r in revs], refs, removed, freed)
 
-    def collect_garbage(self, *, partial_upload_max_age_s: float = 86400.0) -> tuple[int, int, int]:
-        """(blobs removed, bytes freed, partial uploads removed)."""
+    def collect_garbage(self, *, partial_upload_max_age_s: float | None = None) -> tuple[int, int, int]:
+        """(blobs removed, bytes freed, partial uploads removed).
+
+        Push sessions untouched for the partial-upload age expire first; an
+        unreferenced blob is kept while a live session planned or uploaded it,
+        or while younger than the grace period.
+        """
+        max_age = self.config.uploads.partial_ttl_s if partial_upload_max_age_s is None else partial_upload_max_age_s
         removed = freed = partials = 0
         now = time.time()
         with self._blob_lock():
+            with self.catalog.transaction() as db:
+                self.catalog.expire_sessions(db, now - max_age)
             used = self.catalog.blobs_in_use()
             for sha, size, mtime in list(self.blobs.iter_blobs()):
-                # young unreferenced blobs may belong to a push that has not committed yet
-                if sha not in used and now - mtime > self.config.gc_grace_s and (n := self.blobs.delete(sha)) is not None:
+                if (sha not in used and now - mtime > self.config.gc_grace_s and not self.catalog.sessions_of(sha)
+                        and (n := self.blobs.delete(sha)) is not None):
                     freed += n
                     removed += 1
-        for part in self.blobs.stale_uploads(partial_upload_max_age_s):
+        for part in self.blobs.stale_uploads(max_age):
             part.unlink(missing_ok=True)
             partials += 1
         return removed, freed, partials
@@ -381,6 +461,9 @@ class HubStore:
     ) -> Revision:
         rev = self.resolve(spec)
         new_labels = dict(labels or {}) if replace_labels else {**rev.labels, **(labels or {})}
+        if card is not None:
+            check_card(card, self.config.inputs)
+        check_annotations(new_labels, 0, self.config.inputs)
         with self.catalog.transaction() as db:
             self.catalog.update_annotations(db, rev.artifact, rev.digest, card if card is not None else rev.card, new_labels)
         return self.catalog.get_revision(rev.artifact, rev.digest)

@@ -1,8 +1,10 @@
 """Building and running the server.
 
-``create_server`` binds and returns ``(server, port, store, training)`` without blocking, so
-tests bind port 0 and talk over a real channel; ``serve`` adds logging,
-signal handling and a graceful stop around it.
+``create_server`` binds, starts and returns a :class:`RunningServer` without
+blocking, so tests bind port 0 and talk over a real channel; ``serve`` adds
+logging, signal handling and a graceful stop around it. The server is
+``grpc.aio`` on an event loop of its own thread: calls that wait on their
+client hold no thread (see ``runtime``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import signal
 import socket
 import threading
-from concurrent import futures
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,8 @@ from deltahub_server.registry import RegistryServicer
 from deltahub_server.router import RouterServicer
 from deltahub_server.train import TrainServicer
 from deltahub_server.training import Training
+from deltahub.limits import StreamLimits
+from deltahub_server.runtime import Blocking, StreamBudget
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
 log = logging.getLogger("deltahub.server")
@@ -72,16 +76,26 @@ class ServerConfig:
     redis_url: str | None = None
     max_blob_bytes: int | None = None
     max_revision_bytes: int | None = None
-    workers: int = 16
+    workers: int = 16                 # threads for blocking calls (store, catalog)
+    heavy_workers: int = 2            # threads for heavy calls (evaluate, task vectors, assembly, merge planning)
     merge_workers: int = 2  # merges running at once; more wait in the operation queue
+    streams: StreamLimits = field(default_factory=StreamLimits)
     embedder: str = DEFAULT_EMBEDDER
     local_workers: int | None = None  # in-process training workers; None: 1 without Redis, 0 with it
     lease_s: float = 30.0             # training job leases
     worker_device: str = "auto"
+    tls_cert: Path | None = None      # PEM certificate chain; with tls_key, the server speaks TLS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM CA: clients must present a certificate it signed (mutual TLS)
+    insecure: bool = False            # allow tokens in plaintext off loopback (behind a TLS proxy, say)
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
                            max_revision_bytes=self.max_revision_bytes, redis_url=self.redis_url)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
 def is_loopback(address: str) -> bool:
@@ -94,61 +108,154 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def create_server(
-    config: ServerConfig, store: HubStore | None = None, *, health_servicer: health.HealthServicer | None = None,
-    operations: OperationManager | None = None, router: Router | None = None, training: Training | None = None,
-) -> tuple[grpc.Server, int, HubStore, Training]:
-    """Builds, binds and starts the server. Returns (server, bound port, store, training).
-
-    Pass ``health_servicer`` to flip it to NOT_SERVING on shutdown,
-    ``operations`` to cancel running merges on shutdown, and a started
-    ``router`` to have the index loaded before the first query (``serve``
-    does all three); otherwise the router loads on its first call. Stop the
-    returned ``training`` (job queue, in-process workers) after the server.
-    """
-    if not config.tokens and not is_loopback(config.address):
+def check_exposure(config: ServerConfig) -> None:
+    """Refuses set-ups that expose the hub: open off loopback, or bearer tokens in plaintext on a network."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise InvalidInputError("TLS needs both --tls-cert and --tls-key")
+    if config.tls_client_ca and not config.tls:
+        raise InvalidInputError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if is_loopback(config.address):
+        return
+    if not config.tokens:
         raise InvalidInputError(
             f"refusing to listen on {config.address} with no tokens configured: an open hub listens on "
             "loopback only (give --tokens FILE, or an address such as 127.0.0.1:50051)"
         )
+    if not config.tls and not config.insecure:
+        raise InvalidInputError(
+            f"refusing to listen on {config.address} in plaintext: bearer tokens would cross the network "
+            "readable. Give --tls-cert CERT --tls-key KEY, or --insecure if a TLS proxy in front encrypts"
+        )
+
+
+def _read(path: Path | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise InvalidInputError(f"{what} {path}: {err.strerror}") from None
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    cert, key = _read(config.tls_cert, "--tls-cert"), _read(config.tls_key, "--tls-key")
+    ca = _read(config.tls_client_ca, "--tls-client-ca")
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class RunningServer:
+    """A started hub: the gRPC server on its event-loop thread, its store and training side; one ``stop``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, server: grpc.aio.Server,
+                 port: int, store: HubStore, training: Training, blocking: Blocking, health_servicer,
+                 own_store: bool) -> None:
+        self.loop, self._thread, self.server = loop, thread, server
+        self.port, self.store, self.training = port, store, training
+        self._blocking, self._health = blocking, health_servicer
+        self._own_store = own_store
+        self._stopped = False
+
+    def _call(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stops taking calls, gives in-flight ones ``grace`` seconds, then stops workers and the loop."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._call(self._health.enter_graceful_shutdown())
+        self._call(self.server.stop(grace))
+        self.training.stop()  # in-process workers leave their jobs at the next step
+        self._blocking.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if self._own_store:
+            self.store.close()
+
+
+def create_server(
+    config: ServerConfig, store: HubStore | None = None, *, operations: OperationManager | None = None,
+    router: Router | None = None, training: Training | None = None,
+) -> RunningServer:
+    """Builds, binds and starts the server on its own event-loop thread.
+
+    Pass ``operations`` to cancel running merges on shutdown and a started
+    ``router`` to have the index loaded before the first query (``serve``
+    does both); otherwise the router loads on its first call. A store given
+    here is the caller's to close; one made here closes with ``stop``.
+    """
+    check_exposure(config)
+    credentials = server_credentials(config) if config.tls else None
+    own_store = store is None
     store = store or HubStore(config.store_config())
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="deltahub-rpc"),
-        interceptors=[AuthInterceptor(config.tokens)],
-        options=[
-            ("grpc.max_receive_message_length", 2 * CHUNK_SIZE + (64 << 10)),
-            ("grpc.max_send_message_length", 2 * CHUNK_SIZE + (64 << 10)),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store), server)
-    transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store), server)
     operations = operations or OperationManager(workers=config.merge_workers)
-    engine = MergeEngine(store)
-    merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, operations), server)
     router = router or Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store)
-    router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(store, router, Assembler(router, engine)), server)
-    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
     training = training or Training(config.redis_url, local_workers=config.local_workers, lease_s=config.lease_s,
                                     device=config.worker_device)
-    train_pb2_grpc.add_TrainServicer_to_server(TrainServicer(store, training.queue), server)
-    health_servicer = health_servicer or health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(config.address)
-    if port == 0:
-        raise InvalidInputError(f"could not bind {config.address}")
-    server.start()
-    training.start(port, config.tokens)
-    return server, port, store, training
+    blocking = Blocking(config.workers, config.heavy_workers)
+    streams = StreamBudget(config.streams)
+    engine = MergeEngine(store)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="deltahub-server", daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int, int, health.aio.HealthServicer]:
+        server = grpc.aio.server(
+            interceptors=[AuthInterceptor(config.tokens)],
+            maximum_concurrent_rpcs=config.streams.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", 2 * CHUNK_SIZE + (64 << 10)),
+                ("grpc.max_send_message_length", 2 * CHUNK_SIZE + (64 << 10)),
+                ("grpc.so_reuseport", 0),
+                # peers that vanished without closing are found and their calls ended
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+            ],
+        )
+        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store, blocking), server)
+        transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store, blocking, streams), server)
+        merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, operations, blocking), server)
+        router_pb2_grpc.add_RouterServicer_to_server(
+            RouterServicer(store, router, Assembler(router, engine), blocking), server)
+        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations, blocking, streams),
+                                                             server)
+        train_pb2_grpc.add_TrainServicer_to_server(TrainServicer(store, training.queue, blocking, streams), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        try:
+            if credentials is not None:
+                port = server.add_secure_port(config.address, credentials)
+                # in-process workers reach the hub over plaintext loopback, which never leaves the machine
+                inner = server.add_insecure_port("127.0.0.1:0") if training.local_workers else port
+            else:
+                port = inner = server.add_insecure_port(config.address)
+        except RuntimeError as err:
+            raise InvalidInputError(f"could not bind {config.address}: {err}") from None
+        if port == 0:
+            raise InvalidInputError(f"could not bind {config.address}")
+        await server.start()
+        return server, port, inner, health_servicer
+
+    try:
+        server, port, inner, health_servicer = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        blocking.shutdown()
+        if own_store:
+            store.close()
+        raise
+    training.start(inner, config.tokens)
+    return RunningServer(loop, thread, server, port, store, training, blocking, health_servicer, own_store)
 
 
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
-    health_servicer = health.HealthServicer()
     operations = OperationManager(workers=config.merge_workers)
+    check_exposure(config)
     store = HubStore(config.store_config())
     router = Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store).start()
     # counted before the server starts: its in-process workers add a token of their own
@@ -156,19 +263,25 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
     else:
         log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
-    server, port, store, training = create_server(config, store, health_servicer=health_servicer,
-                                                  operations=operations, router=router)
+    running = create_server(config, store, operations=operations, router=router)
+    port = running.port
     host = config.address.rsplit(":", 1)[0]
     if config.redis_url:
         log.info("catalog events go to the Redis stream deltahub:events at %s", config.redis_url)
+    if config.tls:
+        log.info("TLS on (%s)%s; clients pass --tls-ca CA or DELTAHUB_TLS_CA unless the system trusts it",
+                 config.tls_cert, ", client certificates required" if config.tls_client_ca else "")
+    elif not is_loopback(config.address):
+        log.warning("plaintext on %s (--insecure): bearer tokens cross the network readable", config.address)
     # the last start-up line: once it is out, the hub answers
     # a wildcard address is not one a client can dial: point at loopback, and at this machine's name for others
     wildcard = host.strip("[]") in ("0.0.0.0", "::", "")
     reach = f"127.0.0.1:{port}" if wildcard else f"{host}:{port}"
+    tls_hint = " --tls-ca CA" if config.tls else ""
     log.info(
-        "deltahub listening on %s:%d (data in %s); connect with: deltahub --hub %s ls  "
+        "deltahub listening on %s:%d (data in %s); connect with: deltahub --hub %s%s ls  "
         "(or export DELTAHUB_ADDRESS=%s)%s",
-        host, port, Path(config.data_dir).resolve(), reach, reach,
+        host, port, Path(config.data_dir).resolve(), reach, tls_hint, reach,
         f"; from other machines use {socket.gethostname()}:{port}" if wildcard else "",
     )
     stop = threading.Event()
@@ -182,10 +295,8 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         ready.set()
     stop.wait()
     log.info("stopping: draining in-flight calls")
-    health_servicer.enter_graceful_shutdown()
-    server.stop(grace=10).wait()
     operations.shutdown()  # running merges are cancelled: they store nothing
-    training.stop()  # in-process workers leave their jobs at the next step
+    running.stop(grace=10)
     router.stop()
     store.close()
     log.info("stopped")

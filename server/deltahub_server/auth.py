@@ -8,17 +8,16 @@ the servicer runs. Health checks and reflection stay open.
 
 from __future__ import annotations
 
-import contextvars
+import inspect
 from typing import Callable
 
 import grpc
 
-from deltahub.auth import ANONYMOUS, Principal, Scope, TokenTable
+from deltahub.auth import ANONYMOUS, Principal, Scope, TokenTable, current_caller, set_caller
 from deltahub.errors import PermissionDeniedError
 from deltahub.routing.assembly import DEFAULT_NAMESPACE as ASSEMBLED_NAMESPACE
 from deltahub_server.errors import abort
 
-_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS)
 
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -122,7 +121,7 @@ RULES: dict[str, Callable[[object], Needs]] = {
 
 
 def current_principal() -> Principal:
-    return _principal.get()
+    return current_caller() or ANONYMOUS
 
 
 def bearer_token(metadata) -> str | None:
@@ -139,18 +138,18 @@ def register_rule(method: str, rule: Callable[[object], Needs]) -> None:
     RULES[method] = rule
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: TokenTable) -> None:
         self.tokens = tokens
 
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
         rule = RULES.get(details.method)
         token = bearer_token(details.invocation_metadata)
 
-        def admit(request, context) -> contextvars.Token:
+        async def admit(request, context) -> None:
             try:
                 if rule is None:  # a method nobody declared scopes for is closed, not open
                     raise PermissionDeniedError(f"{details.method} is not covered by any auth rule")
@@ -158,34 +157,29 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 for namespace, scope in rule(request):
                     self.tokens.authorize(principal, namespace, scope)
             except Exception as exc:  # noqa: BLE001
-                abort(context, exc)
-            return _principal.set(principal)
+                await abort(context, exc)
+            set_caller(principal)  # each call runs in its own task, so this ends with it
 
-        # One wrapper per handler shape: streaming requests carry no namespace
-        # up front (their rules ignore the request); streaming responses keep
-        # the principal set while the generator runs.
+        # Streaming requests carry no namespace up front (their rules ignore
+        # the request); a streaming response is an async generator, or a
+        # coroutine that writes on the context (to bound each write in time).
         for attr, factory, request_first, stream_out in _SHAPES:
             inner = getattr(handler, attr)
             if inner is not None:
                 break
 
-        if stream_out:
+        if stream_out and inspect.isasyncgenfunction(inner):
 
-            def behaviour(request, context):
-                reset = admit(request if request_first else None, context)
-                try:
-                    yield from inner(request, context)
-                finally:
-                    _principal.reset(reset)
+            async def behaviour(request, context):
+                await admit(request if request_first else None, context)
+                async for item in inner(request, context):
+                    yield item
 
         else:
 
-            def behaviour(request, context):
-                reset = admit(request if request_first else None, context)
-                try:
-                    return inner(request, context)
-                finally:
-                    _principal.reset(reset)
+            async def behaviour(request, context):
+                await admit(request if request_first else None, context)
+                return await inner(request, context)
 
         return factory(behaviour, handler.request_deserializer, handler.response_serializer)
 

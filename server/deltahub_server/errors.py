@@ -27,6 +27,7 @@ STATUS = {
     "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
     "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
     "CANCELLED": grpc.StatusCode.CANCELLED,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "DATA_LOSS": grpc.StatusCode.DATA_LOSS,
     "INTERNAL": grpc.StatusCode.INTERNAL,
@@ -40,31 +41,52 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException):
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException):
+    if isinstance(exc, grpc.aio.AbortError):  # an abort already under way (the auth check's)
+        raise exc
     code, message = status_for(exc)
     if type(exc).__name__ in CLASS_BY_NAME:
         context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
-    context.abort(code, message)
+    await context.abort(code, message)
 
 
-def rpc_method(fn):
-    """Wraps a servicer method (unary or streaming response) so errors become statuses."""
-    if inspect.isgeneratorfunction(fn):
+def rpc_method(fn=None, *, heavy: bool = False):
+    """Wraps a servicer method so errors become statuses, whatever its shape.
+
+    A plain function is blocking work: it runs on the servicer's bounded pool
+    (``heavy`` ones on the pool that small reads never wait behind). Coroutines
+    and async generators run on the event loop and must not block.
+    """
+    if fn is None:
+        return functools.partial(rpc_method, heavy=heavy)
+    if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
-        def stream(self, request, context):
+        async def stream(self, request, context):
             try:
-                yield from fn(self, request, context)
+                async for item in fn(self, request, context):
+                    yield item
             except Exception as exc:  # noqa: BLE001 - the one translation point
-                abort(context, exc)
+                await abort(context, exc)
 
         return stream
 
-    @functools.wraps(fn)
-    def unary(self, request, context):
-        try:
-            return fn(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - the one translation point
-            abort(context, exc)
+    if inspect.iscoroutinefunction(fn):
 
-    return unary
+        @functools.wraps(fn)
+        async def coroutine(self, request, context):
+            try:
+                return await fn(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - the one translation point
+                await abort(context, exc)
+
+        return coroutine
+
+    @functools.wraps(fn)
+    async def blocking(self, request, context):
+        try:
+            return await self.blocking.run(fn, self, request, context, heavy=heavy)
+        except Exception as exc:  # noqa: BLE001 - the one translation point
+            await abort(context, exc)
+
+    return blocking

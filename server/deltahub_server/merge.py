@@ -10,6 +10,7 @@ from deltahub.v1 import merge_pb2_grpc as mgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.runtime import Blocking
 
 
 def merge_result(result) -> dict:
@@ -18,11 +19,12 @@ def merge_result(result) -> dict:
 
 
 class MergeServicer(mgrpc.MergeServicer):
-    def __init__(self, engine: MergeEngine, operations: OperationManager) -> None:
+    def __init__(self, engine: MergeEngine, operations: OperationManager, blocking: Blocking) -> None:
+        self.blocking = blocking
         self.engine = engine
         self.operations = operations
 
-    @rpc_method
+    @rpc_method(heavy=True)
     def StartMerge(self, request, context):
         req = convert.merge_request_from_pb(request, current_principal().name)
         # Everything checkable is checked here, so bad input fails this call
@@ -39,7 +41,7 @@ class MergeServicer(mgrpc.MergeServicer):
     def ListMethods(self, request, context):
         return mpb.ListMethodsResponse(methods=[convert.method_to_pb(MERGE_METHODS.get(n).spec) for n in MERGE_METHODS])
 
-    @rpc_method
+    @rpc_method(heavy=True)
     def Evaluate(self, request, context):
         target, data, result = self.engine.evaluate(request.target, request.data, device=request.device or "auto")
         return mpb.EvaluateResponse(

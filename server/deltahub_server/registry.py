@@ -10,6 +10,7 @@ from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.runtime import Blocking
 from deltahub.auth import Scope
 
 
@@ -18,8 +19,9 @@ def _expected(request, field: str = "expected_revision"):
 
 
 class RegistryServicer(rgrpc.RegistryServicer):
-    def __init__(self, store: HubStore) -> None:
+    def __init__(self, store: HubStore, blocking: Blocking) -> None:
         self.store = store
+        self.blocking = blocking
 
     @rpc_method
     def CommitRevision(self, request, context):
@@ -36,6 +38,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
                 expected_revision=_expected(request),
                 tags=list(request.tags),
                 created_by=current_principal().name,
+                session=request.session,
             )
         )
         return rpb.CommitRevisionResponse(revision=convert.revision_to_pb(rev), created=created)
@@ -99,7 +102,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
         rev = self.store.update_card(request.spec, card, dict(request.labels), replace_labels=request.replace_labels)
         return convert.revision_to_pb(rev)
 
-    @rpc_method
+    @rpc_method(heavy=True)
     def CreateTaskVector(self, request, context):
         rev, created, error = self.store.create_task_vector(
             request.finetuned,
@@ -114,9 +117,9 @@ class RegistryServicer(rgrpc.RegistryServicer):
         )
         return rpb.CreateTaskVectorResponse(revision=convert.revision_to_pb(rev), relative_error=error, created=created)
 
-    @rpc_method
+    @rpc_method(heavy=True)
     def CollectGarbage(self, request, context):
         removed, freed, partials = self.store.collect_garbage(
-            partial_upload_max_age_s=request.partial_upload_max_age_s or 86400.0
+            partial_upload_max_age_s=request.partial_upload_max_age_s or None
         )
         return rpb.CollectGarbageResponse(blobs_removed=removed, bytes_freed=freed, partial_uploads_removed=partials)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from deltahub.auth import Scope
 from deltahub.routing.assembly import DEFAULT_FORM, DEFAULT_METHOD, AssembleRequest, Assembler
 from deltahub.routing.embedders import EMBEDDERS
@@ -12,10 +14,12 @@ from deltahub.v1 import router_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.runtime import Blocking
 
 
 class RouterServicer(rgrpc.RouterServicer):
-    def __init__(self, store: HubStore, router: Router, assembler: Assembler) -> None:
+    def __init__(self, store: HubStore, router: Router, assembler: Assembler, blocking: Blocking) -> None:
+        self.blocking = blocking
         self.store = store
         self.router = router
         self.assembler = assembler
@@ -32,7 +36,13 @@ class RouterServicer(rgrpc.RouterServicer):
         return convert.route_answer_to_pb(answer)
 
     @rpc_method
-    def Assemble(self, request, context):
+    async def Assemble(self, request, context):
+        # A merge that the client gave up on (deadline, cancel) stops and stores nothing.
+        gone = asyncio.Event()
+        context.add_done_callback(lambda _: gone.set())
+        return await self.blocking.run(self._assemble, request, gone.is_set, heavy=True)
+
+    def _assemble(self, request, cancelled):
         principal = current_principal()
         req = AssembleRequest(
             query=request.query, adapters=list(request.adapters), weights=list(request.weights) or None,
@@ -41,9 +51,7 @@ class RouterServicer(rgrpc.RouterServicer):
             params=convert.params_from_json(request.params_json), rank=request.rank or None,
             energy=request.energy or None, out=request.out, created_by=principal.name,
         )
-        # A merge that the client gave up on (deadline, cancel) stops and stores nothing.
-        assembly = self.assembler.assemble(req, namespaces=principal.namespaces_with(Scope.READ),
-                                           cancelled=lambda: not context.is_active())
+        assembly = self.assembler.assemble(req, namespaces=principal.namespaces_with(Scope.READ), cancelled=cancelled)
         return convert.assembly_to_pb(assembly)
 
     @rpc_method

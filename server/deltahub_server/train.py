@@ -13,6 +13,7 @@ from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.runtime import Blocking, StreamBudget, watch, write_within
 from deltahub_trainers import TRAINERS
 from deltahub_trainers.submit import build_spec
 
@@ -20,11 +21,13 @@ MAX_ATTEMPTS_LIMIT = 20
 
 
 class TrainServicer(trgrpc.TrainServicer):
-    def __init__(self, store: HubStore, queue: JobQueue) -> None:
+    def __init__(self, store: HubStore, queue: JobQueue, blocking: Blocking, streams: StreamBudget) -> None:
         self.store = store
         self.queue = queue
+        self.blocking = blocking
+        self.streams = streams
 
-    @rpc_method
+    @rpc_method(heavy=True)
     def SubmitJob(self, request, context):
         if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise InvalidInputError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT} (0: the default)")
@@ -51,9 +54,10 @@ class TrainServicer(trgrpc.TrainServicer):
         return trpb.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs])
 
     @rpc_method
-    def WatchJob(self, request, context):
-        for job in self.queue.watch(request.id, alive=context.is_active):
-            yield convert.job_to_pb(job)
+    async def WatchJob(self, request, context):
+        async for job in watch(self.streams, self.blocking, context, "job", lambda: self.queue.get(request.id)):
+            await write_within(context, convert.job_to_pb(job), self.streams.limits.stream_idle_s,
+                               f"watch of job {request.id}")
 
     @rpc_method
     def CancelJob(self, request, context):

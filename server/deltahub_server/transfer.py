@@ -1,77 +1,118 @@
-"""Transfer service: blobs in and out, in chunks of at most 1 MiB."""
+"""Transfer service: blobs in and out, in chunks of at most 1 MiB.
+
+Streams run on the event loop and wait on their client without a thread;
+disk work goes to the bounded pool one chunk at a time. Each stream counts
+against its principal's budget and ends when idle (and, uploading, when
+slower than the floor), keeping what arrived for a resume.
+"""
 
 from __future__ import annotations
 
-from deltahub.artifacts import check_sha256
-import grpc
+import asyncio
+import functools
+import time
 
-from deltahub.errors import CancelledError, InvalidInputError
+from deltahub.artifacts import check_sha256
+from deltahub.errors import ConflictError, InvalidInputError
 from deltahub.store import HubStore
 from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_server import convert
+from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.runtime import Blocking, RateFloor, StreamBudget, next_message, write_within
 
 CHUNK_SIZE = 1 << 20
+LOCK_POLL_S = 0.05
 
 
 class TransferServicer(tgrpc.TransferServicer):
-    def __init__(self, store: HubStore) -> None:
+    def __init__(self, store: HubStore, blocking: Blocking, streams: StreamBudget) -> None:
         self.store = store
+        self.blocking = blocking
+        self.streams = streams
 
     @rpc_method
     def PlanPush(self, request, context):
-        missing = self.store.plan_push(
-            request.artifact, convert.kind_from_pb(request.kind), convert.files_from_pb(request.files), request.base
-        )
+        files = convert.files_from_pb(request.files)
+        missing = self.store.plan_push(request.artifact, convert.kind_from_pb(request.kind), files, request.base)
         return tpb.PlanPushResponse(
             missing=[tpb.UploadStatus(sha256=s, size=n, offset=o, complete=False) for s, n, o in missing],
             bytes_to_send=sum(n - o for _, n, o in missing),
+            session=self.store.open_session(current_principal().name, files),
         )
 
     @rpc_method
-    def UploadBlob(self, request_iterator, context):
-        first = _next_chunk(request_iterator, None)
-        if first is None:
-            raise InvalidInputError("upload stream carried no chunk")
-        writer = self.store.open_upload(first.sha256, first.size, first.offset)
-        try:
-            chunk = first
-            while chunk is not None:
-                if len(chunk.data) > CHUNK_SIZE:
-                    raise InvalidInputError(f"chunk of {len(chunk.data)} bytes exceeds {CHUNK_SIZE}")
-                writer.write(chunk.data)
-                chunk = _next_chunk(request_iterator, writer)
-            writer.finish()
-            return tpb.UploadBlobResponse(
-                status=tpb.UploadStatus(
-                    sha256=writer.sha256, size=writer.size, offset=writer.offset, complete=writer.complete
-                )
-            )
-        finally:
-            writer.close()
+    async def UploadBlob(self, request_iterator, context):
+        limits = self.streams.limits
+        principal = current_principal().name
+        async with self.streams.hold(principal, "upload"):
+            first = await next_message(request_iterator, limits.stream_idle_s, "upload")
+            if first is None:
+                raise InvalidInputError("upload stream carried no chunk")
+            check_sha256(first.sha256)
+            writer = await self._open(first, principal)
+            if writer is None:  # another stream of the same content finished it meanwhile
+                return tpb.UploadBlobResponse(status=_status(first.sha256, first.size, first.size, True))
+            what = f"upload of blob {first.sha256}"
+            floor = RateFloor(limits.min_upload_bytes_per_s, limits.upload_grace_s)
+            try:
+                chunk = first
+                while chunk is not None:
+                    if len(chunk.data) > CHUNK_SIZE:
+                        raise InvalidInputError(f"chunk of {len(chunk.data)} bytes exceeds {CHUNK_SIZE}")
+                    await self.blocking.run(writer.write, chunk.data)
+                    floor.add(len(chunk.data), what)
+                    chunk = await next_message(request_iterator, limits.stream_idle_s, what)
+                await self.blocking.run(writer.finish)
+                return tpb.UploadBlobResponse(status=_status(writer.sha256, writer.size, writer.offset,
+                                                             writer.complete))
+            except BaseException:
+                # The client went away, stalled or crawled: keep what arrived for its resume.
+                if writer.is_open and writer.offset < writer.size:
+                    writer.finish()
+                raise
+            finally:
+                writer.close()
+
+    async def _open(self, first, principal: str):
+        """The writer for this stream, waiting (bounded) while another stream uploads the same blob."""
+        wait_s = self.streams.limits.stream_idle_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self.store.blobs.has(first.sha256):
+                return None
+            try:
+                return await self.blocking.run(functools.partial(
+                    self.store.open_upload, first.sha256, first.size, first.offset, principal=principal,
+                    session=first.session))
+            except ConflictError:
+                if time.monotonic() > deadline:
+                    offset = self.store.blobs.upload_offset(first.sha256)
+                    raise ConflictError(
+                        f"blob {first.sha256} is being uploaded by another stream (at byte {offset} of "
+                        f"{first.size}) and did not finish within {wait_s:g} s; ask GetUploadStatus and retry"
+                    ) from None
+                await asyncio.sleep(LOCK_POLL_S)
 
     @rpc_method
     def GetUploadStatus(self, request, context):
         check_sha256(request.sha256)
         offset, complete = self.store.upload_status(request.sha256)
-        return tpb.UploadStatus(sha256=request.sha256, offset=offset, complete=complete, size=offset if complete else 0)
+        return _status(request.sha256, offset if complete else 0, offset, complete)
 
     @rpc_method
-    def DownloadBlob(self, request, context):
+    async def DownloadBlob(self, request, context):
         check_sha256(request.sha256)
-        for data in self.store.blobs.read_chunks(request.sha256, offset=request.offset, chunk_size=CHUNK_SIZE):
-            yield tpb.BlobChunk(data=data)
+        async with self.streams.hold(current_principal().name, "download"):
+            chunks = self.store.blobs.read_chunks(request.sha256, offset=request.offset, chunk_size=CHUNK_SIZE)
+            try:
+                while data := await self.blocking.run(next, chunks, b""):
+                    await write_within(context, tpb.BlobChunk(data=data), self.streams.limits.stream_idle_s,
+                                       f"download of blob {request.sha256}")
+            finally:
+                chunks.close()
 
 
-def _next_chunk(request_iterator, writer):
-    """The next chunk, or None at the end; a client that went away is CANCELLED,
-    and what arrived before is kept for it to resume."""
-    try:
-        return next(request_iterator, None)
-    except grpc.RpcError:
-        offset = 0
-        if writer is not None:
-            writer.finish()
-            offset = writer.offset
-        raise CancelledError(f"upload interrupted by the client at offset {offset}; resume from there") from None
+def _status(sha256: str, size: int, offset: int, complete: bool) -> tpb.UploadStatus:
+    return tpb.UploadStatus(sha256=sha256, size=size, offset=offset, complete=complete)

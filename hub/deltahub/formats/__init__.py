@@ -22,6 +22,7 @@ from deltahub.formats.mixture import MIXTURE_FILE, required_mixture_files, valid
 from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.formats.rules import check_files, check_path
 from deltahub.formats.task_vector import validate_task_vector
+from deltahub.limits import InputLimits
 
 __all__ = ["BaseModelInfo", "validate", "check_files", "check_path", "validate_model", "required_files"]
 
@@ -46,18 +47,20 @@ def required_files(kind: Kind, paths: set[str]) -> None:
         raise InvalidInputError("dataset has no *.jsonl file")
 
 
-def validate(kind: Kind, files: dict[str, Path], base: BaseModelInfo | None) -> dict:
+def validate(kind: Kind, files: dict[str, Path], base: BaseModelInfo | None,
+             limits: InputLimits | None = None) -> dict:
     """Contents only: the caller has run :func:`check_files` and :func:`required_files`."""
+    limits = limits or InputLimits()
     if kind is Kind.MODEL:
-        info = validate_model(files)
+        info = validate_model(files, limits=limits)
         return {"parameters": len(info.shapes)}
     if kind is Kind.DATASET:
-        return validate_dataset(files)
+        return validate_dataset(files, limits)
     if base is None:
         raise InvalidInputError(f"a {kind.value} needs a base model")
     if kind is Kind.ADAPTER and MIXTURE_FILE in files:
         return validate_mixture(files, base)
     if kind is Kind.ADAPTER:
-        summary = validate_adapter(files, base)
+        summary = validate_adapter(files, base, limits=limits)
         return {"modules": len(summary["ranks"]), "total_rank": sum(summary["ranks"].values())}
-    return validate_task_vector(files, base)
+    return validate_task_vector(files, base, limits=limits)

@@ -9,10 +9,13 @@ saved whole (``modules_to_save``).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 from deltahub.errors import InvalidInputError
+from deltahub.formats import patterns
+from deltahub.limits import InputLimits
 from deltahub.formats.model import BaseModelInfo, load_json
 from deltahub.formats.safetensors_header import read_header
 from deltahub.formats.tensors import check_finite
@@ -28,25 +31,54 @@ LORA_PART = re.compile(
 
 
 def _targets_fit(targets, module_names: set[str]) -> list[str]:
-    """Target modules of the config that match no module of the base."""
+    """Target modules of the config that match no module of the base (a string is an RE2-matched pattern)."""
     if targets is None or targets == "all-linear":
         return []
     if isinstance(targets, str):
-        return [] if any(re.fullmatch(targets, m) for m in module_names) else [targets]
+        return [] if patterns.matching(targets, sorted(module_names), f"{CONFIG_FILE}: target_modules") else [targets]
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise InvalidInputError(f"{CONFIG_FILE}: target_modules must be a string pattern or a list of module names")
     return [t for t in targets if not any(m == t or m.endswith("." + t) for m in module_names)]
 
 
-def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True) -> dict:
-    config = load_json(files[CONFIG_FILE], CONFIG_FILE)
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_config(config: dict, module_names: set[str]) -> None:
+    """What peft reads from ``adapter_config.json``, checked as peft would use it."""
     peft_type = config.get("peft_type")
     if peft_type not in SUPPORTED_PEFT_TYPES:
         raise InvalidInputError(
             f"{CONFIG_FILE}: peft_type {peft_type!r} is not supported; supported: {sorted(SUPPORTED_PEFT_TYPES)}"
         )
-    missing = _targets_fit(config.get("target_modules"), base.module_names)
+    for key in ("r", "init_r", "target_r"):
+        if key in config and config[key] is not None and not (type(config[key]) is int and config[key] >= 1):
+            raise InvalidInputError(f"{CONFIG_FILE}: {key} must be an integer >= 1, not {config[key]!r}")
+    if "lora_alpha" in config and not _number(config["lora_alpha"]):
+        raise InvalidInputError(f"{CONFIG_FILE}: lora_alpha must be a finite number, not {config['lora_alpha']!r}")
+    missing = _targets_fit(config.get("target_modules"), module_names)
     if missing:
         raise InvalidInputError(f"{CONFIG_FILE}: target modules {missing} match no module of the base model")
-    header = read_header(files[WEIGHTS_FILE], label=WEIGHTS_FILE)
+    names = sorted(module_names)
+    for field_name, valid, wanted in (("rank_pattern", lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+                                      ("alpha_pattern", _number, "a finite number")):
+        table = config.get(field_name) or {}
+        if not isinstance(table, dict):
+            raise InvalidInputError(f"{CONFIG_FILE}: {field_name} must map module patterns to values")
+        for key, value in table.items():
+            if not valid(value):
+                raise InvalidInputError(f"{CONFIG_FILE}: {field_name}[{key!r}] must be {wanted}, not {value!r}")
+            if not patterns.suffix_matching(key, names, f"{CONFIG_FILE}: {field_name}"):
+                raise InvalidInputError(f"{CONFIG_FILE}: {field_name} key {key!r} matches no module of the base model")
+
+
+def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True,
+                     limits: InputLimits | None = None) -> dict:
+    limits = limits or InputLimits()
+    config = load_json(files[CONFIG_FILE], CONFIG_FILE, max_depth=limits.max_json_depth)
+    check_config(config, base.module_names)
+    header = read_header(files[WEIGHTS_FILE], label=WEIGHTS_FILE, max_header_bytes=limits.max_safetensors_header_bytes)
     if not header.tensors:
         raise InvalidInputError(f"{WEIGHTS_FILE}: holds no tensors")
     ranks: dict[str, int] = {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deltahub import jsondoc
 from deltahub.errors import InvalidInputError
 from deltahub.formats.safetensors_header import SafetensorsHeader, read_header
 from deltahub.formats.tensors import check_finite
+from deltahub.limits import InputLimits
 
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -29,29 +30,27 @@ class BaseModelInfo:
         return {name.rsplit(".", 1)[0] for name in self.shapes if "." in name}
 
 
-def load_json(path: Path, label: str) -> dict:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidInputError(f"{label}: not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise InvalidInputError(f"{label}: must be a JSON object")
-    return doc
+def load_json(path: Path, label: str, *, max_depth: int = jsondoc.DEFAULT_MAX_DEPTH) -> dict:
+    return jsondoc.loads_object(path.read_bytes(), label, max_depth=max_depth)
 
 
 def weight_paths(files: dict[str, Path]) -> list[str]:
     return sorted(p for p in files if p.endswith(".safetensors"))
 
 
-def read_headers(files: dict[str, Path]) -> dict[str, SafetensorsHeader]:
-    return {p: read_header(files[p], label=p) for p in weight_paths(files)}
+def read_headers(files: dict[str, Path], limits: InputLimits | None = None) -> dict[str, SafetensorsHeader]:
+    limits = limits or InputLimits()
+    return {p: read_header(files[p], label=p, max_header_bytes=limits.max_safetensors_header_bytes)
+            for p in weight_paths(files)}
 
 
-def validate_model(files: dict[str, Path], *, check_values: bool = True) -> BaseModelInfo:
-    config = load_json(files["config.json"], "config.json")
-    headers = read_headers(files)
+def validate_model(files: dict[str, Path], *, check_values: bool = True,
+                   limits: InputLimits | None = None) -> BaseModelInfo:
+    limits = limits or InputLimits()
+    config = load_json(files["config.json"], "config.json", max_depth=limits.max_json_depth)
+    headers = read_headers(files, limits)
     if INDEX_FILE in files:
-        index = load_json(files[INDEX_FILE], INDEX_FILE)
+        index = load_json(files[INDEX_FILE], INDEX_FILE, max_depth=limits.max_json_depth)
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict):
             raise InvalidInputError(f"{INDEX_FILE}: has no weight_map")

@@ -7,13 +7,13 @@ naming the file and the tensor.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
 from dataclasses import dataclass
 
-from deltahub.errors import InvalidInputError
+from deltahub import jsondoc
+from deltahub.errors import InvalidInputError, LimitExceededError
 
 # bytes per element; sub-byte and exotic types are refused rather than guessed
 DTYPE_SIZES = {
@@ -45,7 +45,8 @@ class SafetensorsHeader:
     data_offset: int  # where tensor data starts in the file
 
 
-def read_header(path: str | os.PathLike, *, label: str | None = None) -> SafetensorsHeader:
+def read_header(path: str | os.PathLike, *, label: str | None = None,
+                max_header_bytes: int = MAX_HEADER_BYTES) -> SafetensorsHeader:
     label = label or os.fspath(path)
     file_size = os.path.getsize(path)
     with open(path, "rb") as fh:
@@ -53,21 +54,28 @@ def read_header(path: str | os.PathLike, *, label: str | None = None) -> Safeten
         if len(prefix) < 8:
             raise InvalidInputError(f"{label}: not a safetensors file (shorter than its 8-byte header length)")
         (n,) = struct.unpack("<Q", prefix)
-        if n > MAX_HEADER_BYTES or n > file_size - 8:
+        if n > file_size - 8:
             raise InvalidInputError(
                 f"{label}: corrupt or truncated safetensors header (declares {n} header bytes, file has {file_size - 8})"
+            )
+        if n > max_header_bytes:
+            raise LimitExceededError(
+                f"{label}: safetensors header of {n} bytes exceeds the limit of {max_header_bytes} bytes "
+                "(--max-safetensors-header-bytes)"
             )
         raw = fh.read(n)
     return parse_header(raw, file_size - 8 - n, label=label, data_offset=8 + n)
 
 
 def parse_header(raw: bytes, data_size: int, *, label: str, data_offset: int = 0) -> SafetensorsHeader:
+    # as strict as the safetensors library: UTF-8 JSON object from the first byte, unique names
+    if not raw.startswith(b"{"):
+        raise InvalidInputError(f"{label}: corrupt safetensors header (it must start with '{{')")
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidInputError(f"{label}: corrupt safetensors header (not JSON: {err})") from None
-    if not isinstance(doc, dict):
-        raise InvalidInputError(f"{label}: corrupt safetensors header (not a JSON object)")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(f"{label}: corrupt safetensors header (not UTF-8: {err})") from None
+    doc = jsondoc.loads_object(text, f"{label}: safetensors header")
     metadata = doc.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise InvalidInputError(f"{label}: safetensors __metadata__ must map strings to strings")
@@ -78,12 +86,12 @@ def parse_header(raw: bytes, data_size: int, *, label: str, data_offset: int = 0
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in DTYPE_SIZES:
             raise InvalidInputError(f"{label}: tensor {name!r} has unsupported dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInputError(f"{label}: tensor {name!r} has an invalid shape {shape!r}")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or not all(type(o) is int and o >= 0 for o in offsets)
             or offsets[0] > offsets[1]
         ):
             raise InvalidInputError(f"{label}: tensor {name!r} has invalid data_offsets {offsets!r}")

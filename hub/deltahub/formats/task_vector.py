@@ -12,7 +12,9 @@ from pathlib import Path
 
 from deltahub.errors import InvalidInputError
 from deltahub.formats.model import BaseModelInfo, read_headers
+from deltahub.formats.safetensors_header import FLOAT_DTYPES
 from deltahub.formats.tensors import check_finite
+from deltahub.limits import InputLimits
 
 FORMAT = "deltahub.task_vector/1"
 DEFAULT_FILE = "task_vector.safetensors"
@@ -29,15 +31,25 @@ def split_key(key: str) -> tuple[str, str]:
     return key, "dense"
 
 
-def validate_task_vector(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True) -> dict:
-    headers = read_headers(files)
+def validate_task_vector(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True,
+                         limits: InputLimits | None = None) -> dict:
+    headers = read_headers(files, limits)
     factors: dict[str, dict[str, tuple[int, ...]]] = {}
     dense = 0
+    seen: dict[tuple[str, str], str] = {}  # (parameter, part) -> file: one entry per parameter
     for path, header in headers.items():
         for key, t in header.tensors.items():
             param, part = split_key(key)
             if param not in base.shapes:
                 raise InvalidInputError(f"{path}: tensor {key!r} names no parameter of the base model")
+            if t.dtype not in FLOAT_DTYPES:
+                raise InvalidInputError(f"{path}: delta {key!r} is {t.dtype}; task-vector deltas are floating point")
+            other = seen.get((param, "dense")) if part != "dense" else (
+                seen.get((param, "A")) or seen.get((param, "B")) or seen.get((param, "dense")))
+            if other is not None or (param, part) in seen:
+                raise InvalidInputError(f"{path}: parameter {param!r} has more than one delta "
+                                        f"(also in {other or seen[(param, part)]}); give each parameter one")
+            seen[(param, part)] = path
             bshape = base.shapes[param]
             if part == "dense":
                 if t.shape != bshape:

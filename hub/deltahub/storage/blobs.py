@@ -177,7 +177,8 @@ class UploadWriter:
     """Appends a client's chunks to ``uploads/<sha>.part``; ``finish`` verifies and installs.
 
     The part file is locked for the life of the stream so two streams cannot
-    interleave bytes of one blob; the second gets ABORTED and may retry.
+    interleave bytes of one blob; the second gets ConflictError (the server
+    waits, bounded, for the first to finish before answering it).
     """
 
     def __init__(self, store: BlobStore, sha256: str, size: int, offset: int) -> None:
@@ -196,19 +197,30 @@ class UploadWriter:
             raise
         self._fd = fd
         have = os.fstat(fd).st_size
-        if offset != have:
-            self.close()
+        if offset > have:
+            self._abandon(have)
             raise InvalidInputError(
-                f"upload of blob {sha256} must resume at offset {have} (the bytes the hub holds), not {offset}"
+                f"upload of blob {sha256} must resume at offset {have} (the bytes the hub holds) or before, "
+                f"not {offset}; ask GetUploadStatus where to resume"
             )
         if offset > size:
-            self.close()
+            self._abandon(have)
             raise InvalidInputError(f"upload offset {offset} is past the declared size {size}")
-        self.offset = offset
-        os.lseek(fd, offset, os.SEEK_SET)
-        self._hasher = StreamHasher(prefix_of=self._part, prefix=offset, flush_fd=fd)
+        # A stream that starts before what the hub holds (another stream of the same
+        # content got further meanwhile) has its overlap dropped; the sha256 at the end
+        # covers every byte, whoever sent it.
+        self._skip = have - offset
+        self.offset = have
+        os.lseek(fd, have, os.SEEK_SET)
+        self._hasher = StreamHasher(prefix_of=self._part, prefix=have, flush_fd=fd)
 
     def write(self, data: bytes) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+            if not data:
+                return
         if self.offset + len(data) > self.size:
             raise InvalidInputError(
                 f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
@@ -241,8 +253,18 @@ class UploadWriter:
         self.close()
 
     @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    @property
     def complete(self) -> bool:
         return self._store.has(self.sha256)
+
+    def _abandon(self, have: int) -> None:
+        """A refused stream leaves no empty part file behind (only bytes worth resuming stay)."""
+        if have == 0:
+            self._part.unlink(missing_ok=True)
+        self.close()
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -81,6 +81,18 @@ CREATE TABLE IF NOT EXISTS pins (
     PRIMARY KEY (owner, path)
 );
 CREATE INDEX IF NOT EXISTS pins_sha ON pins (sha256);
+-- push sessions: who planned or uploaded each not-yet-committed blob (a refused
+-- commit removes a blob only when its own session is the only one that did)
+CREATE TABLE IF NOT EXISTS upload_sessions (
+    session TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (session, sha256)
+);
+CREATE INDEX IF NOT EXISTS upload_sessions_sha ON upload_sessions (sha256);
+CREATE INDEX IF NOT EXISTS upload_sessions_principal ON upload_sessions (principal);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -331,6 +343,28 @@ class Catalog:
         shas = [r[0] for r in db.execute("SELECT sha256 FROM pins WHERE owner=?", (owner,)).fetchall()]
         db.execute("DELETE FROM pins WHERE owner=?", (owner,))
         return shas
+
+    # -- push sessions ---------------------------------------------------------------
+    def join_session(self, db: sqlite3.Connection, session: str, principal: str,
+                     blobs: list[tuple[str, int]]) -> None:
+        db.executemany(
+            "INSERT INTO upload_sessions (session, sha256, principal, size, at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (session, sha256) DO UPDATE SET at=excluded.at",
+            [(session, sha, principal, size, time.time()) for sha, size in blobs])
+
+    def sessions_of(self, sha256: str) -> set[str]:
+        return {r[0] for r in self._query("SELECT session FROM upload_sessions WHERE sha256=?", (sha256,))}
+
+    def session_blobs(self, principal: str) -> dict[str, int]:
+        """sha256 -> declared size of every blob ``principal``'s sessions planned or uploaded."""
+        return {r[0]: r[1] for r in self._query(
+            "SELECT sha256, MAX(size) FROM upload_sessions WHERE principal=? GROUP BY sha256", (principal,))}
+
+    def end_session(self, db: sqlite3.Connection, session: str) -> None:
+        db.execute("DELETE FROM upload_sessions WHERE session=?", (session,))
+
+    def expire_sessions(self, db: sqlite3.Connection, older_than: float) -> None:
+        db.execute("DELETE FROM upload_sessions WHERE at < ?", (older_than,))
 
     # -- routing: the revision each artifact routes to, card embeddings ---------------
     def routed_revisions(self, kinds: tuple[str, ...], artifact: str | None = None) -> list[sqlite3.Row]:

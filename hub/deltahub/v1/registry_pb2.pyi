@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitRevisionRequest(_message.Message):
-    __slots__ = ("artifact", "kind", "files", "base", "card", "labels", "lineage", "ref", "expected_revision", "tags")
+    __slots__ = ("artifact", "kind", "files", "base", "card", "labels", "lineage", "ref", "expected_revision", "tags", "session")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class CommitRevisionRequest(_message.Message):
     REF_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     kind: _common_pb2.ArtifactKind
     files: _containers.RepeatedCompositeFieldContainer[_common_pb2.FileEntry]
@@ -36,7 +37,8 @@ class CommitRevisionRequest(_message.Message):
     ref: str
     expected_revision: str
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., ref: _Optional[str] = ..., expected_revision: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    session: str
+    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., ref: _Optional[str] = ..., expected_revision: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ...) -> None: ...
 
 class CommitRevisionResponse(_message.Message):
     __slots__ = ("revision", "created")

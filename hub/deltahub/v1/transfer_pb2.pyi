@@ -20,24 +20,28 @@ class PlanPushRequest(_message.Message):
     def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ...) -> None: ...
 
 class PlanPushResponse(_message.Message):
-    __slots__ = ("missing", "bytes_to_send")
+    __slots__ = ("missing", "bytes_to_send", "session")
     MISSING_FIELD_NUMBER: _ClassVar[int]
     BYTES_TO_SEND_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     missing: _containers.RepeatedCompositeFieldContainer[UploadStatus]
     bytes_to_send: int
-    def __init__(self, missing: _Optional[_Iterable[_Union[UploadStatus, _Mapping]]] = ..., bytes_to_send: _Optional[int] = ...) -> None: ...
+    session: str
+    def __init__(self, missing: _Optional[_Iterable[_Union[UploadStatus, _Mapping]]] = ..., bytes_to_send: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
-    __slots__ = ("sha256", "size", "offset", "data")
+    __slots__ = ("sha256", "size", "offset", "data", "session")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     size: int
     offset: int
     data: bytes
-    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    session: str
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., session: _Optional[str] = ...) -> None: ...
 
 class UploadBlobResponse(_message.Message):
     __slots__ = ("status",)
