@@ -18,7 +18,7 @@ import yaml
 from deltahub.artifacts import ArtifactInfo, DomainCard, Lineage, Revision
 from deltahub.errors import DeltahubError, InvalidInputError, NotFoundError
 from deltahub.names import RevisionSpec, looks_like_digest
-from deltahub.limits import StreamLimits
+from deltahub import limits
 from deltahub_client.channel import TLSOptions
 from deltahub_client.hub import Hub
 
@@ -31,6 +31,15 @@ def _hub_options(fn, *, root: bool = False):
                       help="HOST:PORT of the hub (DELTAHUB_ADDRESS).")(fn)
     fn = click.option("--token", envvar="DELTAHUB_TOKEN" if root else None, default=None,
                       help="Bearer token (DELTAHUB_TOKEN).")(fn)
+    return fn
+
+
+def _limit_options(fn):
+    """One flag per declared limit (deltahub.limits), with its default and help."""
+    for _, f in reversed(list(limits.declared())):
+        kind = int if f.type in (int, "int") else float
+        fn = click.option(f.metadata["flag"], f.name, type=kind, default=f.default, show_default=True,
+                          help=f.metadata["help"])(fn)
     return fn
 
 
@@ -150,8 +159,9 @@ def main(hub_address, token, tls, tls_ca, tls_cert, tls_key, tls_server_name):
               help="Redis URL for jobs, events and the merge cache (in-process when absent).")
 @click.option("--tokens", "tokens_file", envvar="DELTAHUB_TOKENS_FILE", default=None,
               help="Token file (YAML/JSON); without one the hub is open, on loopback only.")
-@click.option("--max-blob-bytes", type=int, default=None, help="Refuse files larger than this.")
-@click.option("--max-revision-bytes", type=int, default=None, help="Refuse revisions larger than this.")
+@click.option("--max-blob-bytes", type=int, default=64 << 30, show_default=True, help="Refuse files larger than this.")
+@click.option("--max-revision-bytes", type=int, default=512 << 30, show_default=True,
+              help="Refuse revisions larger than this.")
 @click.option("--embedder", default="all-minilm-l6-v2", show_default=True,
               help="Router embedder (a registry name); changing it re-embeds the cards.")
 @click.option("--workers", "local_workers", type=int, default=None,
@@ -170,34 +180,24 @@ def main(hub_address, token, tls, tls_ca, tls_cert, tls_key, tls_server_name):
               help="Threads for blocking calls (catalog, disk); streams waiting on clients hold none.")
 @click.option("--heavy-threads", type=int, default=2, show_default=True,
               help="Threads for heavy calls (evaluate, task vectors, assemble, merge planning).")
-@click.option("--max-streams-per-principal", type=int, default=StreamLimits.max_streams_per_principal,
-              show_default=True, help="Uploads, downloads and watches one token may hold open at once.")
-@click.option("--stream-idle-timeout", type=float, default=StreamLimits.stream_idle_s, show_default=True,
-              help="Seconds a stream may go without a message before it is ended.")
-@click.option("--min-upload-rate", type=int, default=StreamLimits.min_upload_bytes_per_s, show_default=True,
-              help="Bytes/s an upload must average after its grace period (0: no floor).")
-@click.option("--upload-grace", type=float, default=StreamLimits.upload_grace_s, show_default=True,
-              help="Seconds before the upload rate floor applies.")
-@click.option("--max-concurrent-rpcs", type=int, default=StreamLimits.max_concurrent_rpcs, show_default=True,
-              help="Calls in flight at once; more are answered RESOURCE_EXHAUSTED.")
+@_limit_options
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
-          device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, max_streams_per_principal,
-          stream_idle_timeout, min_upload_rate, upload_grace, max_concurrent_rpcs, log_level):
+          device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, log_level, **limit_values):
     """Run the hub server on its embedded defaults (blobs + SQLite under --data-dir)."""
     from deltahub.auth import TokenTable
     from deltahub_server import ServerConfig
     from deltahub_server import serve as run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    streams = StreamLimits(max_streams_per_principal=max_streams_per_principal, stream_idle_s=stream_idle_timeout,
-                           min_upload_bytes_per_s=min_upload_rate, upload_grace_s=upload_grace,
-                           max_concurrent_rpcs=max_concurrent_rpcs)
+    groups = limits.from_flags(limit_values)
     run(ServerConfig(data_dir=Path(data_dir), address=address, tokens=TokenTable.load(tokens_file),
                      redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes,
                      embedder=embedder, local_workers=local_workers, worker_device=device,
                      tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
-                     workers=rpc_threads, heavy_workers=heavy_threads, streams=streams))
+                     workers=rpc_threads, heavy_workers=heavy_threads, streams=groups[limits.StreamLimits],
+                     uploads=groups[limits.UploadLimits], inputs=groups[limits.InputLimits],
+                     training_limits=groups[limits.TrainingLimits]))
 
 
 @main.command()
@@ -213,17 +213,19 @@ def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revisio
               help="Lineage parent revision (repeatable), e.g. the training dataset: it stands in for a missing card.")
 @click.option("--ref", default="main", show_default=True, help="Ref to move to the new revision.")
 @click.option("--expect", "expected", default=None, help="Compare-and-swap: the revision REF must point to now ('' = new).")
+@click.option("--allow-code", is_flag=True,
+              help="Accept code files (.py, ...) that trust_remote_code would run; recorded on the revision.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_hub_options
 @_json_option
 @click.pass_context
-def push(ctx, folder, artifact, kind, base, card_file, tags, labels, parents, ref, expected, quiet, hub_address, token,
-         as_json):
+def push(ctx, folder, artifact, kind, base, card_file, tags, labels, parents, ref, expected, allow_code, quiet,
+         hub_address, token, as_json):
     """Push FOLDER as a new revision of ARTIFACT (namespace/name)."""
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         result = hub.push(folder, artifact, kind=kind, base=base, card=_load_card(card_file),
                           labels=parse_pairs(labels), ref=ref, tags=list(tags), expected_revision=expected,
-                          lineage=Lineage(parents=tuple(parents)) if parents else None)
+                          lineage=Lineage(parents=tuple(parents)) if parents else None, allow_code=allow_code)
     rev = result.revision
     _emit(as_json, {"revision": rev.to_dict(), "created": result.created, "blobs_sent": result.blobs_sent,
                     "bytes_sent": result.bytes_sent},

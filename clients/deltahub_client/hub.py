@@ -132,10 +132,12 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
         ref: str = DEFAULT_REF,
         tags: list[str] | tuple[str, ...] = (),
         expected_revision: str | None = None,
+        allow_code: bool = False,
     ) -> PushResult:
         """Uploads a folder as a new revision of ``artifact`` and moves ``ref`` to it.
 
         Only blobs the hub lacks are sent; an interrupted upload resumes where it stopped.
+        Code files (``.py``, ...) are refused unless ``allow_code`` (recorded on the revision).
 
         Raises:
             InvalidInputError: bad name, kind, file or tensor (nothing is stored).
@@ -147,15 +149,17 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
         files = list_folder(folder)
         entries = hash_files(files, progress=self.progress)
         return self.push_files(files, entries, artifact, kind=kind, base=base, card=card, labels=labels,
-                               lineage=lineage, ref=ref, tags=tags, expected_revision=expected_revision)
+                               lineage=lineage, ref=ref, tags=tags, expected_revision=expected_revision,
+                               allow_code=allow_code)
 
     @translated
     def push_files(self, files: dict[str, Path], entries: list[FileEntry], artifact: str, *, kind, base=None,
-                   card=None, labels=None, lineage=None, ref=DEFAULT_REF, tags=(), expected_revision=None) -> PushResult:
+                   card=None, labels=None, lineage=None, ref=DEFAULT_REF, tags=(), expected_revision=None,
+                   allow_code: bool = False) -> PushResult:
         plan = self._unary(
             self._transfer.PlanPush,
             tpb.PlanPushRequest(artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries),
-                                base=base or ""),
+                                base=base or "", allow_code=allow_code),
         )
         by_sha = {e.sha256: files[e.path] for e in entries}
         sent = self._upload_all([(m.sha256, m.size, m.offset, by_sha[m.sha256]) for m in plan.missing],
@@ -163,7 +167,7 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
         request = rpb.CommitRevisionRequest(
             artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries), base=base or "",
             card=convert.card_to_pb(card), labels=labels or {}, lineage=convert.lineage_to_pb(lineage),
-            ref=ref, tags=list(tags), session=plan.session, **_expected_kw(expected_revision),
+            ref=ref, tags=list(tags), session=plan.session, allow_code=allow_code, **_expected_kw(expected_revision),
         )
         resp = self._unary(self._registry.CommitRevision, request)
         return PushResult(convert.revision_from_pb(resp.revision), resp.created, len(plan.missing), sent)

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from deltahub import jsondoc
 from deltahub.errors import InvalidInputError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -118,15 +119,7 @@ class Lineage:
     @classmethod
     def from_json_fields(cls, parents, recipe_json: str, training_json: str, metrics_json: str) -> "Lineage":
         def loads(text: str, what: str) -> dict:
-            if not text:
-                return {}
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise InvalidInputError(f"lineage {what} is not valid JSON ({err})") from None
-            if not isinstance(doc, dict):
-                raise InvalidInputError(f"lineage {what} must be a JSON object")
-            return doc
+            return jsondoc.loads_object(text, f"lineage {what}") if text else {}
 
         return cls(tuple(parents), loads(recipe_json, "recipe"), loads(training_json, "training"),
                    loads(metrics_json, "metrics"))

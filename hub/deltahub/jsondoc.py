@@ -46,13 +46,20 @@ def _unique(what: str):
     return pairs
 
 
+def _no_constant(what: str):
+    def refuse(name: str):
+        raise InvalidInputError(f"{what}: {name} is not a JSON number; give a finite value")
+
+    return refuse
+
+
 def loads(text: str | bytes, what: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """A parsed document; InvalidInputError for bad JSON, duplicate keys or nesting past ``max_depth``."""
     try:
-        doc = json.loads(text, object_pairs_hook=_unique(what))
+        doc = json.loads(text, object_pairs_hook=_unique(what), parse_constant=_no_constant(what))
     except RecursionError:
         raise InvalidInputError(f"{what}: JSON nested too deeply to read (the limit is {max_depth} levels)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # bad JSON, bad UTF-8, or an integer of more digits than Python converts
         raise InvalidInputError(f"{what}: not valid JSON ({err})") from None
     found = depth(doc)
     if found > max_depth:

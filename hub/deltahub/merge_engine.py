@@ -10,6 +10,7 @@ stream the merge and commit the result with its recipe as lineage.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from contextlib import ExitStack
@@ -106,10 +107,13 @@ class MergeEngine:
         if not req.inputs:
             raise InvalidInputError("a merge needs at least one input")
         weights = [float(w) for w in req.weights] if req.weights is not None else None
+        if weights is not None and not all(math.isfinite(w) for w in weights):
+            raise InvalidInputError(f"merge weights must be finite numbers, not {weights}")
         method.spec.check_inputs(len(req.inputs), weights)
         params = method.spec.resolve_params(req.params)
         method.validate(params, len(req.inputs))
         check_target(req.rank, req.energy)
+        executor.resolve_device(req.device)  # a bad device fails the request, not the operation
         if (req.rank or req.energy) and req.form == "model":
             raise InvalidInputError("a rank or energy target applies to task_vector and adapter outputs, not to a model")
         inputs = [self.store.resolve(spec) for spec in req.inputs]
@@ -268,6 +272,7 @@ class MergeEngine:
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, spec: str, data: str, *, device: str = "auto") -> tuple[Revision, Revision, EvalResult]:
+        dev = executor.resolve_device(device)
         rev = self.store.resolve(spec)
         data_rev = self.store.resolve(data)
         if data_rev.kind is not Kind.DATASET:
@@ -275,7 +280,6 @@ class MergeEngine:
         if rev.kind is Kind.DATASET:
             raise InvalidInputError(f"{spec} is a dataset; evaluate a model, adapter or task vector")
         base = rev if rev.kind is Kind.MODEL else self.store.resolve(rev.base)
-        dev = executor.resolve_device(device)
         with ExitStack() as stack:
             inputs = [] if rev.kind is Kind.MODEL else [rev]
             sources = self._sources(inputs, self.store.base_info(base), stack)

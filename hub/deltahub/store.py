@@ -46,6 +46,8 @@ from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_
 from deltahub.storage import BlobStore, Catalog, UploadWriter
 
 UNSET = object()  # "no compare-and-swap": distinct from "" (= the ref must not exist)
+RESERVED_LABEL_PREFIX = "deltahub."  # labels the hub sets; clients cannot
+ALLOW_CODE_LABEL = "deltahub.allow_code"
 
 
 @dataclass
@@ -76,6 +78,14 @@ class CommitRequest:
     tags: list[str] = field(default_factory=list)
     created_by: str = ""
     session: str = ""  # the push session from open_session; "" for none
+    allow_code: bool = False  # code files accepted, and recorded as the label ALLOW_CODE_LABEL
+
+
+def check_labels_settable(labels: dict[str, str]) -> None:
+    reserved = sorted(k for k in labels if str(k).startswith(RESERVED_LABEL_PREFIX))
+    if reserved:
+        raise InvalidInputError(f"labels {reserved} are reserved: the hub sets labels starting with "
+                                f"{RESERVED_LABEL_PREFIX!r}")
 
 
 class HubStore:
@@ -102,11 +112,13 @@ class HubStore:
         return exclusive(self._gc_lock_path)
 
     # -- push --------------------------------------------------------------
-    def check_manifest(self, artifact: str, kind: Kind | str, files: list[FileEntry]) -> tuple[ArtifactName, Kind]:
+    def check_manifest(self, artifact: str, kind: Kind | str, files: list[FileEntry],
+                       allow_code: bool = False) -> tuple[ArtifactName, Kind]:
         """Everything that can be checked before a byte is sent."""
         name = ArtifactName.parse(artifact)
         kind = Kind.parse(kind)
         formats.check_files(files)
+        formats.check_code(files, allow_code)
         formats.required_files(kind, {f.path for f in files})
         for f in files:
             self.blobs.check_size(f.size)
@@ -120,9 +132,10 @@ class HubStore:
             raise PreconditionError(f"artifact {name} holds {existing.value} revisions, not {kind.value}")
         return name, kind
 
-    def plan_push(self, artifact: str, kind: Kind | str, files: list[FileEntry], base: str = "") -> list[tuple[str, int, int]]:
+    def plan_push(self, artifact: str, kind: Kind | str, files: list[FileEntry], base: str = "", *,
+                  allow_code: bool = False) -> list[tuple[str, int, int]]:
         """(sha256, size, resume offset) of each blob the hub still needs."""
-        _, kind = self.check_manifest(artifact, kind, files)
+        _, kind = self.check_manifest(artifact, kind, files, allow_code)
         self._resolve_base(kind, base)
         missing: dict[str, tuple[str, int, int]] = {}
         for f in files:
@@ -191,7 +204,8 @@ class HubStore:
             self.catalog.end_session(db, session)
 
     def _commit(self, req: CommitRequest) -> tuple[Revision, bool]:
-        name, kind = self.check_manifest(req.artifact, req.kind, req.files)
+        name, kind = self.check_manifest(req.artifact, req.kind, req.files, req.allow_code)
+        check_labels_settable(req.labels)
         check_card(req.card, self.config.inputs)
         check_annotations(req.labels, len(json.dumps(req.lineage.to_dict(), default=str)), self.config.inputs)
         for parent in req.lineage.parents:  # lineage points at revisions that exist (and the caller reads)
@@ -207,12 +221,15 @@ class HubStore:
             if actual != f.size:
                 raise InvalidInputError(f"{f.path}: declared size {f.size} but its blob holds {actual} bytes")
         local = {f.path: self.blobs.path(f.sha256) for f in req.files}
+        for f in req.files:
+            formats.check_contents(f.path, local[f.path])
         formats.validate(kind, local, self.base_info(base_rev) if base_rev else None, self.config.inputs)
         base = base_rev.spec if base_rev else ""
         digest = manifest_digest(kind, base, list(req.files))
+        labels = {**req.labels, **({ALLOW_CODE_LABEL: "true"} if req.allow_code else {})}
         rev = Revision(
             artifact=str(name), kind=kind, digest=digest, files=tuple(sorted(req.files)), base=base,
-            card=req.card, labels=dict(req.labels), lineage=req.lineage, created_at=time.time(),
+            card=req.card, labels=labels, lineage=req.lineage, created_at=time.time(),
             created_by=req.created_by,
         )
         with self._blob_lock(), self.catalog.transaction() as db:
@@ -438,22 +455,31 @@ class HubStore:
         unreferenced blob is kept while a live session planned or uploaded it,
         or while younger than the grace period.
         """
-        max_age = self.config.uploads.partial_ttl_s if partial_upload_max_age_s is None else partial_upload_max_age_s
-        removed = freed = partials = 0
+        partials = self.expire_uploads(partial_upload_max_age_s)
+        removed = freed = 0
         now = time.time()
         with self._blob_lock():
-            with self.catalog.transaction() as db:
-                self.catalog.expire_sessions(db, now - max_age)
             used = self.catalog.blobs_in_use()
             for sha, size, mtime in list(self.blobs.iter_blobs()):
                 if (sha not in used and now - mtime > self.config.gc_grace_s and not self.catalog.sessions_of(sha)
                         and (n := self.blobs.delete(sha)) is not None):
                     freed += n
                     removed += 1
+        return removed, freed, partials
+
+    def expire_uploads(self, max_age_s: float | None = None) -> int:
+        """Removes push sessions and partial uploads untouched for ``max_age_s``; how many partials went.
+
+        The server runs this every ``uploads.sweep_every_s``; complete blobs are left to a full GC.
+        """
+        max_age = self.config.uploads.partial_ttl_s if max_age_s is None else max_age_s
+        with self.catalog.transaction() as db:
+            self.catalog.expire_sessions(db, time.time() - max_age)
+        partials = 0
         for part in self.blobs.stale_uploads(max_age):
             part.unlink(missing_ok=True)
             partials += 1
-        return removed, freed, partials
+        return partials
 
     # -- annotations -----------------------------------------------------------
     def update_card(
@@ -461,6 +487,9 @@ class HubStore:
     ) -> Revision:
         rev = self.resolve(spec)
         new_labels = dict(labels or {}) if replace_labels else {**rev.labels, **(labels or {})}
+        check_labels_settable(labels or {})
+        reserved = {k: v for k, v in rev.labels.items() if k.startswith(RESERVED_LABEL_PREFIX)}
+        new_labels = {**new_labels, **reserved}
         if card is not None:
             check_card(card, self.config.inputs)
         check_annotations(new_labels, 0, self.config.inputs)

@@ -51,7 +51,7 @@ from deltahub_server.registry import RegistryServicer
 from deltahub_server.router import RouterServicer
 from deltahub_server.train import TrainServicer
 from deltahub_server.training import Training
-from deltahub.limits import StreamLimits
+from deltahub.limits import InputLimits, StreamLimits, TrainingLimits, UploadLimits
 from deltahub_server.runtime import Blocking, StreamBudget
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
@@ -66,6 +66,8 @@ SERVICE_NAMES = (
     train_pb2.DESCRIPTOR.services_by_name["Train"].full_name,
 )
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_MAX_BLOB_BYTES = 64 << 30        # one file: a 5-10 GB shard is the usual, 64 GiB leaves room
+DEFAULT_MAX_REVISION_BYTES = 512 << 30   # a 70B model in fp32 with room to spare
 
 
 @dataclass
@@ -74,12 +76,15 @@ class ServerConfig:
     address: str = DEFAULT_ADDRESS
     tokens: TokenTable = field(default_factory=TokenTable)
     redis_url: str | None = None
-    max_blob_bytes: int | None = None
-    max_revision_bytes: int | None = None
+    max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES
+    max_revision_bytes: int | None = DEFAULT_MAX_REVISION_BYTES
     workers: int = 16                 # threads for blocking calls (store, catalog)
     heavy_workers: int = 2            # threads for heavy calls (evaluate, task vectors, assembly, merge planning)
     merge_workers: int = 2  # merges running at once; more wait in the operation queue
     streams: StreamLimits = field(default_factory=StreamLimits)
+    uploads: UploadLimits = field(default_factory=UploadLimits)
+    inputs: InputLimits = field(default_factory=InputLimits)
+    training_limits: TrainingLimits = field(default_factory=TrainingLimits)
     embedder: str = DEFAULT_EMBEDDER
     local_workers: int | None = None  # in-process training workers; None: 1 without Redis, 0 with it
     lease_s: float = 30.0             # training job leases
@@ -91,7 +96,8 @@ class ServerConfig:
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
-                           max_revision_bytes=self.max_revision_bytes, redis_url=self.redis_url)
+                           max_revision_bytes=self.max_revision_bytes, redis_url=self.redis_url,
+                           uploads=self.uploads, inputs=self.inputs)
 
     @property
     def tls(self) -> bool:
@@ -148,7 +154,8 @@ class RunningServer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, server: grpc.aio.Server,
                  port: int, store: HubStore, training: Training, blocking: Blocking, health_servicer,
-                 own_store: bool) -> None:
+                 own_store: bool, sweeper: asyncio.Task) -> None:
+        self._sweeper = sweeper
         self.loop, self._thread, self.server = loop, thread, server
         self.port, self.store, self.training = port, store, training
         self._blocking, self._health = blocking, health_servicer
@@ -163,6 +170,7 @@ class RunningServer:
         if self._stopped:
             return
         self._stopped = True
+        self.loop.call_soon_threadsafe(self._sweeper.cancel)
         self._call(self._health.enter_graceful_shutdown())
         self._call(self.server.stop(grace))
         self.training.stop()  # in-process workers leave their jobs at the next step
@@ -171,6 +179,20 @@ class RunningServer:
         self._thread.join(timeout=10)
         if self._own_store:
             self.store.close()
+
+
+def preload() -> None:
+    """Imports what merges, evaluation and training import lazily, once, before the first call.
+
+    transformers resolves its names through a lazy module that is not safe to
+    initialise from two threads at once: a merge and a training job started
+    together right after start-up could see a half-imported module.
+    """
+    import mergekit.merge_methods  # noqa: F401
+    import peft  # noqa: F401
+    from peft.tuners.adalora import AdaLoraLayer  # noqa: F401
+    from peft.tuners.lora import LoraLayer  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
 
 def create_server(
@@ -186,6 +208,7 @@ def create_server(
     """
     check_exposure(config)
     credentials = server_credentials(config) if config.tls else None
+    preload()
     own_store = store is None
     store = store or HubStore(config.store_config())
     operations = operations or OperationManager(workers=config.merge_workers)
@@ -199,7 +222,7 @@ def create_server(
     thread = threading.Thread(target=loop.run_forever, name="deltahub-server", daemon=True)
     thread.start()
 
-    async def start() -> tuple[grpc.aio.Server, int, int, health.aio.HealthServicer]:
+    async def start():
         server = grpc.aio.server(
             interceptors=[AuthInterceptor(config.tokens)],
             maximum_concurrent_rpcs=config.streams.max_concurrent_rpcs,
@@ -219,7 +242,8 @@ def create_server(
             RouterServicer(store, router, Assembler(router, engine), blocking), server)
         operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations, blocking, streams),
                                                              server)
-        train_pb2_grpc.add_TrainServicer_to_server(TrainServicer(store, training.queue, blocking, streams), server)
+        train_pb2_grpc.add_TrainServicer_to_server(
+            TrainServicer(store, training.queue, blocking, streams, config.training_limits), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for name in ("", *SERVICE_NAMES):
@@ -237,10 +261,22 @@ def create_server(
         if port == 0:
             raise InvalidInputError(f"could not bind {config.address}")
         await server.start()
-        return server, port, inner, health_servicer
+        sweeper = asyncio.get_running_loop().create_task(sweep())
+        return server, port, inner, health_servicer, sweeper
+
+    async def sweep() -> None:
+        """Expired partial uploads and push sessions go, so abandoned uploads do not hold a principal's allowance."""
+        while True:
+            await asyncio.sleep(config.uploads.sweep_every_s)
+            try:
+                removed = await blocking.run(store.expire_uploads, heavy=True)
+                if removed:
+                    log.info("removed %d expired partial upload(s)", removed)
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("sweeping expired uploads failed")
 
     try:
-        server, port, inner, health_servicer = asyncio.run_coroutine_threadsafe(start(), loop).result()
+        server, port, inner, health_servicer, sweeper = asyncio.run_coroutine_threadsafe(start(), loop).result()
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
@@ -249,7 +285,7 @@ def create_server(
             store.close()
         raise
     training.start(inner, config.tokens)
-    return RunningServer(loop, thread, server, port, store, training, blocking, health_servicer, own_store)
+    return RunningServer(loop, thread, server, port, store, training, blocking, health_servicer, own_store, sweeper)
 
 
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:

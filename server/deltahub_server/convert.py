@@ -7,6 +7,7 @@ import json
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub import jsondoc
 from deltahub.errors import InvalidInputError
 from deltahub.merge_engine import MergeRequest
 from deltahub.v1 import common_pb2 as pb
@@ -80,13 +81,7 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
 # -- merges and operations --------------------------------------------------------
 def params_from_json(text: str, field: str = "params_json") -> dict:
     """A request field that carries a JSON object (method parameters, a trainer config)."""
-    try:
-        params = json.loads(text) if text else {}
-    except json.JSONDecodeError as err:
-        raise InvalidInputError(f"{field} is not valid JSON ({err})") from None
-    if not isinstance(params, dict):
-        raise InvalidInputError(f"{field} must be a JSON object")
-    return params
+    return jsondoc.loads_object(text, field) if text else {}
 
 
 def merge_request_from_pb(req, created_by: str):

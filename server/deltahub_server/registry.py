@@ -39,6 +39,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
                 tags=list(request.tags),
                 created_by=current_principal().name,
                 session=request.session,
+                allow_code=request.allow_code,
             )
         )
         return rpb.CommitRevisionResponse(revision=convert.revision_to_pb(rev), created=created)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, TypeVar
 
-from deltahub.errors import DeadlineExceededError, LimitExceededError
+from deltahub.errors import CancelledError, DeadlineExceededError, LimitExceededError
 from deltahub.limits import StreamLimits
 
 T = TypeVar("T")
@@ -36,6 +36,18 @@ class Blocking:
         ctx = contextvars.copy_context()
         pool = self._heavy if heavy else self._light
         return await asyncio.get_running_loop().run_in_executor(pool, ctx.run, fn, *args)
+
+    async def settled(self, fn: Callable[..., T], *args, orphan: Callable[[T], None] | None = None) -> T:
+        """Like :meth:`run`, but a call cancelled meanwhile (its client went away) first lets the thread
+        finish, so nobody cleans up under it; what it returned goes to ``orphan`` (to close it)."""
+        fut = asyncio.ensure_future(self.run(fn, *args))
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait({fut})
+            if orphan is not None and not fut.cancelled() and fut.exception() is None:
+                orphan(fut.result())
+            raise
 
     def shutdown(self) -> None:
         self._light.shutdown(wait=False, cancel_futures=True)
@@ -70,16 +82,37 @@ class StreamBudget:
         return self._open[principal]
 
 
-async def next_message(stream, idle_s: float, what: str):
-    """The next message of a request stream, or None at its end; silence past ``idle_s`` ends the call."""
-    try:
-        return await asyncio.wait_for(stream.__anext__(), timeout=idle_s)
-    except StopAsyncIteration:
-        return None
-    except asyncio.TimeoutError:
+class RequestStream:
+    """A call's request stream read with an idle bound, ending as soon as the client goes away.
+
+    grpc.aio does not wake a pending read when the client cancels, so each
+    read races the call's end (its done callback).
+    """
+
+    def __init__(self, stream, context, idle_s: float) -> None:
+        self._stream, self.idle_s = stream.__aiter__(), idle_s
+        self._gone = asyncio.Event()
+        context.add_done_callback(lambda _: self._gone.set())
+
+    async def next(self, what: str):
+        """The next message, or None at the end; CancelledError once the client is gone."""
+        read = asyncio.ensure_future(self._stream.__anext__())
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            done, _ = await asyncio.wait({read, gone}, timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if read in done:
+            try:
+                return read.result()
+            except StopAsyncIteration:
+                return None
+        read.cancel()
+        if gone in done or self._gone.is_set():
+            raise CancelledError(f"{what}: the client went away; what arrived is kept, resume from there")
         raise DeadlineExceededError(
-            f"{what}: no message for {idle_s:g} s (--stream-idle-timeout); what arrived is kept, resume from there"
-        ) from None
+            f"{what}: no message for {self.idle_s:g} s (--stream-idle-timeout); what arrived is kept, resume from there"
+        )
 
 
 async def write_within(context, message, idle_s: float, what: str) -> None:

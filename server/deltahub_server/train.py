@@ -7,6 +7,7 @@ import json
 from deltahub.auth import Scope
 from deltahub.errors import InvalidInputError
 from deltahub.jobs import JobQueue, model as jobs_model
+from deltahub.limits import TrainingLimits
 from deltahub.store import HubStore
 from deltahub.v1 import train_pb2 as trpb
 from deltahub.v1 import train_pb2_grpc as trgrpc
@@ -21,8 +22,10 @@ MAX_ATTEMPTS_LIMIT = 20
 
 
 class TrainServicer(trgrpc.TrainServicer):
-    def __init__(self, store: HubStore, queue: JobQueue, blocking: Blocking, streams: StreamBudget) -> None:
+    def __init__(self, store: HubStore, queue: JobQueue, blocking: Blocking, streams: StreamBudget,
+                 limits: TrainingLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or TrainingLimits()
         self.queue = queue
         self.blocking = blocking
         self.streams = streams
@@ -35,7 +38,7 @@ class TrainServicer(trgrpc.TrainServicer):
             self.store, trainer=request.trainer, base=request.base, datasets=list(request.datasets),
             out=request.out, config=convert.params_from_json(request.config_json, "config_json"), replay=list(request.replay),
             resume_from=request.resume_from, card=convert.card_from_pb(request.card), labels=dict(request.labels),
-            idempotency_key=request.idempotency_key,
+            idempotency_key=request.idempotency_key, limits=self.limits,
         )
         job, created = self.queue.submit(spec, max_attempts=request.max_attempts or jobs_model.DEFAULT_MAX_ATTEMPTS)
         return trpb.SubmitJobResponse(job=convert.job_to_pb(job), created=created)

@@ -20,7 +20,7 @@ from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
-from deltahub_server.runtime import Blocking, RateFloor, StreamBudget, next_message, write_within
+from deltahub_server.runtime import Blocking, RateFloor, RequestStream, StreamBudget, write_within
 
 CHUNK_SIZE = 1 << 20
 LOCK_POLL_S = 0.05
@@ -35,7 +35,8 @@ class TransferServicer(tgrpc.TransferServicer):
     @rpc_method
     def PlanPush(self, request, context):
         files = convert.files_from_pb(request.files)
-        missing = self.store.plan_push(request.artifact, convert.kind_from_pb(request.kind), files, request.base)
+        missing = self.store.plan_push(request.artifact, convert.kind_from_pb(request.kind), files, request.base,
+                                       allow_code=request.allow_code)
         return tpb.PlanPushResponse(
             missing=[tpb.UploadStatus(sha256=s, size=n, offset=o, complete=False) for s, n, o in missing],
             bytes_to_send=sum(n - o for _, n, o in missing),
@@ -47,7 +48,8 @@ class TransferServicer(tgrpc.TransferServicer):
         limits = self.streams.limits
         principal = current_principal().name
         async with self.streams.hold(principal, "upload"):
-            first = await next_message(request_iterator, limits.stream_idle_s, "upload")
+            stream = RequestStream(request_iterator, context, limits.stream_idle_s)
+            first = await stream.next("upload")
             if first is None:
                 raise InvalidInputError("upload stream carried no chunk")
             check_sha256(first.sha256)
@@ -61,9 +63,9 @@ class TransferServicer(tgrpc.TransferServicer):
                 while chunk is not None:
                     if len(chunk.data) > CHUNK_SIZE:
                         raise InvalidInputError(f"chunk of {len(chunk.data)} bytes exceeds {CHUNK_SIZE}")
-                    await self.blocking.run(writer.write, chunk.data)
+                    await self.blocking.settled(writer.write, chunk.data)
                     floor.add(len(chunk.data), what)
-                    chunk = await next_message(request_iterator, limits.stream_idle_s, what)
+                    chunk = await stream.next(what)
                 await self.blocking.run(writer.finish)
                 return tpb.UploadBlobResponse(status=_status(writer.sha256, writer.size, writer.offset,
                                                              writer.complete))
@@ -83,9 +85,9 @@ class TransferServicer(tgrpc.TransferServicer):
             if self.store.blobs.has(first.sha256):
                 return None
             try:
-                return await self.blocking.run(functools.partial(
+                return await self.blocking.settled(functools.partial(
                     self.store.open_upload, first.sha256, first.size, first.offset, principal=principal,
-                    session=first.session))
+                    session=first.session), orphan=lambda writer: writer.close())
             except ConflictError:
                 if time.monotonic() > deadline:
                     offset = self.store.blobs.upload_offset(first.sha256)

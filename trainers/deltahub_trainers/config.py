@@ -39,6 +39,8 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise InvalidInputError(f"config {name!r} must be a finite number, not {value!r}")
             return float(value)
         if option is str and isinstance(value, str):
             return value

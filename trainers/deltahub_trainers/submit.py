@@ -6,8 +6,13 @@ revisions that existed when it was submitted, whatever refs do afterwards.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 from deltahub.artifacts import DomainCard, Kind
-from deltahub.errors import InvalidInputError, PreconditionError
+from deltahub.errors import InvalidInputError, LimitExceededError, PreconditionError
+from deltahub.formats import patterns
+from deltahub.limits import TrainingLimits
 from deltahub.formats.dataset import read_rows
 from deltahub.jobs.model import JobSpec
 from deltahub.names import ArtifactName
@@ -17,10 +22,45 @@ from deltahub_trainers import make_trainer
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
+def check_limits(config, limits: TrainingLimits, rows: Callable[[], int]) -> None:
+    """Every knob within the hub's bounds, and the steps the epochs come to as well."""
+    bounds = [("steps", config.steps, limits.max_steps, "--max-train-steps"),
+              ("epochs", config.epochs, limits.max_epochs, "--max-train-epochs"),
+              ("batch_size", config.batch_size, limits.max_batch_size, "--max-train-batch-size"),
+              ("max_length", config.max_length, limits.max_length, "--max-train-length"),
+              ("lr", config.lr, limits.max_lr, "--max-train-lr")]
+    bounds += [(f.name, getattr(config, f.name), limits.max_rank, "--max-train-rank")
+               for f in dataclasses.fields(config) if f.name == "r" or f.name.endswith("_r")]
+    for name, value, high, flag in bounds:
+        if value > high:
+            raise LimitExceededError(f"config {name}={value} exceeds this hub's limit of {high} ({flag})")
+    if not config.steps:
+        total = config.total_steps(rows())
+        if total > limits.max_steps:
+            raise LimitExceededError(f"epochs={config.epochs:g} come to {total} steps on this data, over this hub's "
+                                     f"limit of {limits.max_steps} (--max-train-steps): lower epochs or set steps")
+
+
+def resolve_targets(config: dict, module_names: set[str]) -> dict:
+    """A ``target_modules`` pattern becomes the base's module names it matches (RE2, so no backtracking),
+    and the job carries that list: the worker's peft never runs a client's regular expression."""
+    targets = config.get("target_modules")
+    if isinstance(targets, str) and targets != "all-linear":
+        names = patterns.matching(targets, sorted(module_names), "config target_modules")
+        if not names:
+            raise InvalidInputError(f"config target_modules {targets!r} matches no module of the base model")
+        return {**config, "target_modules": names}
+    if isinstance(targets, list):
+        unknown = [t for t in targets if not any(m == t or m.endswith("." + t) for m in module_names)]
+        if unknown:
+            raise InvalidInputError(f"config target_modules {unknown[:5]} match no module of the base model")
+    return config
+
+
 def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str], out: str,
                config: dict | None = None, replay: list[str] | None = None, resume_from: str = "",
                card: DomainCard | None = None, labels: dict[str, str] | None = None,
-               idempotency_key: str = "") -> JobSpec:
+               idempotency_key: str = "", limits: TrainingLimits | None = None) -> JobSpec:
     config = dict(config or {})
     t = make_trainer(trainer, config)  # unknown trainer (lists the known ones), bad config values
     name = str(ArtifactName.parse(out))
@@ -36,6 +76,9 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
     if not datasets:
         raise InvalidInputError("a training job needs at least one dataset (--data namespace/name[@ref])")
     data = [store.resolve_as(d, Kind.DATASET, "dataset") for d in datasets]
+    check_limits(t.config, limits or TrainingLimits(),
+                 lambda: sum(len(read_rows(store.local_files(rev))) for rev in data))
+    config = resolve_targets(config, store.base_info(base_rev).module_names)
     replay_specs = [store.resolve_as(d, Kind.DATASET, "replay dataset").spec for d in (replay or [])]
     if t.config.replay_fraction and not replay_specs:
         raise InvalidInputError("config replay_fraction > 0 needs replay datasets (--replay namespace/name)")

@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -36,6 +37,9 @@ CARD_SAMPLES = 16
 VERIFIED = ".deltahub-verified"  # written into a cached revision folder once every file checked out
 # errors that another attempt cannot fix: the job fails at once
 PERMANENT = (InvalidInputError, PreconditionError, NotFoundError)
+
+
+CANCEL_POLL_S = 1.0
 
 
 class _Lease:
@@ -62,9 +66,16 @@ class _Lease:
             self.cancel.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.queue.lease_s / 3):
+        # a cancel is seen within a second (a read), whatever the lease; the lease is renewed every third of it
+        beat_every = self.queue.lease_s / 3
+        last_beat = time.monotonic()
+        while not self._stop.wait(min(CANCEL_POLL_S, beat_every)):
             try:
-                self.seen(self.queue.heartbeat(self.job_id, self.worker))
+                if time.monotonic() - last_beat >= beat_every:
+                    self.seen(self.queue.heartbeat(self.job_id, self.worker))
+                    last_beat = time.monotonic()
+                else:
+                    self.seen(self.queue.get(self.job_id))
             except LeaseLostError:
                 self.lost.set()
                 return
@@ -181,6 +192,8 @@ class Worker:
             replay = [r for d in spec.replay for r in read_rows(self.hub_files(d))]
             resume_adapter = self._fetch(spec.resume_from)[1] if spec.resume_from else None
             resume = self._fetch_blobs(ckpt["files"], work / "resume") if ckpt.get("files") else None
+            if lease.stopping:  # cancelled while the inputs came down: stop before loading the model
+                raise CancelledError("stopped before the first step")
 
             def progress(p: Progress) -> None:
                 lease.seen(self.queue.progress(job.id, self.name, p.step, p.total, p.to_dict()))

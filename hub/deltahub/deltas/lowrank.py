@@ -69,7 +69,15 @@ def factor(delta: torch.Tensor, *, rank: int | None = None, energy: float | None
         raise InvalidInputError(f"low-rank factoring needs a 2-D delta, got shape {list(delta.shape)}")
     check_target(rank, energy)
     work = delta.to(torch.float32)
-    U, S, Vh = torch.linalg.svd(work, full_matrices=False)
+    if not bool(torch.isfinite(work).all()):
+        raise InvalidInputError(
+            "a delta to factor holds NaN or Inf (weights that cancel out or overflow, such as ones summing "
+            "to 0 under a method that divides by their sum?); change the weights or the method"
+        )
+    try:
+        U, S, Vh = torch.linalg.svd(work, full_matrices=False)
+    except torch.linalg.LinAlgError:  # float32 did not converge on an ill-conditioned delta: float64 does
+        U, S, Vh = (x.to(torch.float32) for x in torch.linalg.svd(work.double(), full_matrices=False))
     if energy:
         r = rank_for_energy(S, energy)
     elif rank:

@@ -20,11 +20,12 @@ from deltahub.formats.adapter import validate_adapter
 from deltahub.formats.dataset import validate_dataset
 from deltahub.formats.mixture import MIXTURE_FILE, required_mixture_files, validate_mixture
 from deltahub.formats.model import BaseModelInfo, validate_model
-from deltahub.formats.rules import check_files, check_path
+from deltahub.formats.rules import check_code, check_contents, check_files, check_path
 from deltahub.formats.task_vector import validate_task_vector
 from deltahub.limits import InputLimits
 
-__all__ = ["BaseModelInfo", "validate", "check_files", "check_path", "validate_model", "required_files"]
+__all__ = ["BaseModelInfo", "validate", "check_code", "check_contents", "check_files", "check_path", "validate_model",
+           "required_files"]
 
 REQUIRED_FILES = {
     Kind.MODEL: ("config.json",),

@@ -61,6 +61,9 @@ def check_config(config: dict, module_names: set[str]) -> None:
     if missing:
         raise InvalidInputError(f"{CONFIG_FILE}: target modules {missing} match no module of the base model")
     names = sorted(module_names)
+    if peft_type == "ADALORA":
+        _check_adalora_pattern(config.get("rank_pattern"), module_names)
+        return
     for field_name, valid, wanted in (("rank_pattern", lambda v: type(v) is int and v >= 1, "an integer >= 1"),
                                       ("alpha_pattern", _number, "a finite number")):
         table = config.get(field_name) or {}
@@ -71,6 +74,20 @@ def check_config(config: dict, module_names: set[str]) -> None:
                 raise InvalidInputError(f"{CONFIG_FILE}: {field_name}[{key!r}] must be {wanted}, not {value!r}")
             if not patterns.suffix_matching(key, names, f"{CONFIG_FILE}: {field_name}"):
                 raise InvalidInputError(f"{CONFIG_FILE}: {field_name} key {key!r} matches no module of the base model")
+
+
+def _check_adalora_pattern(pattern, module_names: set[str]) -> None:
+    """AdaLoRA's rank_pattern: the mask of kept ranks per ``<module>.lora_E`` (names, not patterns)."""
+    if pattern is None:
+        return
+    if not isinstance(pattern, dict):
+        raise InvalidInputError(f"{CONFIG_FILE}: rank_pattern must map module names to rank masks")
+    for key, mask in pattern.items():
+        module = key[: -len(".lora_E")] if key.endswith(".lora_E") else key
+        if not any(m == module or m.endswith("." + module) for m in module_names):
+            raise InvalidInputError(f"{CONFIG_FILE}: rank_pattern key {key!r} matches no module of the base model")
+        if not isinstance(mask, list) or not all(isinstance(b, bool) for b in mask):
+            raise InvalidInputError(f"{CONFIG_FILE}: rank_pattern[{key!r}] must be a list of booleans (AdaLoRA's mask)")
 
 
 def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_values: bool = True,

@@ -10,7 +10,9 @@ sequentially. Arithmetic runs on
 
 from __future__ import annotations
 
+
 import os
+import re
 import threading
 import zlib
 from collections import deque
@@ -47,10 +49,17 @@ class MergeJob:
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise InvalidInputError(f"device {str(device)[:40]!r} is not one of auto, cpu, cuda, cuda:N")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device cuda was asked for but this machine has no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidInputError(f"device {device} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,2})?)$")
 
 
 def _combine_factors(factors: list, coeffs: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor] | None:

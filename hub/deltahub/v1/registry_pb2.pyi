@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitRevisionRequest(_message.Message):
-    __slots__ = ("artifact", "kind", "files", "base", "card", "labels", "lineage", "ref", "expected_revision", "tags", "session")
+    __slots__ = ("artifact", "kind", "files", "base", "card", "labels", "lineage", "ref", "expected_revision", "tags", "session", "allow_code")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class CommitRevisionRequest(_message.Message):
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CODE_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     kind: _common_pb2.ArtifactKind
     files: _containers.RepeatedCompositeFieldContainer[_common_pb2.FileEntry]
@@ -38,7 +39,8 @@ class CommitRevisionRequest(_message.Message):
     expected_revision: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     session: str
-    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., ref: _Optional[str] = ..., expected_revision: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ...) -> None: ...
+    allow_code: bool
+    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., ref: _Optional[str] = ..., expected_revision: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., allow_code: _Optional[bool] = ...) -> None: ...
 
 class CommitRevisionResponse(_message.Message):
     __slots__ = ("revision", "created")

@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PlanPushRequest(_message.Message):
-    __slots__ = ("artifact", "kind", "files", "base")
+    __slots__ = ("artifact", "kind", "files", "base", "allow_code")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CODE_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     kind: _common_pb2.ArtifactKind
     files: _containers.RepeatedCompositeFieldContainer[_common_pb2.FileEntry]
     base: str
-    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ...) -> None: ...
+    allow_code: bool
+    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., allow_code: _Optional[bool] = ...) -> None: ...
 
 class PlanPushResponse(_message.Message):
     __slots__ = ("missing", "bytes_to_send", "session")
