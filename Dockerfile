@@ -1,8 +1,11 @@
 # The deltahub server image: `deltahub serve` on /data, port 50051.
 #   docker build -t deltahub .
-#   docker run -p 50051:50051 -v deltahub-data:/data -e DELTAHUB_TOKENS="$(cat tokens.yaml)" deltahub
-# Listening beyond loopback requires tokens: pass them in DELTAHUB_TOKENS (the file's text) or mount a file
-# and set DELTAHUB_TOKENS_FILE. BASE_IMAGE and TORCH_INDEX_URL let a build use a mirror.
+#   docker run -p 50051:50051 -v deltahub-data:/data -v ./tls:/tls:ro -e DELTAHUB_TOKENS="$(cat tokens.yaml)" \
+#       -e DELTAHUB_SERVER_TLS_CERT=/tls/hub.pem -e DELTAHUB_SERVER_TLS_KEY=/tls/hub-key.pem \
+#       -e DELTAHUB_TLS_CA=/tls/ca.pem -e DELTAHUB_TLS_SERVER_NAME=<the certificate's name> deltahub
+# Listening beyond loopback requires tokens (DELTAHUB_TOKENS, the file's text, or DELTAHUB_TOKENS_FILE) and
+# TLS (or DELTAHUB_INSECURE=1 behind a proxy that terminates it); the DELTAHUB_TLS_* variables let the
+# health check dial 127.0.0.1. BASE_IMAGE and TORCH_INDEX_URL let a build use a mirror.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
 from deltahub.errors import InvalidInputError
+from deltahub.pem import read_pem
 
 MESSAGE_LIMIT = 2 * (1 << 20) + (64 << 10)  # two 1 MiB chunks and their framing
 _TRUE = ("1", "true", "yes", "on")
@@ -41,23 +41,14 @@ class TLSOptions:
         return TLSOptions(enabled, ca, cert, key, self.server_name or env.get("DELTAHUB_TLS_SERVER_NAME") or None)
 
 
-def _read(path, what: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise InvalidInputError(f"{what} {path}: {err.strerror}") from None
-
-
 def open_channel(address: str, tls: TLSOptions | None = None) -> grpc.Channel:
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
     tls = (tls or TLSOptions()).resolved()
     if not tls.enabled:
         return grpc.insecure_channel(address, options=options)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(tls.ca, "--tls-ca"), private_key=_read(tls.key, "--tls-key"),
-        certificate_chain=_read(tls.cert, "--tls-cert"),
+        root_certificates=read_pem(tls.ca, "--tls-ca"), private_key=read_pem(tls.key, "--tls-key"),
+        certificate_chain=read_pem(tls.cert, "--tls-cert"),
     )
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))

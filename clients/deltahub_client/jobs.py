@@ -69,9 +69,16 @@ class TrainVerbs:
 
     @translated
     def watch_job(self, job_id: str) -> Iterator[Job]:
-        """The job now and at every change (progress included), until it is final."""
-        for msg in self._train.WatchJob(trpb.WatchJobRequest(id=job_id), metadata=self._metadata):
-            yield convert.job_from_pb(msg)
+        """The job now and at every change (progress included), until it is final.
+
+        The hub ends a watch after a while (``--max-watch``); this watches again until the job is final.
+        """
+        while True:  # a watch opened again starts with the job as it is now
+            for msg in self._train.WatchJob(trpb.WatchJobRequest(id=job_id), metadata=self._metadata):
+                job = convert.job_from_pb(msg)
+                yield job
+                if job.finished:
+                    return
 
     def wait_job(self, job_id: str) -> Job:
         """Follows a job to its end with a progress bar (steps, loss, rank); returns the final job."""

@@ -141,14 +141,15 @@ class MergeVerbs:
         bar = tqdm(total=0, unit="tensor", desc="merging", disable=None if self.progress else True)
         last = None
         try:
-            for msg in self._operations.WatchOperation(opb.WatchOperationRequest(id=operation_id),
-                                                      metadata=self._metadata):
-                last = _operation(msg)
-                if last.total and bar.total != last.total:
-                    bar.total = last.total
-                bar.set_description(last.stage)
-                bar.n = last.done
-                bar.refresh()
+            while last is None or last.state == "RUNNING":  # the hub ends long watches (--max-watch): watch again
+                for msg in self._operations.WatchOperation(opb.WatchOperationRequest(id=operation_id),
+                                                          metadata=self._metadata):
+                    last = _operation(msg)
+                    if last.total and bar.total != last.total:
+                        bar.total = last.total
+                    bar.set_description(last.stage)
+                    bar.n = last.done
+                    bar.refresh()
         finally:
             bar.close()
         return last

@@ -13,6 +13,7 @@ may be given in clear or as its sha256 so the file need not hold secrets.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import enum
 import hashlib
@@ -20,6 +21,7 @@ import hmac
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -162,6 +164,16 @@ def set_caller(principal: Principal | None) -> None:
 
 def current_caller() -> Principal | None:
     return _caller.get()
+
+
+@contextlib.contextmanager
+def acting_as_hub() -> Iterator[None]:
+    """The hub's own work inside a request (keeping the router's index current): no caller to check."""
+    token = _caller.set(None)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
 
 
 def require(namespace: str, scope: Scope) -> None:

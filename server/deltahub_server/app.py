@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from deltahub.auth import TokenTable
 from deltahub.errors import InvalidInputError
+from deltahub.pem import read_pem
 from deltahub.store import HubStore, StoreConfig
 from deltahub.merge_engine import MergeEngine
 from deltahub.operations import OperationManager
@@ -134,18 +135,9 @@ def check_exposure(config: ServerConfig) -> None:
         )
 
 
-def _read(path: Path | None, what: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise InvalidInputError(f"{what} {path}: {err.strerror}") from None
-
-
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
-    cert, key = _read(config.tls_cert, "--tls-cert"), _read(config.tls_key, "--tls-key")
-    ca = _read(config.tls_client_ca, "--tls-client-ca")
+    cert, key = read_pem(config.tls_cert, "--tls-cert"), read_pem(config.tls_key, "--tls-key")
+    ca = read_pem(config.tls_client_ca, "--tls-client-ca")
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 

@@ -41,6 +41,8 @@ from deltahub.errors import InvalidInputError, NotFoundError, PreconditionError
 from deltahub.events import RedisEventFollower
 from deltahub.formats.dataset import read_rows
 from deltahub.routing import scoring
+from deltahub.auth import acting_as_hub
+from deltahub.limits import InputLimits
 from deltahub.routing.embedders import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, load_embedder
 from deltahub.routing.index import AdapterIndex, IndexEntry, RouteFilter
 from deltahub.routing.results import QueryRoute, RouteAnswer, Routed
@@ -54,14 +56,19 @@ MAX_QUERIES = 1024
 MAX_UNROUTED_LISTED = 20
 QUERY_CACHE = 4096  # recent query embeddings kept (0: none)
 EMBED_BATCH = 512
+ROUTE_SYNC_WAIT_S = 2.0  # a route waits this long for a catalog sync under way, then routes on the index as is
 DATA_SAMPLES = 16   # training-data rows that stand in for a missing card   # card texts embedded per encoder call while indexing
 NO_CARD = ("no domain card and no training data in its lineage: routing needs a description or sample texts "
            "(deltahub card NAME --card FILE)")
 
 
 def card_texts(card: DomainCard) -> list[str]:
-    """The texts an adapter is known by: its description, then its samples, blanks and repeats dropped."""
-    texts = [card.description, *card.samples]
+    """The texts an adapter is known by: its description, then its samples, blanks and repeats dropped.
+
+    At most the card limit's worth, so one tenant's card (stored before the limit, say) cannot make
+    indexing or scoring cost more than any other's.
+    """
+    texts = [card.description, *card.samples[:InputLimits.max_card_samples]]
     return list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
 
 
@@ -195,23 +202,35 @@ class Router:
                 log.exception("router: could not follow the catalog")
 
     # -- keeping current ---------------------------------------------------------------
-    def sync(self) -> int:
-        """Applies the catalog events not seen yet; returns how many artifacts changed."""
+    def sync(self, wait_s: float | None = None) -> int:
+        """Applies the catalog events not seen yet; returns how many artifacts changed.
+
+        ``wait_s`` bounds the wait for a sync already under way (the follower embedding a new card):
+        a route then answers from the index as it is rather than wait behind the encoder.
+        """
         self.wait_ready()
-        with self._sync_lock:
-            events = self.catalog.events_since(self._seq)
-            if not events:
-                return 0
-            touched = list(dict.fromkeys(e["artifact"] for e in events))
-            for artifact in touched:
-                rows = self.catalog.routed_revisions(ROUTED_KINDS, artifact)
-                if not rows:
-                    self.index.remove(artifact)
-                    self._unrouted.pop(artifact, None)
-                    continue
-                self._index_rows(rows, self.catalog.embeddings(self.embedder_name, artifact))
-            self._seq = events[-1]["seq"]
-            return len(touched)
+        if not self._sync_lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            return 0
+        try:
+            with acting_as_hub():
+                return self._sync()
+        finally:
+            self._sync_lock.release()
+
+    def _sync(self) -> int:
+        events = self.catalog.events_since(self._seq)
+        if not events:
+            return 0
+        touched = list(dict.fromkeys(e["artifact"] for e in events))
+        for artifact in touched:
+            rows = self.catalog.routed_revisions(ROUTED_KINDS, artifact)
+            if not rows:
+                self.index.remove(artifact)
+                self._unrouted.pop(artifact, None)
+                continue
+            self._index_rows(rows, self.catalog.embeddings(self.embedder_name, artifact))
+        self._seq = events[-1]["seq"]
+        return len(touched)
 
     def _index_rows(self, rows, stored: dict) -> None:
         pending: list[tuple[IndexEntry, list[str], str]] = []
@@ -275,7 +294,7 @@ class Router:
     def route(self, req: RouteRequest, *, namespaces: frozenset[str] | None = None) -> RouteAnswer:
         """Top-k adapters per query. ``namespaces``: those the caller may read (None: all)."""
         req.check()
-        self.sync()
+        self.sync(wait_s=ROUTE_SYNC_WAIT_S)
         flt = RouteFilter(base=req.base, namespace=req.namespace, labels=dict(req.labels), namespaces=namespaces)
         queries = self.embed_queries(list(req.queries))
         found = self.index.search(queries, req.k, flt, scoring_name=req.scoring)
