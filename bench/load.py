@@ -3,7 +3,7 @@
 Starts a real `deltahub serve` process on loopback and, in one run, measures:
 
 * idle: health-check and small-read (GetRevision) latency with nothing else
-  going on: the peer;
+  going on, from a client process of its own: the peer;
 * under load and abuse for --seconds: pushers (fresh 256 KB datasets),
   pullers (a model folder), readers (show, ls), compare-and-swap clients
   racing on one ref, while --stalled upload streams (one chunk, then
@@ -81,6 +81,15 @@ def latencies(hub: Hub, spec: str, n: int) -> tuple[list[float], list[float]]:
     return health, reads
 
 
+def probe(address: str, spec: str, n: int) -> tuple[list[float], list[float]]:
+    """Health and read latencies measured from a process of their own, so the load's client threads
+    (this process's GIL) do not stand in the numbers: what a separate client of the hub sees."""
+    out = subprocess.run([sys.executable, __file__, "--probe", address, spec, str(n)], capture_output=True,
+                         text=True, timeout=600, check=True)
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    return doc["health"], doc["reads"]
+
+
 def make_model(dest: Path, mb: int) -> None:
     dest.mkdir(parents=True)
     (dest / "config.json").write_text(json.dumps({"model_type": "bench"}))
@@ -133,7 +142,13 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=4)
     ap.add_argument("--cas-clients", type=int, default=8)
     ap.add_argument("--chain", type=int, default=600, help="revisions the CAS ref can walk through")
+    ap.add_argument("--probe", nargs=3, metavar=("ADDRESS", "SPEC", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        with Hub(args.probe[0], progress=False) as h:
+            health, reads = latencies(h, args.probe[1], int(args.probe[2]))
+        print(json.dumps({"health": health, "reads": reads}))
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="deltahub-load-"))
     streams = str(args.stalled + args.watches + 64)
@@ -152,7 +167,7 @@ def main() -> None:
         step_of = {d: i for i, d in enumerate(chain)}
         hub.tag("bench/chain", "counter", chain[0])
 
-        idle_health, idle_reads = latencies(hub, "bench/model", 200)
+        idle_health, idle_reads = probe(address, "bench/model", 200)
 
         lat: dict[str, list[float]] = defaultdict(list)
         errors: dict[str, int] = defaultdict(int)
@@ -243,7 +258,7 @@ def main() -> None:
         started = time.monotonic()
         for t in threads:
             t.start()
-        busy_health, busy_reads = latencies(hub, "bench/model", 100)
+        busy_health, busy_reads = probe(address, "bench/model", 150)
         for t in threads:
             t.join()
         took = time.monotonic() - started

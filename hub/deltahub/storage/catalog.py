@@ -119,17 +119,39 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        # Reads outside a transaction use a connection per thread: under WAL they see the last
+        # commit without waiting for a writer's fsync, so small reads do not queue behind pushes.
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
 
     def close(self) -> None:
         with self._lock:
             self.closed = True
             self._db.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "reader", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            with self._lock:
+                if self.closed:
+                    conn.close()
+                    raise sqlite3.ProgrammingError("the catalog is closed")
+                self._readers.append(conn)
+            self._local.reader = conn
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._pending = []
+            self._local.in_tx = True  # reads inside see this transaction's writes: the writer's connection
             try:
                 yield self._db
             except BaseException:
@@ -139,14 +161,18 @@ class Catalog:
             else:
                 self._db.execute("COMMIT")
                 events, self._pending = self._pending, []
+            finally:
+                self._local.in_tx = False
         self.sink.publish(events)
         if events:
             for listener in list(self.listeners):
                 listener()
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        if getattr(self._local, "in_tx", False):
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        return self._reader().execute(sql, args).fetchall()
 
     # -- artifacts -----------------------------------------------------------
     def artifact_kind(self, name: str) -> Kind | None:
