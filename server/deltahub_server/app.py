@@ -186,6 +186,11 @@ def preload() -> None:
     from peft.tuners.lora import LoraLayer  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
+    try:  # the router's encoder (the router extra) imports transformers too, from its own thread
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        pass
+
 
 def create_server(
     config: ServerConfig, store: HubStore | None = None, *, operations: OperationManager | None = None,
@@ -284,6 +289,7 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
     operations = OperationManager(workers=config.merge_workers)
     check_exposure(config)
+    preload()  # before the router's thread starts importing
     store = HubStore(config.store_config())
     router = Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store).start()
     # counted before the server starts: its in-process workers add a token of their own

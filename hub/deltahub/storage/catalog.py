@@ -123,11 +123,13 @@ class Catalog:
         # commit without waiting for a writer's fsync, so small reads do not queue behind pushes.
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self.closed = True
             self._db.close()
+        with self._readers_lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
@@ -138,7 +140,7 @@ class Catalog:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA query_only=ON")
-            with self._lock:
+            with self._readers_lock:  # not the writer's lock: a thread's first read must not wait for a commit
                 if self.closed:
                     conn.close()
                     raise sqlite3.ProgrammingError("the catalog is closed")
