@@ -349,3 +349,29 @@ def test_a_repeated_dataset_name_in_another_namespace_is_its_own(server, tmp_pat
     folder.mkdir()
     make_dataset(folder, ["a b"])
     assert hub.push(folder, "n1/x", kind="dataset").created and hub.push(folder, "n2/x", kind="dataset").created
+
+
+def test_limit_flags_and_allow_code_from_the_command_line(tmp_path, tiny_base, tiny_dataset):
+    from tests.conftest import run_cli
+    from tests.test_cli import ServeProcess
+
+    s = ServeProcess(tmp_path / "data", "--max-card-samples", "2", "--max-train-steps", "5")
+    try:
+        card = tmp_path / "card.yaml"
+        card.write_text("description: d\nsamples: [a, b, c]\n")
+        proc = run_cli("push", str(tiny_dataset), "d/x", "--kind", "dataset", "--card", str(card), env=s.env)
+        assert proc.returncode == 1 and "3 samples; the limit is 2 (--max-card-samples)" in proc.stderr
+        code = tmp_path / "code"
+        shutil.copytree(tiny_base, code)
+        (code / "modeling_x.py").write_text("x = 1\n")
+        proc = run_cli("push", str(code), "base/c", "--kind", "model", "-q", env=s.env)
+        assert proc.returncode == 1 and "--allow-code" in proc.stderr
+        proc = run_cli("push", str(code), "base/c", "--kind", "model", "-q", "--allow-code", "--json", env=s.env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["revision"]["labels"]["deltahub.allow_code"] == "true"
+        assert run_cli("push", str(tiny_dataset), "d/x", "--kind", "dataset", "-q", env=s.env).returncode == 0
+        proc = run_cli("train", "lora", "--base", "base/c", "--data", "d/x", "--out", "f/l", "--set", "steps=6",
+                       env=s.env)
+        assert proc.returncode == 1 and "--max-train-steps" in proc.stderr
+    finally:
+        s.stop()
