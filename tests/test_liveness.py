@@ -24,16 +24,17 @@ from deltahub.v1 import registry_pb2, registry_pb2_grpc, train_pb2, train_pb2_gr
 from tests.helpers import local_hub
 
 
+async def _stalling(sha: str, size: int, data: bytes, release: asyncio.Event):
+    """An upload's chunks: the first one, then silence until ``release``."""
+    yield transfer_pb2.UploadChunk(sha256=sha, size=size, offset=0, data=data)
+    await release.wait()
+
+
 async def _stalled_upload(channel, sha: str, size: int, release: asyncio.Event, metadata=()):
     """Sends one chunk, then nothing until ``release``; returns the status code it ended with."""
     stub = transfer_pb2_grpc.TransferStub(channel)
-
-    async def chunks():
-        yield transfer_pb2.UploadChunk(sha256=sha, size=size, offset=0, data=b"x")
-        await release.wait()
-
     try:
-        await stub.UploadBlob(chunks(), metadata=metadata)
+        await stub.UploadBlob(_stalling(sha, size, b"x", release), metadata=metadata)
         return grpc.StatusCode.OK
     except grpc.aio.AioRpcError as err:
         return err.code()
@@ -146,14 +147,9 @@ def test_idle_upload_is_ended_and_keeps_what_arrived(tmp_path):
             release = asyncio.Event()
             async with grpc.aio.insecure_channel(address) as ch:
                 stub = transfer_pb2_grpc.TransferStub(ch)
-
-                async def chunks():
-                    yield transfer_pb2.UploadChunk(sha256=sha, size=len(data), offset=0, data=data[:1000])
-                    await release.wait()
-
                 t = time.monotonic()
                 with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.UploadBlob(chunks())
+                    await stub.UploadBlob(_stalling(sha, len(data), data[:1000], release))
                 release.set()
                 return info.value, time.monotonic() - t
 
@@ -200,12 +196,7 @@ def test_a_stalled_uploader_holds_another_of_the_same_blob_for_a_bounded_time(tm
             release = asyncio.Event()
             async with grpc.aio.insecure_channel(address) as ch:
                 stub = transfer_pb2_grpc.TransferStub(ch)
-
-                async def stalled():
-                    yield transfer_pb2.UploadChunk(sha256=sha, size=len(data), offset=0, data=data[:10])
-                    await release.wait()
-
-                first = asyncio.ensure_future(stub.UploadBlob(stalled()))
+                first = asyncio.ensure_future(stub.UploadBlob(_stalling(sha, len(data), data[:10], release)))
                 await asyncio.sleep(0.3)
                 t = time.monotonic()
                 # starts at 0 though the hub holds 10 bytes by then: the overlap is dropped
