@@ -13,10 +13,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from deltahub.errors import CancelledError, DeltahubError, NotFoundError
-from deltahub.follow import follow
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 FINAL = (SUCCEEDED, FAILED, CANCELLED)
@@ -36,7 +35,7 @@ class Operation:
     error_code: str = ""
     error_message: str = ""
     result: dict[str, Any] | None = None
-    version: int = 0  # bumps on every change; watchers wait for a newer one
+    version: int = 0  # bumps on every change; watchers (the server polls) send each new one
 
     @property
     def namespace(self) -> str:
@@ -112,10 +111,6 @@ class OperationManager:
         if not op.finished:
             self._cancel[op_id].set()
         return self.get(op_id)
-
-    def watch(self, op_id: str, *, poll_s: float = 1.0, alive: Callable[[], bool] = lambda: True) -> Iterator[Operation]:
-        """Yields the operation now and at every change, until it is final (or ``alive`` turns false)."""
-        return follow(self._cond, lambda: self.get(op_id), alive=alive, poll_s=poll_s)
 
     def _trim(self) -> None:
         done = [o for o in self._ops.values() if o.finished]

@@ -13,10 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator
+from typing import Callable
 
 from deltahub.errors import NotFoundError
-from deltahub.follow import follow
 from deltahub.jobs import model as m
 from deltahub.jobs.model import Job, JobSpec
 
@@ -39,10 +38,6 @@ class JobQueue(ABC):
 
     @abstractmethod
     def cancel(self, job_id: str) -> Job: ...
-
-    @abstractmethod
-    def watch(self, job_id: str, *, alive: Callable[[], bool] = lambda: True) -> Iterator[Job]:
-        """Yields the job now and at every change until it is final."""
 
     # -- workers ---------------------------------------------------------------
     @abstractmethod
@@ -132,6 +127,3 @@ class MemoryQueue(JobQueue):
                 if left <= 0:
                     return None
                 self._cond.wait(timeout=min(left, 1.0))
-
-    def watch(self, job_id: str, *, alive: Callable[[], bool] = lambda: True) -> Iterator[Job]:
-        return follow(self._cond, lambda: self.get(job_id), alive=alive)

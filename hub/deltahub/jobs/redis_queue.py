@@ -13,7 +13,6 @@
   job (a worker whose lease lapsed finds out on its next report).
 * ``deltahub:jobs:index[:<namespace>]`` (sorted sets): listing, newest first.
 * ``deltahub:jobkey:<namespace>:<key>``: idempotency keys (``SET NX``).
-* ``deltahub:jobs:changed`` (pub/sub): job ids as they change, for watchers.
 
 Lease times are wall-clock seconds; workers and the server should keep
 their clocks in sync (NTP), as with any lease.
@@ -23,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable
 
 import redis
 
@@ -35,7 +34,6 @@ from deltahub.jobs.queue import DEFAULT_LEASE_S, JobQueue
 PREFIX = "deltahub:"
 STREAM = PREFIX + "jobs:queue"
 GROUP = "workers"
-CHANNEL = PREFIX + "jobs:changed"
 
 
 class RedisQueue(JobQueue):
@@ -71,7 +69,6 @@ class RedisQueue(JobQueue):
         pipe.zadd(PREFIX + "jobs:index", {job.id: job.created_at})
         pipe.zadd(f"{PREFIX}jobs:index:{spec.namespace}", {job.id: job.created_at})
         pipe.xadd(STREAM, {"job": job.id})
-        pipe.publish(CHANNEL, job.id)
         pipe.execute()
         return job, True
 
@@ -99,7 +96,6 @@ class RedisQueue(JobQueue):
             job = change(Job.from_json(raw))
             pipe.multi()
             pipe.set(key, job.to_json())
-            pipe.publish(CHANNEL, job_id)
             out.append(job)
 
         self._r.transaction(tx, key)
@@ -110,26 +106,6 @@ class RedisQueue(JobQueue):
 
     def cancel(self, job_id: str) -> Job:
         return self.update(job_id, lambda j: m.request_cancel(j, time.time()))
-
-    def watch(self, job_id: str, *, alive: Callable[[], bool] = lambda: True) -> Iterator[Job]:
-        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(CHANNEL)
-        try:
-            seen = -1
-            while alive():
-                job = self.get(job_id)  # read after subscribing: no change slips between
-                if job.version != seen:
-                    seen = job.version
-                    yield job
-                    if job.finished:
-                        return
-                deadline = time.monotonic() + 1.0
-                while time.monotonic() < deadline:
-                    msg = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-                    if msg and msg["data"].decode() == job_id:
-                        break
-        finally:
-            pubsub.close()
 
     # -- workers ---------------------------------------------------------------
     def claim(self, worker: str, device: str, *, timeout_s: float = 1.0) -> Job | None:
