@@ -55,13 +55,13 @@ class OperationManager:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deltahub-op")
         self._ops: dict[str, Operation] = {}
         self._cancel: dict[str, threading.Event] = {}
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # watchers poll versions; nobody waits on a change
         self._keep = keep_finished
 
     def start(self, kind: str, namespace: str, work: Callable[[Report, Callable[[], bool]], dict]) -> Operation:
         op = Operation(id=f"{namespace}/{uuid.uuid4().hex}", kind=kind)
         cancel = threading.Event()
-        with self._cond:
+        with self._lock:
             self._ops[op.id] = op
             self._cancel[op.id] = cancel
             self._trim()
@@ -69,10 +69,9 @@ class OperationManager:
         return op
 
     def _update(self, op_id: str, **changes) -> None:
-        with self._cond:
+        with self._lock:
             op = self._ops[op_id]
             self._ops[op_id] = replace(op, version=op.version + 1, **changes)
-            self._cond.notify_all()
 
     def _run(self, op_id: str, work, cancel: threading.Event) -> None:
         def report(stage: str, done: int, total: int, nbytes: int) -> None:
@@ -96,13 +95,13 @@ class OperationManager:
             self._update(op_id, state=SUCCEEDED, stage="done", finished_at=time.time(), result=result)
 
     def get(self, op_id: str) -> Operation:
-        with self._cond:
+        with self._lock:
             if op_id not in self._ops:
                 raise NotFoundError(f"operation {op_id!r} does not exist (operations are kept in memory until restart)")
             return self._ops[op_id]
 
     def list(self, namespace: str | None = None) -> list[Operation]:
-        with self._cond:
+        with self._lock:
             ops = list(self._ops.values())
         return [o for o in ops if namespace is None or o.namespace == namespace]
 

@@ -26,7 +26,9 @@ from typing import Callable
 from deltahub import auth as access
 from deltahub import formats
 from deltahub.auth import Scope
-from deltahub.artifacts import check_sha256, ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, manifest_digest
+from deltahub.artifacts import (
+    ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, check_sha256, manifest_digest,
+)
 from deltahub.cache import exclusive
 from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
 from deltahub.events import RedisEventSink
