@@ -9,7 +9,7 @@ import pytest
 
 from deltahub.auth import TokenTable
 from deltahub.errors import PermissionDeniedError, StaleRefError
-from deltahub.v1 import common_pb2, operations_pb2, operations_pb2_grpc, registry_pb2, registry_pb2_grpc
+from deltahub.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, registry_pb2, registry_pb2_grpc
 from deltahub.v1 import transfer_pb2, transfer_pb2_grpc
 from deltahub_client import Hub
 from tests.helpers import local_hub
@@ -41,15 +41,15 @@ def test_an_inferred_base_needs_read_scope(tenants):
         assert [a.name for a in bob.list_artifacts()] == ["B/lora"]
 
 
-def test_operations_are_listed_only_where_readable(tenants):
+def test_jobs_are_listed_only_where_readable(tenants):
     admin, _, address = tenants
     admin.merge("linear", ["fin/lora"], out="fin/merged", form="adapter")
     with grpc.insecure_channel(address) as ch:
-        stub = operations_pb2_grpc.OperationsStub(ch)
-        mine = stub.ListOperations(operations_pb2.ListOperationsRequest(), metadata=(("authorization", "Bearer bob"),))
-        everyone = stub.ListOperations(operations_pb2.ListOperationsRequest(), metadata=(("authorization", "Bearer adm"),))
-    assert [o.id for o in mine.operations] == []
-    assert any(o.id.startswith("fin/") for o in everyone.operations)
+        stub = jobs_pb2_grpc.JobsStub(ch)
+        mine = stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=(("authorization", "Bearer bob"),))
+        everyone = stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=(("authorization", "Bearer adm"),))
+    assert [j.id for j in mine.jobs] == []
+    assert any(j.id.startswith("fin/") and j.kind == "merge" for j in everyone.jobs)
 
 
 def test_assembled_results_are_readable_only_with_their_inputs(tenants):

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from deltahub.errors import ConflictError, InvalidInputError, NotFoundError, PreconditionError
-from deltahub.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, MemoryQueue
-from deltahub.jobs.model import JobSpec
+from deltahub.errors import error_record
+from deltahub.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, TRAIN
+from deltahub.jobs.sqlite_queue import CatalogQueue
+from deltahub.storage.catalog import Catalog
 from tests.conftest import cli_json, run_cli
 from tests.helpers import local_hub, make_adapter, make_dataset
 
@@ -60,7 +62,8 @@ def test_in_process_worker_trains_and_commits_with_lineage(server, finance, tmp_
     final = events[-1]
     assert final.state == SUCCEEDED, final.error_message
     assert any(e.state == RUNNING and e.metrics.get("loss") for e in events)  # progress streamed
-    assert final.attempts == 1 and final.device == "cpu" and final.worker == "in-process-0"
+    assert final.attempts == 1 and final.device == "cpu" and final.worker.startswith("in-process-")
+    assert final.kind == TRAIN and final.unit == "step" and final.done == 12
     rev = hub.show("fin/lora")
     assert rev.spec == f"{final.result['artifact']}@{final.result['digest']}"
     assert rev.lineage.parents == (hub.show("base/tiny-llama").spec, finance.spec)
@@ -106,12 +109,12 @@ def test_cancel_stops_a_running_job_and_commits_nothing(server, finance):
     # a running job's checkpoint is dropped by its lease holder only
     with pytest.raises(ConflictError, match="is running; its checkpoint is still needed"):
         hub.release_checkpoint(job.id)
-    with pytest.raises(ConflictError, match="held by in-process-0, not intruder"):
+    with pytest.raises(ConflictError, match="held by in-process-., not intruder"):
         hub.release_checkpoint(job.id, "intruder")
     assert store.pinned(job.id)
     hub.cancel_job(job.id)
     final = list(hub.watch_job(job.id))[-1]
-    assert final.state == "CANCELLED" and final.step < 100000
+    assert final.state == "CANCELLED" and final.done < 100000
     with pytest.raises(NotFoundError):
         hub.show("fin/cancelled")
     assert store.pinned(job.id) == []
@@ -125,9 +128,9 @@ def test_cli_train_watch_and_jobs_show(server, finance):
                     "--watch", env=env)
     assert done["state"] == SUCCEEDED and done["result"]["artifact"] == "fin/rs"
     shown = cli_json("jobs", "show", done["id"], env=env)
-    for key in ("state", "attempts", "worker", "step", "metrics"):
+    for key in ("state", "kind", "attempts", "worker", "done", "total", "unit", "metrics", "created_at"):
         assert key in shown
-    assert shown["metrics"]["total_rank"] <= 4 * 4 and shown["step"] == 10  # 4 modules of rank 4 at most
+    assert shown["metrics"]["total_rank"] <= 4 * 4 and shown["done"] == 10  # 4 modules of rank 4 at most
     listed = cli_json("jobs", "ls", env=env)
     assert [j["id"] for j in listed] == [done["id"]]
     bad = run_cli("train", "adalora", "--base", "base/tiny-llama", "--data", "data/finance", "--out", "fin/a",
@@ -135,14 +138,15 @@ def test_cli_train_watch_and_jobs_show(server, finance):
     assert bad.returncode != 0 and "init_r" in bad.stderr
 
 
-def test_memory_queue_retries_then_fails_with_the_last_error():
-    queue = MemoryQueue(lease_s=30)
-    job, _ = queue.submit(JobSpec("lora", "b/m@x", ("d/x@y",), "ns/out"), max_attempts=2)
+def test_catalog_queue_retries_then_fails_with_the_last_error(tmp_path):
+    queue = CatalogQueue(Catalog(tmp_path / "catalog.sqlite"), lease_s=30)
+    job, _ = queue.submit(TRAIN, "ns", {"trainer": "lora", "out": "ns/out"}, max_attempts=2)
     for attempt in (1, 2):
         taken = queue.claim("w", "cpu", timeout_s=0.1)
         assert taken.id == job.id and taken.attempts == attempt
-        after = queue.fail(job.id, "w", "INTERNAL", f"RuntimeError: boom {attempt}", retry=True)
-    assert after.state == FAILED and after.error_message == "failed after 2 attempts: RuntimeError: boom 2"
+        after = queue.fail(job.id, "w", error_record(ConflictError(f"boom {attempt}")), retry=True)
+    # the last attempt's error, exactly as the direct call would have raised it
+    assert after.state == FAILED and after.error_message == "boom 2" and after.error_class == "ConflictError"
     assert queue.claim("w", "cpu", timeout_s=0.1) is None
 
 
@@ -203,7 +207,7 @@ def test_a_job_that_kills_its_workers_fails_after_max_attempts(redis_hub):
                             config={"steps": 100000, "checkpoint_every": 1000}, max_attempts=2)
     for attempt in (1, 2):
         worker = start_worker(f"p{attempt}")
-        wait_for(lambda: (j := hub.job(job.id)).attempts == attempt and j.step > 0, timeout=120)
+        wait_for(lambda: (j := hub.job(job.id)).attempts == attempt and j.done > 0, timeout=120)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     start_worker("p3")
@@ -219,7 +223,7 @@ def test_redis_cancel_reaches_the_remote_worker(redis_hub):
     start_worker("c1")
     job, _ = hub.submit_job("lora", base="base/tiny-llama", data="data/finance", out="fin/stop",
                             config={"steps": 100000})
-    wait_for(lambda: hub.job(job.id).step > 0, timeout=120)
+    wait_for(lambda: hub.job(job.id).done > 0, timeout=120)
     hub.cancel_job(job.id)
     final = wait_for(lambda: (j := hub.job(job.id)).finished and j, timeout=60)
     assert final.state == "CANCELLED"

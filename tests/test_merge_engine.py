@@ -222,14 +222,20 @@ def test_cancelled_merge_stores_nothing(world):
     assert store_state(store)[1] == before[1]
 
 
-def test_operations_report_progress(world):
+def test_merge_jobs_report_progress_in_tensors_and_bytes(world):
     hub, _ = world
-    op = hub.merge("uniform_soup", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/op", wait=False)
-    assert op.id.startswith("m/")
-    final = hub.watch_operation(op.id)
+    job = hub.merge("uniform_soup", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/op", wait=False)
+    assert job.id.startswith("m/") and job.kind == "merge" and job.unit == "tensor"
+    events = list(hub.watch_job(job.id))
+    final = events[-1]
     assert final.state == "SUCCEEDED" and final.done == final.total > 0 and final.result["artifact"] == "m/op"
-    assert any(o.id == op.id for o in hub.operations("m"))
-    assert hub.cancel_operation(op.id).state == "SUCCEEDED"  # cancelling a finished one changes nothing
+    assert final.metrics["bytes"] > 0 and final.device == "cpu" and final.result["metrics"]["device"] == "cpu"
+    assert any(e.stage == "merging" for e in events) or final.attempts == 1
+    assert any(j.id == job.id for j in hub.jobs("m", kind="merge"))
+    assert hub.jobs("m", kind="train") == [] and hub.jobs("m", state="FAILED") == []
+    assert hub.cancel_job(job.id).state == "SUCCEEDED"  # cancelling a finished one changes nothing
+    again = hub.merge("uniform_soup", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/op", wait=False)
+    assert again.state == "SUCCEEDED" and again.result["cached"] and again.worker == ""  # answered by the hub
 
 
 def test_mergekit_runs_a_yaml_naming_magmax(world, folders, tmp_path):

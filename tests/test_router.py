@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from deltahub.errors import InvalidInputError, NotFoundError
-from deltahub.merge_engine import MergeEngine
 from tests.conftest import cli_json, run_cli
 from tests.helpers import local_hub, make_adapter, make_tiny_llama
 
@@ -166,14 +165,16 @@ def test_another_process_follows_the_catalog(routed, adapters, tmp_path):
 
 def test_assemble_builds_once_and_caches(routed, monkeypatch):
     hub, store, _ = routed
+    from deltahub_trainers import worker
+
     builds = []
-    real_build = MergeEngine._build
+    real_build = worker.build_merge
 
-    def counting_build(self, *args, **kwargs):
+    def counting_build(*args, **kwargs):
         builds.append(1)
-        return real_build(self, *args, **kwargs)
+        return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(MergeEngine, "_build", counting_build)
+    monkeypatch.setattr(worker, "build_merge", counting_build)  # what the hub's workers build with
     first = hub.assemble(QUERIES["medicine"], k=2, base="base/tiny")
     assert not first.cached and len(builds) == 1
     assert first.adapters[0].artifact == "domains/medicine" and first.form == "adapter" and first.method == "linear"
@@ -193,6 +194,8 @@ def test_assemble_builds_once_and_caches(routed, monkeypatch):
     for t in threads:
         t.join()
     assert len(builds) == 2 and len({r.digest for r in results}) == 1 and sorted(r.cached for r in results) == [False, True]
+    jobs = hub.jobs("assembled", kind="assemble")
+    assert len(jobs) in (2, 3) and all(j.state == "SUCCEEDED" for j in jobs)  # a second job waits on the flight
 
 
 def test_assemble_explicit_adapters_loads_with_peft(routed, tmp_path):

@@ -165,7 +165,8 @@ def main(hub_address, token, tls, tls_ca, tls_cert, tls_key, tls_server_name):
 @click.option("--embedder", default="all-minilm-l6-v2", show_default=True,
               help="Router embedder (a registry name); changing it re-embeds the cards.")
 @click.option("--workers", "local_workers", type=int, default=None,
-              help="In-process training workers (default 1 without --redis, 0 with it: run `deltahub worker`).")
+              help="In-process workers, for every kind of job (default 2 without --redis; 0 with it: "
+                   "run `deltahub worker`, and the hub computes no tensors).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="Device of the in-process workers.")
 @click.option("--tls-cert", envvar="DELTAHUB_SERVER_TLS_CERT", type=click.Path(exists=True, dir_okay=False),
@@ -179,7 +180,7 @@ def main(hub_address, token, tls, tls_ca, tls_cert, tls_key, tls_server_name):
 @click.option("--rpc-threads", type=int, default=16, show_default=True,
               help="Threads for blocking calls (catalog, disk); streams waiting on clients hold none.")
 @click.option("--heavy-threads", type=int, default=2, show_default=True,
-              help="Threads for heavy calls (evaluate, task vectors, assemble, merge planning).")
+              help="Threads for heavy calls (checking merges and jobs before they are queued, GC).")
 @_limit_options
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
@@ -197,7 +198,7 @@ def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revisio
                      tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
                      workers=rpc_threads, heavy_workers=heavy_threads, streams=groups[limits.StreamLimits],
                      uploads=groups[limits.UploadLimits], inputs=groups[limits.InputLimits],
-                     training_limits=groups[limits.TrainingLimits]))
+                     training_limits=groups[limits.TrainingLimits], jobs=groups[limits.JobLimits]))
 
 
 @main.command()
@@ -437,4 +438,4 @@ def health(ctx, hub_address, token, as_json):
 
 
 # The merge commands live in their own module; importing it registers them on ``main``.
-from deltahub_client import cli_merge, cli_route, cli_train  # noqa: E402,F401
+from deltahub_client import cli_jobs, cli_merge, cli_route, cli_train  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""``deltahub merge``, ``methods``, ``eval`` and ``ops``: the merge engine from the command line."""
+"""``deltahub merge``, ``methods`` and ``eval``: the merge engine from the command line (jobs: ``cli_jobs``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 
 from deltahub.errors import InvalidInputError
 from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, _load_card, main, parse_pairs
+from deltahub_client.cli_jobs import job_doc
 
 FORMS = ["model", "task_vector", "adapter"]
 
@@ -17,20 +18,6 @@ def _weights(text: str | None) -> list[float] | None:
         return [float(w) for w in text.split(",")]
     except ValueError:
         raise InvalidInputError(f"--weights must be comma-separated numbers, got {text!r}") from None
-
-
-def _op_text(op) -> str:
-    line = f"{op.id}  {op.kind}  {op.state}  {op.stage}  {op.done}/{op.total} tensors"
-    if op.error_message:
-        line += f"\n  {op.error_code}: {op.error_message}"
-    if op.result:
-        line += f"\n  -> {op.result.get('artifact')}@{op.result.get('digest')}"
-    return line
-
-
-def _op_doc(op) -> dict:
-    return {"id": op.id, "kind": op.kind, "state": op.state, "stage": op.stage, "done": op.done, "total": op.total,
-            "bytes": op.bytes, "error_code": op.error_code, "error_message": op.error_message, "result": op.result}
 
 
 @main.command()
@@ -50,20 +37,23 @@ def _op_doc(op) -> dict:
 @click.option("--card", "card_file", type=click.Path(dir_okay=False), default=None, help="Domain card (JSON/YAML).")
 @click.option("--tag", "tags", multiple=True, help="Extra ref(s) to point at the result.")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE label (repeatable).")
-@click.option("--no-wait", is_flag=True, help="Print the operation id and return at once.")
+@click.option("--key", "idempotency_key", default=None,
+              help="Idempotency key: a repeated merge is one job; another request with it is refused.")
+@click.option("--no-wait", is_flag=True, help="Print the job id and return at once (follow: deltahub jobs watch ID).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_hub_options
 @_json_option
 @click.pass_context
 def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, card_file,
-          tags, labels, no_wait, quiet, hub_address, token, as_json):
+          tags, labels, idempotency_key, no_wait, quiet, hub_address, token, as_json):
     """Merge stored models, task vectors or adapters: METHOD INPUT... (see `deltahub methods`)."""
     if recipe_file and (method or inputs):
         raise click.UsageError("give either --recipe FILE or METHOD INPUT..., not both")
     if not recipe_file and not (method and inputs):
         raise click.UsageError("give METHOD and at least one INPUT (or --recipe FILE)")
     options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags,
-                   card=_load_card(card_file), labels=parse_pairs(labels), wait=not no_wait)
+                   card=_load_card(card_file), labels=parse_pairs(labels), idempotency_key=idempotency_key,
+                   wait=not no_wait)
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         if recipe_file:
             result = hub.merge_recipe(recipe_file, **options)
@@ -71,11 +61,12 @@ def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, da
             result = hub.merge(method, list(inputs), base=base, weights=_weights(weights), params=parse_pairs(params, "--param"),
                                **options)
     if no_wait:
-        _emit(as_json, _op_doc(result), f"started {result.id}; follow it with: deltahub ops watch {result.id}")
+        _emit(as_json, job_doc(result), result.id if not result.finished
+              else f"{result.id} ({result.state.lower()}: {result.result.get('artifact', '')})")
         return
     rev = result.revision
     doc = {"revision": rev.to_dict(), "cached": result.cached, "recipe_hash": result.recipe_hash,
-           "metrics": result.metrics, "operation": result.operation}
+           "metrics": result.metrics, "job": result.job}
     where = "from cache" if result.cached else "built"
     err = result.metrics.get("relative_error")
     text = f"{rev.artifact}@{rev.digest} ({rev.kind.value}, {where})"
@@ -116,53 +107,3 @@ def evaluate(ctx, target, data, device, hub_address, token, as_json):
     else:
         text = f"{r.target} on {r.data}: loss {r.loss:.4f}, perplexity {r.perplexity:.3f} over {r.samples} rows"
     _emit(as_json, doc, text)
-
-
-@main.group()
-def ops():
-    """Long-running operations (merges): ls, show ID, watch ID, cancel ID."""
-
-
-@ops.command(name="ls")
-@click.argument("namespace", required=False)
-@_hub_options
-@_json_option
-@click.pass_context
-def ops_ls(ctx, namespace, hub_address, token, as_json):
-    with _hub(ctx, hub_address, token) as hub:
-        found = hub.operations(namespace)
-    _emit(as_json, [_op_doc(o) for o in found], "\n".join(_op_text(o) for o in found) or "no operations")
-
-
-@ops.command(name="show")
-@click.argument("operation_id")
-@_hub_options
-@_json_option
-@click.pass_context
-def ops_show(ctx, operation_id, hub_address, token, as_json):
-    with _hub(ctx, hub_address, token) as hub:
-        op = hub.operation(operation_id)
-    _emit(as_json, _op_doc(op), _op_text(op))
-
-
-@ops.command(name="watch")
-@click.argument("operation_id")
-@_hub_options
-@_json_option
-@click.pass_context
-def ops_watch(ctx, operation_id, hub_address, token, as_json):
-    """Follow an operation to its end; exits non-zero if it failed or was cancelled."""
-    with _hub(ctx, hub_address, token, quiet=as_json) as hub:
-        op = hub.watch_operation(operation_id)
-    _emit(as_json, _op_doc(op), _op_text(op))
-
-
-@ops.command(name="cancel")
-@click.argument("operation_id")
-@_hub_options
-@_json_option
-@click.pass_context
-def ops_cancel(ctx, operation_id, hub_address, token, as_json):
-    with _hub(ctx, hub_address, token) as hub:
-        op = hub.cancel_operation(operation_id)
-    _emit(as_json, _op_doc(op), _op_text(op))

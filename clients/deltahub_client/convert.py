@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
-from deltahub.jobs.model import Job, JobSpec
+from deltahub.jobs.model import Job
 from deltahub.v1 import common_pb2 as pb
-from deltahub.v1 import train_pb2 as trpb
+from deltahub.v1 import jobs_pb2 as jpb
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -62,17 +62,18 @@ def artifact_from_pb(msg: pb.Artifact) -> ArtifactInfo:
     )
 
 
-def job_from_pb(msg):
-    """A Train.Job message as the core's :class:`deltahub.jobs.Job` (one type on both sides)."""
-    spec = JobSpec(trainer=msg.trainer, base=msg.base, datasets=tuple(msg.datasets), out=msg.out,
-                   config=json.loads(msg.config_json or "{}"), replay=tuple(msg.replay), resume_from=msg.resume_from,
-                   idempotency_key=msg.idempotency_key)
-    result = {"artifact": msg.result_artifact, "digest": msg.result_digest} if msg.result_artifact else {}
+def _doc(text: str) -> dict:
+    return json.loads(text) if text else {}
+
+
+def job_from_pb(msg) -> Job:
+    """A Jobs.Job message as the core's :class:`deltahub.jobs.Job` (one type on both sides)."""
     return Job(
-        id=msg.id, spec=spec, state=trpb.JobState.Name(msg.state).removeprefix("JOB_STATE_"), attempts=msg.attempts,
-        max_attempts=msg.max_attempts, worker=msg.worker, device=msg.device, step=msg.step, total=msg.total_steps,
-        metrics=json.loads(msg.metrics_json or "{}"), checkpoint=json.loads(msg.checkpoint_json or "{}"),
-        error_code=msg.error_code, error_message=msg.error_message, result=result,
-        cancel_requested=msg.cancel_requested, created_at=msg.created_at, started_at=msg.started_at,
-        finished_at=msg.finished_at,
+        id=msg.id, kind=msg.kind, spec=_doc(msg.spec_json), state=jpb.JobState.Name(msg.state).removeprefix("JOB_STATE_"),
+        attempts=msg.attempts, max_attempts=msg.max_attempts, worker=msg.worker, device=msg.device, stage=msg.stage,
+        done=msg.done, total=msg.total, unit=msg.unit, metrics=_doc(msg.metrics_json),
+        checkpoint=_doc(msg.checkpoint_json), error_code=msg.error_code, error_class=msg.error_class,
+        error_message=msg.error_message, result=_doc(msg.result_json), cancel_requested=msg.cancel_requested,
+        key=msg.idempotency_key, created_by=msg.created_by, created_at=msg.created_at, started_at=msg.started_at,
+        finished_at=msg.finished_at, updated_at=msg.updated_at,
     )

@@ -11,7 +11,7 @@ import functools
 
 import grpc
 
-from deltahub.errors import CLASS_BY_NAME, CLASS_FOR_CODE, ERROR_CLASS_KEY, DeltahubError, UnavailableError
+from deltahub.errors import ERROR_CLASS_KEY, DeltahubError, UnavailableError, from_record
 
 
 def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
@@ -22,10 +22,7 @@ def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
     named = dict(err.trailing_metadata() or ()).get(ERROR_CLASS_KEY) if hasattr(err, "trailing_metadata") else None
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and named is None:  # the client's own deadline
         return UnavailableError(f"the hub at {address or '?'} did not answer in time: {message}")
-    cls = CLASS_BY_NAME.get(named) or CLASS_FOR_CODE.get(code.name, DeltahubError)
-    if cls.code != code.name:  # never trust a name that contradicts the status
-        cls = CLASS_FOR_CODE.get(code.name, DeltahubError)
-    return cls(message or code.name)
+    return from_record(code.name, named or "", message)
 
 
 def translated(fn):

@@ -25,7 +25,7 @@ from deltahub.errors import IntegrityError
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.hashing import sha256_file
 from deltahub.v1 import merge_pb2_grpc as mgrpc
-from deltahub.v1 import operations_pb2_grpc as ogrpc
+from deltahub.v1 import jobs_pb2_grpc as jgrpc
 from deltahub.v1 import router_pb2_grpc as routergrpc
 from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
@@ -36,9 +36,10 @@ from deltahub_client import convert
 from deltahub_client.channel import TLSOptions, open_channel
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
-from deltahub_client.jobs import TrainVerbs
+from deltahub_client.jobs import JobVerbs
 from deltahub_client.merges import MergeVerbs
 from deltahub_client.routes import RouterVerbs
+from deltahub_client.training import TrainVerbs
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_SIZE = 1 << 20
@@ -58,13 +59,14 @@ class TaskVectorResult:
     revision: Revision
     created: bool
     relative_error: float
+    job: str = ""                 # the task_vector job that extracted it
 
 
 def _expected_kw(expected_revision: str | None) -> dict:
     return {} if expected_revision is None else {"expected_revision": expected_revision}
 
 
-class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
+class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
     """A connection to a deltahub server.
 
     Args:
@@ -87,7 +89,7 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
         self._transfer = tgrpc.TransferStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._merge = mgrpc.MergeStub(self._channel)
-        self._operations = ogrpc.OperationsStub(self._channel)
+        self._jobs = jgrpc.JobsStub(self._channel)
         self._router = routergrpc.RouterStub(self._channel)
         self._train = trgrpc.TrainStub(self._channel)
 
@@ -339,13 +341,14 @@ class Hub(MergeVerbs, RouterVerbs, TrainVerbs):
     def create_task_vector(self, finetuned: str, base: str, out: str, *, rank: int = 0, energy: float = 0.0,
                            card: DomainCard | dict | None = None, labels: dict[str, str] | None = None,
                            ref: str = DEFAULT_REF) -> TaskVectorResult:
-        """delta = finetuned - base, computed on the server; dense, or low-rank at ``rank``/``energy``."""
+        """delta = finetuned - base, computed by a worker (a ``task_vector`` job); dense, or low-rank at
+        ``rank``/``energy``. Returns when the job ends; its error is the one raised."""
         request = rpb.CreateTaskVectorRequest(finetuned=finetuned, base=base, out=out, rank=rank, energy=energy,
                                               labels=labels or {}, ref=ref)
         if card is not None:
             request.card.CopyFrom(convert.card_to_pb(card))
         resp = self._registry.CreateTaskVector(request, metadata=self._metadata)  # no deadline: long work
-        return TaskVectorResult(convert.revision_from_pb(resp.revision), resp.created, resp.relative_error)
+        return TaskVectorResult(convert.revision_from_pb(resp.revision), resp.created, resp.relative_error, resp.job)
 
     @translated
     def collect_garbage(self, *, partial_upload_max_age_s: float = 0.0) -> dict:

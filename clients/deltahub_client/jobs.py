@@ -1,4 +1,4 @@
-"""The SDK's training verbs: submit jobs, follow them, cancel them; and what workers need.
+"""The SDK's job verbs: follow, list, wait for and cancel long-running work of every kind; what workers call.
 
 A mixin of :class:`deltahub_client.hub.Hub`, kept apart so each file holds one idea.
 """
@@ -7,64 +7,60 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from deltahub.artifacts import DomainCard, FileEntry
-from deltahub.jobs.model import Job
-from deltahub.v1 import train_pb2 as trpb
+from deltahub.artifacts import FileEntry
+from deltahub.jobs.model import SUCCEEDED, Job
+from deltahub.v1 import jobs_pb2 as jpb
 from deltahub.v1 import transfer_pb2 as tpb
 from deltahub_client import convert
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files
 
+SHOWN_METRICS = ("loss", "lr", "tokens_per_s", "total_rank")
 
-class TrainVerbs:
-    @translated
-    def submit_job(
-        self,
-        trainer: str,
-        *,
-        base: str,
-        data: str | Sequence[str],
-        out: str,
-        config: dict[str, Any] | None = None,
-        replay: Sequence[str] = (),
-        resume_from: str | None = None,
-        card: DomainCard | dict | None = None,
-        labels: dict[str, str] | None = None,
-        idempotency_key: str | None = None,
-        max_attempts: int = 0,
-    ) -> tuple[Job, bool]:
-        """Queues a training job; returns (job, created). A repeated idempotency key returns the first job.
 
-        Raises:
-            InvalidInputError: unknown trainer (lists the known ones), bad config (e.g. init_r <= target_r).
-            NotFoundError: the base or a dataset does not exist.
-            PreconditionError: the base is not a model or has no tokenizer; resume_from has another base.
-        """
-        datasets = [data] if isinstance(data, str) else list(data)
-        resp = self._unary(self._train.SubmitJob, trpb.SubmitJobRequest(
-            trainer=trainer, base=base, datasets=datasets, out=out, config_json=json.dumps(config or {}),
-            replay=list(replay), resume_from=resume_from or "", card=convert.card_to_pb(card), labels=labels or {},
-            idempotency_key=idempotency_key or "", max_attempts=max_attempts,
-        ))
-        return convert.job_from_pb(resp.job), resp.created
+class JobBar:
+    """One progress bar for every kind of job: done/total in the job's unit, the stage, the last metrics."""
 
-    def train(self, trainer: str, *, base: str, data: str | Sequence[str], out: str, wait: bool = False,
-              **options) -> Job:
-        """Queues a training job (see :meth:`submit_job`); with ``wait``, follows it to its end."""
-        job, _ = self.submit_job(trainer, base=base, data=data, out=out, **options)
-        return self.wait_job(job.id) if wait else job
+    def __init__(self, job_id: str, enabled: bool) -> None:
+        self.bar = tqdm(total=0, desc=job_id.split("/")[0], disable=None if enabled else True)
 
+    def show(self, job: Job) -> None:
+        bar = self.bar
+        if bar.disable:  # no terminal, or progress off: a disabled bar holds no state to set
+            return
+        if job.unit and bar.unit != job.unit:
+            bar.unit = job.unit
+        if job.total and bar.total != job.total:
+            bar.total = job.total
+        bar.n = job.done
+        bar.set_description(f"{job.kind} {job.stage}".strip())
+        post = {"state": job.state.lower()}
+        for key in SHOWN_METRICS:
+            if isinstance(job.metrics.get(key), (int, float)):
+                post[key] = f"{job.metrics[key]:.4g}"
+        if job.metrics.get("bytes"):
+            post["MiB"] = f"{job.metrics['bytes'] / 2**20:.1f}"
+        bar.set_postfix(post, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class JobVerbs:
     @translated
     def job(self, job_id: str) -> Job:
-        return convert.job_from_pb(self._unary(self._train.GetJob, trpb.GetJobRequest(id=job_id)))
+        return convert.job_from_pb(self._unary(self._jobs.GetJob, jpb.GetJobRequest(id=job_id)))
 
     @translated
-    def jobs(self, namespace: str | None = None, *, limit: int = 100) -> list[Job]:
-        resp = self._unary(self._train.ListJobs, trpb.ListJobsRequest(namespace=namespace or "", limit=limit))
+    def jobs(self, namespace: str | None = None, *, kind: str | None = None, state: str | None = None,
+             limit: int = 100) -> list[Job]:
+        """Jobs of every kind the caller may read, newest first; ``kind`` and ``state`` filter."""
+        resp = self._unary(self._jobs.ListJobs, jpb.ListJobsRequest(namespace=namespace or "", kind=kind or "",
+                                                                    state=state or "", limit=limit))
         return [convert.job_from_pb(j) for j in resp.jobs]
 
     @translated
@@ -74,36 +70,32 @@ class TrainVerbs:
         The hub ends a watch after a while (``--max-watch``); this watches again until the job is final.
         """
         while True:  # a watch opened again starts with the job as it is now
-            for msg in self._train.WatchJob(trpb.WatchJobRequest(id=job_id), metadata=self._metadata):
+            for msg in self._jobs.WatchJob(jpb.WatchJobRequest(id=job_id), metadata=self._metadata):
                 job = convert.job_from_pb(msg)
                 yield job
                 if job.finished:
                     return
 
-    def wait_job(self, job_id: str) -> Job:
-        """Follows a job to its end with a progress bar (steps, loss, rank); returns the final job."""
+    def wait_job(self, job_id: str, *, check: bool = False) -> Job:
+        """Follows a job to its end with a progress bar; returns the final job.
+
+        With ``check``, a job that failed or was cancelled raises its error: the class, code and message
+        the direct call would have raised.
+        """
         job = None
-        with tqdm(total=0, unit="step", desc=job_id.split("/")[0], disable=None if self.progress else True) as bar:
+        bar = JobBar(job_id, self.progress)
+        try:
             for job in self.watch_job(job_id):
-                if job.total and bar.total != job.total:
-                    bar.total = job.total
-                bar.n = job.step
-                post = {"state": job.state.lower()}
-                for key in ("loss", "lr", "tokens_per_s", "total_rank"):
-                    if key in job.metrics:
-                        post[key] = f"{job.metrics[key]:.4g}"
-                bar.set_postfix(post, refresh=True)
+                bar.show(job)
+        finally:
+            bar.close()
+        if check and job.state != SUCCEEDED:
+            raise job.error()
         return job
 
     @translated
     def cancel_job(self, job_id: str) -> Job:
-        return convert.job_from_pb(self._unary(self._train.CancelJob, trpb.CancelJobRequest(id=job_id)))
-
-    @translated
-    def trainers(self) -> list[dict[str, Any]]:
-        resp = self._unary(self._train.ListTrainers, trpb.ListTrainersRequest())
-        return [{"name": t.name, "title": t.title, "paper": t.paper, "rank_adaptive": t.rank_adaptive,
-                 "defaults": json.loads(t.defaults_json), "help": json.loads(t.help_json)} for t in resp.trainers]
+        return convert.job_from_pb(self._unary(self._jobs.CancelJob, jpb.CancelJobRequest(id=job_id)))
 
     # -- for workers -----------------------------------------------------------------
     @translated
@@ -120,10 +112,22 @@ class TrainVerbs:
 
     @translated
     def pin_checkpoint(self, job_id: str, worker: str, entries: list[FileEntry]) -> None:
-        self._unary(self._train.PinCheckpoint, trpb.PinCheckpointRequest(
+        self._unary(self._jobs.PinCheckpoint, jpb.PinCheckpointRequest(
             job_id=job_id, worker=worker, files=convert.files_to_pb(entries)))
 
     @translated
     def release_checkpoint(self, job_id: str, worker: str = "") -> None:
         """Drops a job's checkpoint: a finished job's, or (``worker`` = its lease holder) a running one's."""
-        self._unary(self._train.ReleaseCheckpoint, trpb.ReleaseCheckpointRequest(job_id=job_id, worker=worker))
+        self._unary(self._jobs.ReleaseCheckpoint, jpb.ReleaseCheckpointRequest(job_id=job_id, worker=worker))
+
+    @translated
+    def commit_job_result(self, job_id: str, worker: str, files: list[FileEntry] | None = None,
+                          metrics: dict | None = None) -> dict | None:
+        """Has the hub commit what a job built (blobs uploaded before); returns the job's result.
+
+        With no files, looks the merge job's recipe up in the hub's cache instead: None when never built.
+        """
+        resp = self._jobs.CommitJobResult(jpb.CommitJobResultRequest(
+            job_id=job_id, worker=worker, files=convert.files_to_pb(files or []),
+            metrics_json=json.dumps(metrics or {}, sort_keys=True)), timeout=None, metadata=self._metadata)
+        return json.loads(resp.result_json) if resp.found else None

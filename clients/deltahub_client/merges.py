@@ -11,31 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
-
 from deltahub.artifacts import DomainCard, Revision
+from deltahub.jobs.model import Job
 from deltahub.v1 import merge_pb2 as mpb
-from deltahub.v1 import operations_pb2 as opb
 from deltahub_client import convert
 from deltahub_client.errors import translated
-
-
-@dataclass(frozen=True)
-class OperationInfo:
-    id: str
-    kind: str
-    state: str  # RUNNING, SUCCEEDED, FAILED, CANCELLED
-    stage: str
-    done: int
-    total: int
-    bytes: int
-    error_code: str = ""
-    error_message: str = ""
-    result: dict[str, Any] | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 @dataclass(frozen=True)
@@ -44,7 +24,7 @@ class MergeResult:
     cached: bool
     recipe_hash: str
     metrics: dict[str, Any] = field(default_factory=dict)
-    operation: str = ""
+    job: str = ""                 # the merge job that built (or found) it
 
 
 @dataclass(frozen=True)
@@ -57,12 +37,7 @@ class EvalResult:
     loss: float | None = None
     perplexity: float | None = None
     accuracy: float | None = None
-
-
-def _operation(msg) -> OperationInfo:
-    state = opb.OperationState.Name(msg.state).removeprefix("OPERATION_STATE_")
-    return OperationInfo(msg.id, msg.kind, state, msg.stage, msg.done, msg.total, msg.bytes, msg.error_code,
-                         msg.error_message, json.loads(msg.result_json) if msg.result_json else None)
+    job: str = ""
 
 
 class MergeVerbs:
@@ -85,8 +60,9 @@ class MergeVerbs:
         tags: Sequence[str] = (),
         card: DomainCard | dict | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
         wait: bool = True,
-    ) -> MergeResult | OperationInfo:
+    ) -> MergeResult | Job:
         """Merges stored models, task vectors or adapters into ``out``.
 
         Args:
@@ -98,22 +74,24 @@ class MergeVerbs:
             form: ``model``, ``task_vector`` or ``adapter``.
             data: a dataset revision (held-out data for ``greedy_soup``, new-domain texts for ``recall``).
             rank, energy: compression target for ``task_vector``/``adapter`` outputs.
-            wait: follow the operation (with a progress bar) and return the result; else return the operation.
+            idempotency_key: a repeated key returns the first job; another request with it is refused.
+            wait: follow the job (with a progress bar) and return the result; else return the queued job.
         Returns:
-            :class:`MergeResult` (``cached`` tells whether the recipe was built before), or the operation.
+            :class:`MergeResult` (``cached`` tells whether the recipe was built before), or the job.
         Raises:
-            InvalidInputError, NotFoundError, PreconditionError (inputs of different bases), CancelledError.
+            InvalidInputError, NotFoundError, PreconditionError (inputs of different bases), CancelledError;
+            a failure while the merge runs raises the same class as a failure when it is asked.
         """
         request = mpb.MergeRequest(
             method=method, inputs=list(inputs), out=out, base=base or "", weights=list(weights or []),
             params_json=json.dumps(params or {}), form=form, data=data or "", rank=rank or 0,
             energy=energy or 0.0, device=device, ref=ref, tags=list(tags), card=convert.card_to_pb(card),
-            labels=labels or {},
+            labels=labels or {}, idempotency_key=idempotency_key or "",
         )
-        op = _operation(self._unary(self._merge.StartMerge, request))
-        return self.wait_merge(op.id) if wait else op
+        job = convert.job_from_pb(self._unary(self._merge.StartMerge, request).job)
+        return self.wait_merge(job.id) if wait else job
 
-    def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | OperationInfo:
+    def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | Job:
         """Runs a mergekit YAML configuration (a path or the YAML text) whose models are hub revisions."""
         from deltahub.merging.mergekit_yaml import from_mergekit_yaml  # loads mergekit: only when asked
 
@@ -129,43 +107,12 @@ class MergeVerbs:
         return to_mergekit_yaml(self.show(spec).lineage.recipe)
 
     @translated
-    def wait_merge(self, operation_id: str) -> MergeResult:
-        op = self.watch_operation(operation_id)
-        r = op.result or {}
+    def wait_merge(self, job_id: str) -> MergeResult:
+        """Follows a merge job to its end; raises its error (the direct call's class) if it failed."""
+        job = self.wait_job(job_id, check=True)
+        r = job.result
         return MergeResult(self.show(f"{r['artifact']}@{r['digest']}"), bool(r.get("cached")), r.get("recipe_hash", ""),
-                           r.get("metrics") or {}, op.id)
-
-    @translated
-    def watch_operation(self, operation_id: str) -> OperationInfo:
-        """Follows an operation to its end with a progress bar; raises its error if it failed or was cancelled."""
-        bar = tqdm(total=0, unit="tensor", desc="merging", disable=None if self.progress else True)
-        last = None
-        try:
-            while last is None or last.state == "RUNNING":  # the hub ends long watches (--max-watch): watch again
-                for msg in self._operations.WatchOperation(opb.WatchOperationRequest(id=operation_id),
-                                                          metadata=self._metadata):
-                    last = _operation(msg)
-                    if last.total and bar.total != last.total:
-                        bar.total = last.total
-                    bar.set_description(last.stage)
-                    bar.n = last.done
-                    bar.refresh()
-        finally:
-            bar.close()
-        return last
-
-    @translated
-    def operation(self, operation_id: str) -> OperationInfo:
-        return _operation(self._unary(self._operations.GetOperation, opb.GetOperationRequest(id=operation_id)))
-
-    @translated
-    def cancel_operation(self, operation_id: str) -> OperationInfo:
-        return _operation(self._unary(self._operations.CancelOperation, opb.CancelOperationRequest(id=operation_id)))
-
-    @translated
-    def operations(self, namespace: str | None = None) -> list[OperationInfo]:
-        resp = self._unary(self._operations.ListOperations, opb.ListOperationsRequest(namespace=namespace or ""))
-        return [_operation(m) for m in resp.operations]
+                           r.get("metrics") or {}, job.id)
 
     @translated
     def merge_methods(self) -> list[dict[str, Any]]:
@@ -175,9 +122,11 @@ class MergeVerbs:
 
     @translated
     def evaluate(self, target: str, data: str, *, device: str = "auto") -> EvalResult:
-        """The held-out metric of a model, adapter or task vector on a dataset (what the greedy soup uses)."""
+        """The held-out metric of a model, adapter or task vector on a dataset (what the greedy soup uses).
+
+        Computed by a worker (an ``evaluate`` job); returns when it ends."""
         r = self._merge.Evaluate(mpb.EvaluateRequest(target=target, data=data, device=device),
                                  timeout=None, metadata=self._metadata)
         acc = r.metric == "accuracy"
         return EvalResult(r.target, r.data, r.metric, r.score, r.samples, None if acc else r.loss,
-                          None if acc else r.perplexity, r.accuracy if acc else None)
+                          None if acc else r.perplexity, r.accuracy if acc else None, r.job)

@@ -126,3 +126,24 @@ CLASS_BY_NAME: dict[str, type[DeltahubError]] = {cls.__name__: cls for cls in AL
 CLASS_FOR_CODE: dict[str, type[DeltahubError]] = {}
 for _cls in ALL_ERRORS:
     CLASS_FOR_CODE.setdefault(_cls.code, _cls)
+
+
+# -- the error record of long-running work --------------------------------------
+INTERNAL_MESSAGE = "internal error ({name}); see the server log"
+
+
+def error_record(exc: BaseException) -> dict[str, str]:
+    """What a failure of long-running work keeps: the status name, the class and the message a direct
+    call would have raised. Anything that is not a deltahub error is a bug: INTERNAL, without internals."""
+    if isinstance(exc, DeltahubError):
+        name = type(exc).__name__
+        return {"code": exc.code, "class": name if name in CLASS_BY_NAME else "", "message": str(exc)}
+    return {"code": "INTERNAL", "class": "", "message": INTERNAL_MESSAGE.format(name=type(exc).__name__)}
+
+
+def from_record(code: str, cls: str, message: str) -> DeltahubError:
+    """The exception a record stands for: its class when it names one of the code's, else the code's class."""
+    known = CLASS_BY_NAME.get(cls)
+    if known is None or known.code != code:  # never trust a name that contradicts the code
+        known = CLASS_FOR_CODE.get(code, DeltahubError)
+    return known(message or code)

@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -113,19 +113,28 @@ class ModelProbe:
         return self._label2id[str(value)]
 
     @torch.no_grad()
-    def evaluate(self, coeffs: Sequence[float] | None = None) -> EvalResult:
+    def evaluate(self, coeffs: Sequence[float] | None = None, *,
+                 progress: Callable[[int, int], None] | None = None) -> EvalResult:
+        """The metric over every row; ``progress(rows done, rows)`` after each batch."""
         self.load(coeffs if coeffs is not None else [1.0] * self.num_inputs)
         texts = self.texts()
+
+        def batches():
+            for i, batch in self._batches(texts):
+                yield i, batch
+                if progress:
+                    progress(min(i + self.batch_size, len(texts)), len(texts))
+
         if self.classifier:
             correct = 0
-            for i, batch in self._batches(texts):
+            for i, batch in batches():
                 pred = self.model(**batch).logits.argmax(-1).cpu()
                 gold = torch.tensor([self._label(r["label"]) for r in self.rows[i:i + len(pred)]])
                 correct += int((pred == gold).sum())
             acc = correct / len(texts)
             return EvalResult("accuracy", acc, len(texts), accuracy=acc)
         total_loss, total_tokens = 0.0, 0
-        for _, batch in self._batches(texts):
+        for _, batch in batches():
             labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]

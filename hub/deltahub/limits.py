@@ -65,7 +65,16 @@ class TrainingLimits:
     max_lr: float = limit(1.0, "--max-train-lr", "Peak learning rate.")
 
 
-GROUPS = (StreamLimits, UploadLimits, InputLimits, TrainingLimits)
+@dataclass
+class JobLimits:
+    """What the hub keeps of finished jobs, and how often one may be tried."""
+
+    keep_finished: int = limit(10_000, "--keep-jobs", "Finished jobs kept for listing (the newest; older ones go).")
+    keep_days: float = limit(30.0, "--keep-jobs-days", "Days a finished job is kept.")
+    max_attempts: int = limit(20, "--max-job-attempts", "Attempts a client may ask for (max_attempts).")
+
+
+GROUPS = (StreamLimits, UploadLimits, InputLimits, TrainingLimits, JobLimits)
 
 
 def declared() -> Iterator[tuple[type, dataclasses.Field]]:

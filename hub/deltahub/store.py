@@ -21,7 +21,6 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from deltahub import auth as access
 from deltahub import formats
@@ -30,7 +29,7 @@ from deltahub.artifacts import (
     ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, check_sha256, manifest_digest,
 )
 from deltahub.cache import exclusive
-from deltahub.deltas.task_vector import build_task_vector, task_vector_metadata
+from deltahub.deltas.lowrank import check_target
 from deltahub.events import RedisEventSink
 from deltahub.errors import (
     InvalidInputError,
@@ -41,9 +40,8 @@ from deltahub.errors import (
     StaleRefError,
 )
 from deltahub.formats.model import BaseModelInfo, validate_model
-from deltahub.formats.safetensors_writer import SafetensorsWriter
-from deltahub.formats.task_vector import DEFAULT_FILE as TASK_VECTOR_FILE
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_ref, looks_like_digest
+from deltahub.jobs.specs import TaskVectorSpec
 from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_card
 from deltahub.storage import BlobStore, Catalog, UploadWriter
 
@@ -81,6 +79,9 @@ class CommitRequest:
     created_by: str = ""
     session: str = ""  # the push session from open_session; "" for none
     allow_code: bool = False  # code files accepted, and recorded as the label ALLOW_CODE_LABEL
+    # the recipe cache answers from this revision: only for builds the hub itself ran (a client's
+    # lineage could otherwise claim any recipe's hash and be served to everyone asking for it)
+    index_recipe: bool = False
 
 
 def check_labels_settable(labels: dict[str, str]) -> None:
@@ -241,7 +242,9 @@ class HubStore:
             created = self.catalog.get_revision(rev.artifact, digest) is None
             self._cas(db, rev.artifact, ref, req.expected_revision)
             if created:
-                self.catalog.insert_revision(db, rev)
+                self.catalog.insert_revision(db, rev, index_recipe=req.index_recipe)
+            elif req.index_recipe:
+                self.catalog.add_recipe(db, rev)
             self.catalog.set_ref(db, rev.artifact, ref, digest)
             for tag in tags:
                 self.catalog.set_ref(db, rev.artifact, tag, digest)
@@ -359,11 +362,9 @@ class HubStore:
 
     def checkout(self, rev: Revision, dest: Path) -> Path:
         """A folder of links to the revision's blobs, laid out as pushed (for from_pretrained)."""
-        for path, blob in self.local_files(rev).items():
-            target = dest / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(blob, target)
-        return dest
+        from deltahub.workspace import link_tree
+
+        return link_tree(self.local_files(rev), dest)
 
     def base_info(self, rev: Revision) -> BaseModelInfo:
         """Parameter shapes of a model revision, from its headers (cached: revisions are immutable)."""
@@ -500,49 +501,34 @@ class HubStore:
         return self.catalog.get_revision(rev.artifact, rev.digest)
 
     # -- derived artifacts -------------------------------------------------------
-    def create_task_vector(
-        self,
-        finetuned: str,
-        base: str,
-        out: str,
-        *,
-        rank: int | None = None,
-        energy: float | None = None,
-        card: DomainCard = DomainCard(),
-        labels: dict[str, str] | None = None,
-        ref: str = DEFAULT_REF,
-        created_by: str = "",
-        progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[Revision, bool, float]:
+    def task_vector_spec(self, finetuned: str, base: str, out: str, *, rank: int | None = None,
+                         energy: float | None = None, card: DomainCard = DomainCard(),
+                         labels: dict[str, str] | None = None, ref: str = DEFAULT_REF,
+                         created_by: str = "") -> TaskVectorSpec:
+        """Checks a task-vector request and resolves its models: the spec of the job that extracts it."""
         ArtifactName.parse(out)
+        check_target(rank, energy)
+        check_labels_settable(labels or {})
+        check_card(card, self.config.inputs)
         ft_rev, base_rev = self.resolve(finetuned), self.resolve(base)
         for what, rev in (("finetuned", ft_rev), ("base", base_rev)):
             if rev.kind is not Kind.MODEL:
                 raise PreconditionError(f"{what} {rev.artifact} is a {rev.kind.value}, not a model")
-        form = "lowrank" if (rank or energy) else "dense"
-        writer = SafetensorsWriter(metadata=task_vector_metadata(form), spool_dir=str(self.config.data_dir / "tmp"))
-        stats = build_task_vector(
-            (self.base_info(ft_rev), self.local_files(ft_rev)),
-            (self.base_info(base_rev), self.local_files(base_rev)),
-            writer, rank=rank, energy=energy, progress=progress,
-        )
-        with self.blobs.writer() as blob:
-            writer.finish(blob)
-        recipe = {"op": "task_vector", "finetuned": ft_rev.spec, "base": base_rev.spec, "form": form}
-        if rank:
-            recipe["rank"] = rank
-        if energy:
-            recipe["energy"] = energy
-        rev, created = self.commit(
-            CommitRequest(
-                artifact=out, kind=Kind.TASK_VECTOR,
-                files=[FileEntry(TASK_VECTOR_FILE, blob.sha256, blob.size)],
-                base=base_rev.spec, card=card, labels=dict(labels or {}),
-                lineage=Lineage(
-                    parents=(ft_rev.spec, base_rev.spec), recipe=recipe,
-                    metrics={"relative_error": stats.relative_error, "low_rank_parameters": stats.low_rank},
-                ),
-                ref=ref, created_by=created_by,
-            )
-        )
-        return rev, created, stats.relative_error
+        return TaskVectorSpec(finetuned=ft_rev.spec, base=base_rev.spec, out=out, rank=rank or None,
+                              energy=energy or None, card=card.to_dict(), labels=dict(labels or {}), ref=ref,
+                              created_by=created_by)
+
+    def commit_task_vector(self, spec: TaskVectorSpec, files: list[FileEntry], metrics: dict) -> tuple[Revision, bool]:
+        recipe = {"op": "task_vector", "finetuned": spec.finetuned, "base": spec.base,
+                  "form": metrics.get("form", "lowrank" if (spec.rank or spec.energy) else "dense")}
+        if spec.rank:
+            recipe["rank"] = spec.rank
+        if spec.energy:
+            recipe["energy"] = spec.energy
+        return self.commit(CommitRequest(
+            artifact=spec.out, kind=Kind.TASK_VECTOR, files=files, base=spec.base,
+            card=DomainCard.from_dict(spec.card), labels=dict(spec.labels),
+            lineage=Lineage(parents=(spec.finetuned, spec.base), recipe=recipe,
+                            metrics={k: v for k, v in metrics.items() if k != "form"}),
+            ref=spec.ref, created_by=spec.created_by,
+        ))

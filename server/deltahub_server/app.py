@@ -27,15 +27,14 @@ from deltahub.errors import InvalidInputError
 from deltahub.pem import read_pem
 from deltahub.store import HubStore, StoreConfig
 from deltahub.merge_engine import MergeEngine
-from deltahub.operations import OperationManager
 from deltahub.routing.assembly import Assembler
 from deltahub.routing.embedders import DEFAULT_EMBEDDER
 from deltahub.routing.router import Router
 from deltahub.v1 import (
     merge_pb2,
     merge_pb2_grpc,
-    operations_pb2,
-    operations_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
     router_pb2,
@@ -47,12 +46,12 @@ from deltahub.v1 import (
 )
 from deltahub_server.auth import AuthInterceptor
 from deltahub_server.merge import MergeServicer
-from deltahub_server.operations import OperationsServicer
+from deltahub_server.jobs import JobBoard, JobsServicer
 from deltahub_server.registry import RegistryServicer
 from deltahub_server.router import RouterServicer
 from deltahub_server.train import TrainServicer
-from deltahub_server.training import Training
-from deltahub.limits import InputLimits, StreamLimits, TrainingLimits, UploadLimits
+from deltahub_server.workers import WorkerPool
+from deltahub.limits import InputLimits, JobLimits, StreamLimits, TrainingLimits, UploadLimits
 from deltahub_server.runtime import Blocking, StreamBudget
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
@@ -62,7 +61,7 @@ SERVICE_NAMES = (
     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
     transfer_pb2.DESCRIPTOR.services_by_name["Transfer"].full_name,
     merge_pb2.DESCRIPTOR.services_by_name["Merge"].full_name,
-    operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
     router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,
     train_pb2.DESCRIPTOR.services_by_name["Train"].full_name,
 )
@@ -80,15 +79,15 @@ class ServerConfig:
     max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES
     max_revision_bytes: int | None = DEFAULT_MAX_REVISION_BYTES
     workers: int = 16                 # threads for blocking calls (store, catalog)
-    heavy_workers: int = 2            # threads for heavy calls (evaluate, task vectors, assembly, merge planning)
-    merge_workers: int = 2  # merges running at once; more wait in the operation queue
+    heavy_workers: int = 2            # threads for heavy calls (merge planning, job submission, GC)
     streams: StreamLimits = field(default_factory=StreamLimits)
     uploads: UploadLimits = field(default_factory=UploadLimits)
     inputs: InputLimits = field(default_factory=InputLimits)
     training_limits: TrainingLimits = field(default_factory=TrainingLimits)
+    jobs: JobLimits = field(default_factory=JobLimits)
     embedder: str = DEFAULT_EMBEDDER
-    local_workers: int | None = None  # in-process training workers; None: 1 without Redis, 0 with it
-    lease_s: float = 30.0             # training job leases
+    local_workers: int | None = None  # in-process workers (every kind of job); None: 2 without Redis, 0 with it
+    lease_s: float = 30.0             # job leases
     worker_device: str = "auto"
     tls_cert: Path | None = None      # PEM certificate chain; with tls_key, the server speaks TLS
     tls_key: Path | None = None
@@ -142,14 +141,14 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
 
 
 class RunningServer:
-    """A started hub: the gRPC server on its event-loop thread, its store and training side; one ``stop``."""
+    """A started hub: the gRPC server on its event-loop thread, its store and workers; one ``stop``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, server: grpc.aio.Server,
-                 port: int, store: HubStore, training: Training, blocking: Blocking, health_servicer,
+                 port: int, store: HubStore, workers: WorkerPool, blocking: Blocking, health_servicer,
                  own_store: bool, sweeper: asyncio.Task) -> None:
         self._sweeper = sweeper
         self.loop, self._thread, self.server = loop, thread, server
-        self.port, self.store, self.training = port, store, training
+        self.port, self.store, self.workers = port, store, workers
         self._blocking, self._health = blocking, health_servicer
         self._own_store = own_store
         self._stopped = False
@@ -165,7 +164,7 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self._sweeper.cancel)
         self._call(self._health.enter_graceful_shutdown())
         self._call(self.server.stop(grace))
-        self.training.stop()  # in-process workers leave their jobs at the next step
+        self.workers.stop()  # in-process workers leave their jobs at the next step (queued again on restart)
         self._blocking.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
@@ -193,26 +192,24 @@ def preload() -> None:
 
 
 def create_server(
-    config: ServerConfig, store: HubStore | None = None, *, operations: OperationManager | None = None,
-    router: Router | None = None, training: Training | None = None,
+    config: ServerConfig, store: HubStore | None = None, *, router: Router | None = None,
 ) -> RunningServer:
     """Builds, binds and starts the server on its own event-loop thread.
 
-    Pass ``operations`` to cancel running merges on shutdown and a started
-    ``router`` to have the index loaded before the first query (``serve``
-    does both); otherwise the router loads on its first call. A store given
-    here is the caller's to close; one made here closes with ``stop``.
+    Pass a started ``router`` to have the index loaded before the first query
+    (``serve`` does); otherwise the router loads on its first call. A store
+    given here is the caller's to close; one made here closes with ``stop``.
     """
     check_exposure(config)
     credentials = server_credentials(config) if config.tls else None
     preload()
     own_store = store is None
     store = store or HubStore(config.store_config())
-    operations = operations or OperationManager(workers=config.merge_workers)
     router = router or Router(store.catalog, embedder=config.embedder, redis_url=config.redis_url, store=store)
-    training = training or Training(config.redis_url, local_workers=config.local_workers, lease_s=config.lease_s,
-                                    device=config.worker_device)
+    workers = WorkerPool(store, config.redis_url, local_workers=config.local_workers, lease_s=config.lease_s,
+                         device=config.worker_device)
     blocking = Blocking(config.workers, config.heavy_workers)
+    board = JobBoard(workers.queue, blocking, config.jobs)
     streams = StreamBudget(config.streams)
     engine = MergeEngine(store)
     loop = asyncio.new_event_loop()
@@ -232,15 +229,14 @@ def create_server(
                 ("grpc.keepalive_timeout_ms", 20_000),
             ],
         )
-        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store, blocking), server)
+        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store, board, blocking), server)
         transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store, blocking, streams), server)
-        merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, operations, blocking), server)
+        merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, board, blocking), server)
         router_pb2_grpc.add_RouterServicer_to_server(
-            RouterServicer(store, router, Assembler(router, engine), blocking), server)
-        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations, blocking, streams),
-                                                             server)
+            RouterServicer(store, router, Assembler(router, engine), board, blocking), server)
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(store, engine, board, blocking, streams), server)
         train_pb2_grpc.add_TrainServicer_to_server(
-            TrainServicer(store, training.queue, blocking, streams, config.training_limits), server)
+            TrainServicer(store, board, blocking, config.training_limits), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for name in ("", *SERVICE_NAMES):
@@ -250,7 +246,7 @@ def create_server(
             if credentials is not None:
                 port = server.add_secure_port(config.address, credentials)
                 # in-process workers reach the hub over plaintext loopback, which never leaves the machine
-                inner = server.add_insecure_port("127.0.0.1:0") if training.local_workers else port
+                inner = server.add_insecure_port("127.0.0.1:0") if workers.local_workers else port
             else:
                 port = inner = server.add_insecure_port(config.address)
         except RuntimeError as err:
@@ -262,15 +258,20 @@ def create_server(
         return server, port, inner, health_servicer, sweeper
 
     async def sweep() -> None:
-        """Expired partial uploads and push sessions go, so abandoned uploads do not hold a principal's allowance."""
+        """Expired partial uploads and push sessions go, so abandoned uploads do not hold a principal's
+        allowance; finished jobs beyond the retention limits go too."""
         while True:
             await asyncio.sleep(config.uploads.sweep_every_s)
             try:
                 removed = await blocking.run(store.expire_uploads, heavy=True)
                 if removed:
                     log.info("removed %d expired partial upload(s)", removed)
+                forgotten = await blocking.run(workers.queue.trim, config.jobs.keep_finished,
+                                               config.jobs.keep_days * 86400, heavy=True)
+                if forgotten:
+                    log.info("forgot %d finished job(s) (--keep-jobs, --keep-jobs-days)", forgotten)
             except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("sweeping expired uploads failed")
+                log.exception("sweeping expired uploads and old jobs failed")
 
     try:
         server, port, inner, health_servicer, sweeper = asyncio.run_coroutine_threadsafe(start(), loop).result()
@@ -281,13 +282,12 @@ def create_server(
         if own_store:
             store.close()
         raise
-    training.start(inner, config.tokens)
-    return RunningServer(loop, thread, server, port, store, training, blocking, health_servicer, own_store, sweeper)
+    workers.start(inner, config.tokens)
+    return RunningServer(loop, thread, server, port, store, workers, blocking, health_servicer, own_store, sweeper)
 
 
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
     """Runs until SIGINT/SIGTERM, then drains in-flight calls for up to 10 s."""
-    operations = OperationManager(workers=config.merge_workers)
     check_exposure(config)
     preload()  # before the router's thread starts importing
     store = HubStore(config.store_config())
@@ -297,7 +297,7 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         log.info("auth: %d token(s) loaded; clients pass --token or DELTAHUB_TOKEN", len(config.tokens))
     else:
         log.warning("auth: no tokens configured; the hub is open to anyone on this machine (loopback only)")
-    running = create_server(config, store, operations=operations, router=router)
+    running = create_server(config, store, router=router)
     port = running.port
     host = config.address.rsplit(":", 1)[0]
     if config.redis_url:
@@ -329,7 +329,6 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         ready.set()
     stop.wait()
     log.info("stopping: draining in-flight calls")
-    operations.shutdown()  # running merges are cancelled: they store nothing
     running.stop(grace=10)
     router.stop()
     store.close()

@@ -100,23 +100,20 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Merge/StartMerge": _merge,
     "/deltahub.v1.Merge/ListMethods": _anywhere(Scope.READ),
     "/deltahub.v1.Merge/Evaluate": _evaluate,
-    # an operation's id starts with the namespace it writes to
-    "/deltahub.v1.Operations/GetOperation": _on("id", Scope.READ),
-    "/deltahub.v1.Operations/WatchOperation": _on("id", Scope.READ),
-    "/deltahub.v1.Operations/CancelOperation": _on("id", Scope.WRITE),
-    "/deltahub.v1.Operations/ListOperations": _listing,
     "/deltahub.v1.Router/Route": _route,
     "/deltahub.v1.Router/Assemble": _assemble,
     "/deltahub.v1.Router/GetRouterStatus": _anywhere(Scope.READ),
     "/deltahub.v1.Train/SubmitJob": _submit_job,
-    # a job's id starts with the namespace it writes to
-    "/deltahub.v1.Train/GetJob": _on("id", Scope.READ),
-    "/deltahub.v1.Train/WatchJob": _on("id", Scope.READ),
-    "/deltahub.v1.Train/CancelJob": _on("id", Scope.WRITE),
-    "/deltahub.v1.Train/ListJobs": _listing,
     "/deltahub.v1.Train/ListTrainers": _anywhere(Scope.READ),
-    "/deltahub.v1.Train/PinCheckpoint": _on("job_id", Scope.WRITE),
-    "/deltahub.v1.Train/ReleaseCheckpoint": _on("job_id", Scope.WRITE),
+    # a job's id starts with the namespace it writes to (reads, for an evaluation)
+    "/deltahub.v1.Jobs/GetJob": _on("id", Scope.READ),
+    "/deltahub.v1.Jobs/WatchJob": _on("id", Scope.READ),
+    "/deltahub.v1.Jobs/CancelJob": _on("id", Scope.WRITE),
+    "/deltahub.v1.Jobs/ListJobs": _listing,
+    # for workers: the lease holder of a job, with a token that writes its namespace
+    "/deltahub.v1.Jobs/PinCheckpoint": _on("job_id", Scope.WRITE),
+    "/deltahub.v1.Jobs/ReleaseCheckpoint": _on("job_id", Scope.WRITE),
+    "/deltahub.v1.Jobs/CommitJobResult": _on("job_id", Scope.WRITE),
 }
 
 

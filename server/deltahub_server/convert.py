@@ -12,9 +12,9 @@ from deltahub.errors import InvalidInputError
 from deltahub.merge_engine import MergeRequest
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import merge_pb2 as mpb
-from deltahub.v1 import operations_pb2 as opb
+from deltahub.v1 import jobs_pb2 as jpb
+from deltahub.v1 import registry_pb2 as rpb_registry
 from deltahub.v1 import router_pb2 as rpb
-from deltahub.v1 import train_pb2 as trpb
 from deltahub.routing.router import DEFAULT_K, RouteRequest
 from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
 
@@ -78,7 +78,7 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
     )
 
 
-# -- merges and operations --------------------------------------------------------
+# -- merges --------------------------------------------------------
 def params_from_json(text: str, field: str = "params_json") -> dict:
     """A request field that carries a JSON object (method parameters, a trainer config)."""
     return jsondoc.loads_object(text, field) if text else {}
@@ -95,12 +95,17 @@ def merge_request_from_pb(req, created_by: str):
     )
 
 
-def operation_to_pb(op):
-    return opb.Operation(
-        id=op.id, kind=op.kind, state=opb.OperationState.Value(f"OPERATION_STATE_{op.state}"), stage=op.stage,
-        done=op.done, total=op.total, bytes=op.bytes, started_at=op.started_at, finished_at=op.finished_at,
-        error_code=op.error_code, error_message=op.error_message,
-        result_json=json.dumps(op.result, sort_keys=True) if op.result is not None else "",
+def task_vector_to_pb(revision, result: dict, job_id: str):
+    return rpb_registry.CreateTaskVectorResponse(revision=revision_to_pb(revision), created=bool(result.get("created")),
+                                                 relative_error=result.get("relative_error", 0.0), job=job_id)
+
+
+def evaluation_to_pb(result: dict, job_id: str) -> mpb.EvaluateResponse:
+    """An evaluate job's result (deltahub.builds.evaluate) as the Evaluate call answers it."""
+    return mpb.EvaluateResponse(
+        target=result["target"], data=result["data"], metric=result["metric"], score=result["score"],
+        samples=result["samples"], loss=result.get("loss") or 0.0, perplexity=result.get("perplexity") or 0.0,
+        accuracy=result.get("accuracy") or 0.0, job=job_id,
     )
 
 
@@ -139,26 +144,25 @@ def route_answer_to_pb(answer) -> rpb.RouteResponse:
     )
 
 
-def assembly_to_pb(a) -> rpb.AssembleResponse:
+def assembly_to_pb(a, job_id: str = "") -> rpb.AssembleResponse:
     return rpb.AssembleResponse(
         artifact=a.artifact, digest=a.digest, cached=a.cached, recipe_hash=a.recipe_hash,
         adapters=[routed_to_pb(x) for x in a.adapters], method=a.method, form=a.form, base=a.base,
-        serve_base=a.serve_base, reason=a.reason,
+        serve_base=a.serve_base, reason=a.reason, job=job_id,
     )
 
 
-def job_to_pb(job):
-    s = job.spec
-    return trpb.Job(
-        id=job.id, state=trpb.JobState.Value(f"JOB_STATE_{job.state}"), trainer=s.trainer, base=s.base,
-        datasets=list(s.datasets), replay=list(s.replay), resume_from=s.resume_from, out=s.out,
-        config_json=json.dumps(s.config, sort_keys=True), attempts=job.attempts, max_attempts=job.max_attempts,
-        worker=job.worker, device=job.device, step=job.step, total_steps=job.total,
-        metrics_json=json.dumps(job.metrics, sort_keys=True) if job.metrics else "",
-        checkpoint_step=int(job.checkpoint.get("step", 0)), error_code=job.error_code,
-        error_message=job.error_message, result_artifact=job.result.get("artifact", ""),
-        result_digest=job.result.get("digest", ""), cancel_requested=job.cancel_requested,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-        idempotency_key=s.idempotency_key,
-        checkpoint_json=json.dumps(job.checkpoint, sort_keys=True) if job.checkpoint else "",
+def to_json(doc) -> str:
+    return json.dumps(doc, sort_keys=True) if doc else ""
+
+
+def job_to_pb(job) -> jpb.Job:
+    return jpb.Job(
+        id=job.id, kind=job.kind, state=jpb.JobState.Value(f"JOB_STATE_{job.state}"), spec_json=to_json(job.spec),
+        attempts=job.attempts, max_attempts=job.max_attempts, worker=job.worker, device=job.device,
+        stage=job.stage, done=job.done, total=job.total, unit=job.unit, metrics_json=to_json(job.metrics),
+        checkpoint_json=to_json(job.checkpoint), error_code=job.error_code, error_class=job.error_class,
+        error_message=job.error_message, result_json=to_json(job.result), cancel_requested=job.cancel_requested,
+        idempotency_key=job.key, created_by=job.created_by, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, updated_at=job.updated_at,
     )

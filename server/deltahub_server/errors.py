@@ -13,7 +13,7 @@ import logging
 
 import grpc
 
-from deltahub.errors import CLASS_BY_NAME, ERROR_CLASS_KEY, DeltahubError
+from deltahub.errors import ERROR_CLASS_KEY, DeltahubError, error_record
 
 log = logging.getLogger("deltahub.server")
 
@@ -34,20 +34,15 @@ STATUS = {
 }
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    if isinstance(exc, DeltahubError):
-        return STATUS.get(exc.code, grpc.StatusCode.INTERNAL), str(exc)
-    log.exception("unexpected error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
-
-
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException):
     if isinstance(exc, grpc.aio.AbortError):  # an abort already under way (the auth check's)
         raise exc
-    code, message = status_for(exc)
-    if type(exc).__name__ in CLASS_BY_NAME:
-        context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
-    await context.abort(code, message)
+    if not isinstance(exc, DeltahubError):
+        log.exception("unexpected error", exc_info=exc)
+    record = error_record(exc)  # the same record a failed job keeps
+    if record["class"]:
+        context.set_trailing_metadata(((ERROR_CLASS_KEY, record["class"]),))
+    await context.abort(STATUS.get(record["code"], grpc.StatusCode.INTERNAL), record["message"])
 
 
 def rpc_method(fn=None, *, heavy: bool = False):

@@ -1,50 +1,46 @@
-"""Merge service: start merges as operations, list methods, evaluate."""
+"""Merge service: merges and evaluations, queued as jobs that workers run; the methods the hub knows."""
 
 from __future__ import annotations
 
+from deltahub.jobs import EVALUATE, MERGE
 from deltahub.merge_engine import MergeEngine
 from deltahub.merging import MERGE_METHODS
-from deltahub.operations import OperationManager
 from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import merge_pb2_grpc as mgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.jobs import JobBoard
 from deltahub_server.runtime import Blocking
 
 
-def merge_result(result) -> dict:
-    return {"artifact": result.revision.artifact, "digest": result.revision.digest, "cached": result.cached,
-            "recipe_hash": result.recipe_hash, "metrics": result.metrics}
-
-
 class MergeServicer(mgrpc.MergeServicer):
-    def __init__(self, engine: MergeEngine, operations: OperationManager, blocking: Blocking) -> None:
+    def __init__(self, engine: MergeEngine, board: JobBoard, blocking: Blocking) -> None:
         self.blocking = blocking
         self.engine = engine
-        self.operations = operations
+        self.board = board
 
     @rpc_method(heavy=True)
     def StartMerge(self, request, context):
         req = convert.merge_request_from_pb(request, current_principal().name)
         # Everything checkable is checked here, so bad input fails this call
-        # with its status instead of surfacing later in a watched operation.
-        resolved = self.engine.resolve(req)
-        namespace = req.out.split("/", 1)[0]
-
-        def work(report, cancelled):
-            return merge_result(self.engine.run(req, resolved, progress=report, cancelled=cancelled))
-
-        return convert.operation_to_pb(self.operations.start("merge", namespace, work))
+        # with its status instead of surfacing later in a watched job.
+        spec = self.engine.spec(req, self.engine.resolve(req))
+        cached = self.engine.cached(spec)  # a commit at most, no tensor: answered here, with no worker
+        job, created = self.board.submit(MERGE, req.out.split("/", 1)[0], spec.to_dict(),
+                                         key=request.idempotency_key,
+                                         result=cached.to_dict() if cached is not None else None)
+        return mpb.StartMergeResponse(job=convert.job_to_pb(job), created=created)
 
     @rpc_method
     def ListMethods(self, request, context):
         return mpb.ListMethodsResponse(methods=[convert.method_to_pb(MERGE_METHODS.get(n).spec) for n in MERGE_METHODS])
 
-    @rpc_method(heavy=True)
-    def Evaluate(self, request, context):
-        target, data, result = self.engine.evaluate(request.target, request.data, device=request.device or "auto")
-        return mpb.EvaluateResponse(
-            target=target.spec, data=data.spec, metric=result.metric, score=result.score, samples=result.samples,
-            loss=result.loss or 0.0, perplexity=result.perplexity or 0.0, accuracy=result.accuracy or 0.0,
-        )
+    @rpc_method
+    async def Evaluate(self, request, context):
+        spec = await self.blocking.run(
+            lambda: self.engine.evaluation_spec(request.target, request.data, device=request.device or "auto"),
+            heavy=True)
+        job, _ = await self.blocking.run(self.board.submit, EVALUATE, spec.target.split("/", 1)[0], spec.to_dict())
+        done = await self.board.finished(job.id)
+        return convert.evaluation_to_pb(done.result, done.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deltahub.artifacts import DomainCard
+from deltahub.jobs import TASK_VECTOR
 from deltahub.names import check_namespace
 from deltahub.store import UNSET, CommitRequest, HubStore
 from deltahub.v1 import registry_pb2 as rpb
@@ -10,6 +11,7 @@ from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.jobs import JobBoard
 from deltahub_server.runtime import Blocking
 from deltahub.auth import Scope
 
@@ -19,8 +21,9 @@ def _expected(request, field: str = "expected_revision"):
 
 
 class RegistryServicer(rgrpc.RegistryServicer):
-    def __init__(self, store: HubStore, blocking: Blocking) -> None:
+    def __init__(self, store: HubStore, board: JobBoard, blocking: Blocking) -> None:
         self.store = store
+        self.board = board
         self.blocking = blocking
 
     @rpc_method
@@ -103,20 +106,20 @@ class RegistryServicer(rgrpc.RegistryServicer):
         rev = self.store.update_card(request.spec, card, dict(request.labels), replace_labels=request.replace_labels)
         return convert.revision_to_pb(rev)
 
-    @rpc_method(heavy=True)
-    def CreateTaskVector(self, request, context):
-        rev, created, error = self.store.create_task_vector(
-            request.finetuned,
-            request.base,
-            request.out,
-            rank=request.rank or None,
-            energy=request.energy or None,
-            card=convert.card_from_pb(request.card) if request.HasField("card") else DomainCard(),
-            labels=dict(request.labels),
-            ref=request.ref or "main",
-            created_by=current_principal().name,
-        )
-        return rpb.CreateTaskVectorResponse(revision=convert.revision_to_pb(rev), relative_error=error, created=created)
+    @rpc_method
+    async def CreateTaskVector(self, request, context):
+        """Extracted by a worker as a ``task_vector`` job; answered when the job ends."""
+        def spec():
+            return self.store.task_vector_spec(
+                request.finetuned, request.base, request.out, rank=request.rank or None, energy=request.energy or None,
+                card=convert.card_from_pb(request.card) if request.HasField("card") else DomainCard(),
+                labels=dict(request.labels), ref=request.ref or "main", created_by=current_principal().name)
+
+        tv = await self.blocking.run(spec, heavy=True)
+        job, _ = await self.blocking.run(self.board.submit, TASK_VECTOR, tv.out.split("/", 1)[0], tv.to_dict())
+        done = await self.board.finished(job.id)
+        rev = await self.blocking.run(self.store.catalog.get_revision, done.result["artifact"], done.result["digest"])
+        return convert.task_vector_to_pb(rev, done.result, done.id)
 
     @rpc_method(heavy=True)
     def CollectGarbage(self, request, context):

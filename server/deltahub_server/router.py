@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from deltahub.auth import Scope
+from deltahub.jobs import ASSEMBLE
 from deltahub.routing.assembly import DEFAULT_FORM, DEFAULT_METHOD, AssembleRequest, Assembler
 from deltahub.routing.embedders import EMBEDDERS
 from deltahub.routing.router import Router
@@ -14,12 +13,15 @@ from deltahub.v1 import router_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
+from deltahub_server.jobs import JobBoard
 from deltahub_server.runtime import Blocking
 
 
 class RouterServicer(rgrpc.RouterServicer):
-    def __init__(self, store: HubStore, router: Router, assembler: Assembler, blocking: Blocking) -> None:
+    def __init__(self, store: HubStore, router: Router, assembler: Assembler, board: JobBoard,
+                 blocking: Blocking) -> None:
         self.blocking = blocking
+        self.board = board
         self.store = store
         self.router = router
         self.assembler = assembler
@@ -37,12 +39,16 @@ class RouterServicer(rgrpc.RouterServicer):
 
     @rpc_method
     async def Assemble(self, request, context):
-        # A merge that the client gave up on (deadline, cancel) stops and stores nothing.
-        gone = asyncio.Event()
-        context.add_done_callback(lambda _: gone.set())
-        return await self.blocking.run(self._assemble, request, gone.is_set, heavy=True)
+        """Routed and checked here; built by a worker as an ``assemble`` job, answered when it ends. A client
+        that gives up (deadline, cancel) cancels the job: it stops and stores nothing."""
+        answer, spec = await self.blocking.run(self._prepare, request, heavy=True)
+        if spec is None:
+            return convert.assembly_to_pb(answer)
+        job, _ = await self.blocking.run(self.board.submit, ASSEMBLE, spec.out.split("/", 1)[0], spec.to_dict())
+        done = await self.board.finished(job.id)
+        return convert.assembly_to_pb(Assembler.built(answer, done.result), done.id)
 
-    def _assemble(self, request, cancelled):
+    def _prepare(self, request):
         principal = current_principal()
         req = AssembleRequest(
             query=request.query, adapters=list(request.adapters), weights=list(request.weights) or None,
@@ -51,8 +57,7 @@ class RouterServicer(rgrpc.RouterServicer):
             params=convert.params_from_json(request.params_json), rank=request.rank or None,
             energy=request.energy or None, out=request.out, created_by=principal.name,
         )
-        assembly = self.assembler.assemble(req, namespaces=principal.namespaces_with(Scope.READ), cancelled=cancelled)
-        return convert.assembly_to_pb(assembly)
+        return self.assembler.prepare(req, namespaces=principal.namespaces_with(Scope.READ))
 
     @rpc_method
     def GetRouterStatus(self, request, context):

@@ -146,7 +146,7 @@ class RateFloor:
 
 async def watch(streams: StreamBudget, blocking: Blocking, context, what: str, get: Callable[[], T],
                 poll_s: float = 0.2) -> AsyncIterator[T]:
-    """Yields a versioned record (a job, an operation) now and at each new version until it is finished.
+    """Yields a versioned record (a job) now and at each new version until it is finished.
 
     Polls instead of waiting on the writer's condition, so a watcher holds no
     thread between looks; it counts as one of its principal's streams and ends

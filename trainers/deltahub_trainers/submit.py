@@ -1,4 +1,4 @@
-"""Turning a training request into a :class:`JobSpec`: everything is checked before a job is queued.
+"""Turning a training request into a :class:`TrainSpec`: everything is checked before a job is queued.
 
 Names are resolved to revision digests here, so a job trains on exactly the
 revisions that existed when it was submitted, whatever refs do afterwards.
@@ -14,7 +14,7 @@ from deltahub.errors import InvalidInputError, LimitExceededError, PreconditionE
 from deltahub.formats import patterns
 from deltahub.limits import TrainingLimits
 from deltahub.formats.dataset import read_rows
-from deltahub.jobs.model import JobSpec
+from deltahub.jobs.specs import TrainSpec
 from deltahub.names import ArtifactName
 from deltahub.store import HubStore
 from deltahub_trainers import make_trainer
@@ -60,7 +60,7 @@ def resolve_targets(config: dict, module_names: set[str]) -> dict:
 def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str], out: str,
                config: dict | None = None, replay: list[str] | None = None, resume_from: str = "",
                card: DomainCard | None = None, labels: dict[str, str] | None = None,
-               idempotency_key: str = "", limits: TrainingLimits | None = None) -> JobSpec:
+               limits: TrainingLimits | None = None) -> TrainSpec:
     config = dict(config or {})
     t = make_trainer(trainer, config)  # unknown trainer (lists the known ones), bad config values
     name = str(ArtifactName.parse(out))
@@ -98,6 +98,6 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
     if phases is not None:  # AdaLoRA: the budgeting phase must fit in the steps (which may follow from the rows)
         rows = t.config.steps or sum(len(read_rows(store.local_files(rev))) for rev in data)
         phases(t.config.total_steps(rows))
-    return JobSpec(trainer=trainer, base=base_rev.spec, datasets=tuple(rev.spec for rev in data), out=name, config=config,
-                   replay=tuple(replay_specs), resume_from=resumed, card=(card or DomainCard()).to_dict(),
-                   labels=dict(labels or {}), idempotency_key=idempotency_key)
+    return TrainSpec(trainer=trainer, base=base_rev.spec, datasets=tuple(rev.spec for rev in data), out=name,
+                     config=config, replay=tuple(replay_specs), resume_from=resumed,
+                     card=(card or DomainCard()).to_dict(), labels=dict(labels or {}))

@@ -1,21 +1,28 @@
-"""Training jobs: the model (pure transitions) and the queues that carry them."""
+"""Long-running work: the job model (pure transitions) and the queues that carry jobs to workers."""
 
 from deltahub.jobs.model import (
-    CANCELLED, FAILED, FINAL, QUEUED, RUNNING, SUCCEEDED, Job, JobSpec, LeaseLostError,
+    ASSEMBLE, CANCELLED, EVALUATE, FAILED, FINAL, KINDS, MERGE, QUEUED, RUNNING, STATES, SUCCEEDED, TASK_VECTOR,
+    TRAIN, Job, LeaseLostError,
 )
-from deltahub.jobs.queue import DEFAULT_LEASE_S, JobQueue, MemoryQueue
+from deltahub.jobs.specs import EvaluateSpec, MergeSpec, TaskVectorSpec, TrainSpec
+from deltahub.jobs.queue import DEFAULT_LEASE_S, JobQueue
 
 
-def open_queue(redis_url: str | None, *, lease_s: float = DEFAULT_LEASE_S) -> JobQueue:
-    """Redis when a URL is given, else the in-process queue."""
+def open_queue(redis_url: str | None, *, catalog=None, lease_s: float = DEFAULT_LEASE_S) -> JobQueue:
+    """Redis when a URL is given, else the catalog's own tables (the embedded default)."""
     if redis_url:
         from deltahub.jobs.redis_queue import RedisQueue
 
         return RedisQueue(redis_url, lease_s=lease_s)
-    return MemoryQueue(lease_s=lease_s)
+    if catalog is None:
+        raise ValueError("without Redis, jobs are kept in the catalog: give the hub's catalog")
+    from deltahub.jobs.sqlite_queue import CatalogQueue
+
+    return CatalogQueue(catalog, lease_s=lease_s)
 
 
 __all__ = [
-    "CANCELLED", "FAILED", "FINAL", "QUEUED", "RUNNING", "SUCCEEDED", "DEFAULT_LEASE_S", "Job", "JobQueue",
-    "JobSpec", "LeaseLostError", "MemoryQueue", "open_queue",
+    "ASSEMBLE", "CANCELLED", "EVALUATE", "FAILED", "FINAL", "KINDS", "MERGE", "QUEUED", "RUNNING", "STATES",
+    "SUCCEEDED", "TASK_VECTOR", "TRAIN", "DEFAULT_LEASE_S", "Job", "JobQueue", "LeaseLostError", "TrainSpec", "MergeSpec", "EvaluateSpec", "TaskVectorSpec",
+    "open_queue",
 ]

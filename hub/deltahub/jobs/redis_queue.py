@@ -11,8 +11,10 @@
   ``WATCH``/``MULTI`` transactions that apply one transition of
   :mod:`deltahub.jobs.model`; the document, not the stream, says who holds a
   job (a worker whose lease lapsed finds out on its next report).
-* ``deltahub:jobs:index[:<namespace>]`` (sorted sets): listing, newest first.
+* ``deltahub:jobs:index[:<namespace>]`` (sorted sets): listing, newest first;
+  ``deltahub:jobs:finished`` (sorted set by finish time): retention.
 * ``deltahub:jobkey:<namespace>:<key>``: idempotency keys (``SET NX``).
+* ``deltahub:flight:<key>``: the job holding a flight (changed under ``WATCH``).
 
 Lease times are wall-clock seconds; workers and the server should keep
 their clocks in sync (NTP), as with any lease.
@@ -22,13 +24,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import Any, Callable
 
 import redis
 
 from deltahub.errors import NotFoundError, UnavailableError
 from deltahub.jobs import model as m
-from deltahub.jobs.model import Job, JobSpec
+from deltahub.jobs.model import Job
 from deltahub.jobs.queue import DEFAULT_LEASE_S, JobQueue
 
 PREFIX = "deltahub:"
@@ -58,17 +60,23 @@ class RedisQueue(JobQueue):
         self._r.close()
 
     # -- clients ---------------------------------------------------------------
-    def submit(self, spec: JobSpec, *, max_attempts: int = m.DEFAULT_MAX_ATTEMPTS) -> tuple[Job, bool]:
-        job = m.new_job(spec, max_attempts=max_attempts)
-        if spec.idempotency_key:
-            key = f"{PREFIX}jobkey:{spec.namespace}:{spec.idempotency_key}"
-            if not self._r.set(key, job.id, nx=True):
-                return self.get(self._r.get(key).decode()), False
+    def submit(self, kind: str, namespace: str, spec: dict[str, Any], *, key: str = "", created_by: str = "",
+               max_attempts: int = m.DEFAULT_MAX_ATTEMPTS, result: dict | None = None) -> tuple[Job, bool]:
+        job = m.new_job(kind, namespace, spec, key=key, created_by=created_by, max_attempts=max_attempts)
+        if result is not None:
+            job = m.answered(job, result)
+        if key:
+            where = f"{PREFIX}jobkey:{namespace}:{key}"
+            if not self._r.set(where, job.id, nx=True):
+                return m.check_key(self.get(self._r.get(where).decode()), kind, spec), False
         pipe = self._r.pipeline()
         pipe.set(self._key(job.id), job.to_json())
         pipe.zadd(PREFIX + "jobs:index", {job.id: job.created_at})
-        pipe.zadd(f"{PREFIX}jobs:index:{spec.namespace}", {job.id: job.created_at})
-        pipe.xadd(STREAM, {"job": job.id})
+        pipe.zadd(f"{PREFIX}jobs:index:{namespace}", {job.id: job.created_at})
+        if job.finished:
+            pipe.zadd(PREFIX + "jobs:finished", {job.id: job.finished_at})
+        else:
+            pipe.xadd(STREAM, {"job": job.id})
         pipe.execute()
         return job, True
 
@@ -78,11 +86,61 @@ class RedisQueue(JobQueue):
             raise NotFoundError(f"job {job_id!r} does not exist")
         return Job.from_json(raw)
 
-    def list(self, namespace: str | None = None, limit: int = 100) -> list[Job]:
+    def list(self, namespace: str | None = None, *, kind: str | None = None, state: str | None = None,
+             limit: int = 100) -> list[Job]:
         index = f"{PREFIX}jobs:index:{namespace}" if namespace else PREFIX + "jobs:index"
-        ids = [i.decode() for i in self._r.zrevrange(index, 0, limit - 1)]
-        docs = self._r.mget([self._key(i) for i in ids]) if ids else []
-        return [Job.from_json(d) for d in docs if d is not None]
+        out: list[Job] = []
+        start, page = 0, max(limit, 100)
+        while len(out) < limit:  # kind and state filter the newest pages until enough match
+            ids = [i.decode() for i in self._r.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            for doc in self._r.mget([self._key(i) for i in ids]):
+                if doc is not None:
+                    job = Job.from_json(doc)
+                    if (not kind or job.kind == kind) and (not state or job.state == state):
+                        out.append(job)
+            start += page
+        return out[:limit]
+
+    def trim(self, keep: int, max_age_s: float) -> int:
+        finished = PREFIX + "jobs:finished"
+        old = {i.decode() for i in self._r.zrangebyscore(finished, "-inf", time.time() - max_age_s)}
+        old |= {i.decode() for i in self._r.zrange(finished, 0, -(keep + 1))} if keep >= 0 else set()
+        for job_id in old:
+            raw = self._r.get(self._key(job_id))
+            pipe = self._r.pipeline()
+            if raw is not None:
+                job = Job.from_json(raw)
+                if job.key:
+                    pipe.delete(f"{PREFIX}jobkey:{job.namespace}:{job.key}")
+                pipe.zrem(f"{PREFIX}jobs:index:{job.namespace}", job_id)
+            pipe.delete(self._key(job_id))
+            pipe.zrem(PREFIX + "jobs:index", job_id)
+            pipe.zrem(finished, job_id)
+            pipe.execute()
+        return len(old)
+
+    def _swap_flight(self, key: str, holder: str | None, new: str | None) -> str | None:
+        where = f"{PREFIX}flight:{key}"
+        out: list[str | None] = []
+
+        def tx(pipe) -> None:
+            out.clear()
+            raw = pipe.get(where)
+            current = raw.decode() if raw is not None else None
+            if current != holder:
+                out.append(current)
+                return
+            pipe.multi()
+            if new is None:
+                pipe.delete(where)
+            else:
+                pipe.set(where, new)
+            out.append(new)
+
+        self._r.transaction(tx, where)
+        return out[0]
 
     def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
         key = self._key(job_id)
@@ -100,12 +158,11 @@ class RedisQueue(JobQueue):
 
         self._r.transaction(tx, key)
         job = out[0]
-        if job.finished and job.delivery:
-            self._r.xack(STREAM, GROUP, job.delivery)
+        if job.finished:
+            self._r.zadd(PREFIX + "jobs:finished", {job.id: job.finished_at})
+            if job.delivery:
+                self._r.xack(STREAM, GROUP, job.delivery)
         return job
-
-    def cancel(self, job_id: str) -> Job:
-        return self.update(job_id, lambda j: m.request_cancel(j, time.time()))
 
     # -- workers ---------------------------------------------------------------
     def claim(self, worker: str, device: str, *, timeout_s: float = 1.0) -> Job | None:
@@ -156,11 +213,11 @@ class RedisQueue(JobQueue):
     def heartbeat(self, job_id: str, worker: str) -> Job:
         return self._keep_delivery(super().heartbeat(job_id, worker))
 
-    def progress(self, job_id: str, worker: str, step: int, total: int, metrics: dict) -> Job:
-        return self._keep_delivery(super().progress(job_id, worker, step, total, metrics))
+    def progress(self, job_id: str, worker: str, stage: str, done: int, total: int, metrics: dict) -> Job:
+        return self._keep_delivery(super().progress(job_id, worker, stage, done, total, metrics))
 
-    def fail(self, job_id: str, worker: str, code: str, message: str, *, retry: bool) -> Job:
-        job = super().fail(job_id, worker, code, message, retry=retry)
+    def fail(self, job_id: str, worker: str, record: dict, *, retry: bool) -> Job:
+        job = super().fail(job_id, worker, record, retry=retry)
         if job.state == m.QUEUED:  # another attempt: a fresh delivery (job.delivery still names the old one)
             self._r.xack(STREAM, GROUP, job.delivery)
             self._r.xadd(STREAM, {"job": job.id})

@@ -33,7 +33,7 @@ Choices:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import json
@@ -45,7 +45,9 @@ from deltahub.formats.mixture import MIXTURE_FILE
 from deltahub.merging.recipe import Recipe
 from deltahub.names import ArtifactName
 from deltahub.store import CommitRequest
-from deltahub.merge_engine import MergeEngine, MergeRequest, Progress
+from deltahub.builds import Progress
+from deltahub.jobs.specs import MergeSpec
+from deltahub.merge_engine import MergeEngine, MergeRequest
 from deltahub.merging import MERGE_METHODS
 from deltahub.routing.results import Assembly, Routed
 from deltahub.routing.router import DEFAULT_K, ROUTED_KINDS, RouteRequest, Router
@@ -98,16 +100,35 @@ class Assembler:
         answer = Assembly(adapters, method.spec.name, req.form, resolved.base.spec, recipe_hash=resolved.recipe.hash)
         return answer, merge, resolved
 
-    def assemble(self, req: AssembleRequest, *, namespaces: frozenset[str] | None = None,
-                 progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> Assembly:
+    def prepare(self, req: AssembleRequest, *, namespaces: frozenset[str] | None = None
+                ) -> tuple[Assembly, MergeSpec | None]:
+        """The answer when there is nothing to build (no adapter fits, an Arrow mixture, a recipe built
+        before); else the answer so far and the spec of the merge job that builds it."""
         if req.form == ARROW_FORM:
-            return self._arrow(req, namespaces)
+            return self._arrow(req, namespaces), None
         answer, merge, resolved = self.plan(req, namespaces=namespaces)
         if merge is None:
+            return answer, None
+        spec = self.engine.spec(merge, resolved)
+        cached = self.engine.cached(spec)
+        return (self.built(answer, cached), None) if cached is not None else (answer, spec)
+
+    @staticmethod
+    def built(answer: Assembly, result) -> Assembly:
+        """The answer, with the merged revision (a MergeResult, or a merge job's result dict)."""
+        doc = result if isinstance(result, dict) else result.to_dict()
+        return replace(answer, artifact=doc["artifact"], digest=doc["digest"], cached=bool(doc.get("cached")),
+                       recipe_hash=doc.get("recipe_hash", answer.recipe_hash))
+
+    def assemble(self, req: AssembleRequest, *, namespaces: frozenset[str] | None = None,
+                 progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> Assembly:
+        """Everything in this process (library use); the server runs the build as an ``assemble`` job."""
+        answer, spec = self.prepare(req, namespaces=namespaces)
+        if spec is None:
             return answer
-        result = self.engine.run(merge, resolved, progress=progress, cancelled=cancelled)
-        return Assembly(answer.adapters, answer.method, answer.form, answer.base, result.revision.artifact,
-                        result.revision.digest, result.cached, result.recipe_hash)
+        result = self.engine.once(spec.hash, lambda where: self.engine.cached(spec),
+                                  lambda: self.engine.build_here(spec, progress=progress, cancelled=cancelled))
+        return self.built(answer, result)
 
     def _arrow(self, req: AssembleRequest, namespaces) -> Assembly:
         if req.method not in (DEFAULT_METHOD, ARROW_FORM):
@@ -157,6 +178,7 @@ class Assembler:
                 artifact=out, kind=Kind.ADAPTER, files=[*files, FileEntry(MIXTURE_FILE, sha, size)], base=recipe.base,
                 labels={"assembled": "true", "mixture": ARROW_FORM}, created_by=req.created_by,
                 lineage=Lineage(parents=(*recipe.inputs, recipe.base), recipe={**recipe.to_dict(), "hash": recipe.hash}),
+                index_recipe=True,
             ))
         except BaseException:
             store.discard_unused([sha])  # the config blob alone, if no revision took it

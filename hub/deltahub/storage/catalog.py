@@ -170,6 +170,15 @@ class Catalog:
             for listener in list(self.listeners):
                 listener()
 
+    def add_schema(self, script: str) -> None:
+        """Tables another module keeps in this database (the job queue's)."""
+        with self._lock:
+            self._db.executescript(script)
+
+    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """A read, outside a transaction on this thread's reader, inside one on the writer."""
+        return self._query(sql, args)
+
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         if getattr(self._local, "in_tx", False):
             with self._lock:
@@ -264,7 +273,7 @@ class Catalog:
         rows = db.execute("SELECT artifact, digest FROM revisions WHERE base = ?", (base,)).fetchall()
         return [f"{r['artifact']}@{r['digest']}" for r in rows]
 
-    def insert_revision(self, db: sqlite3.Connection, rev: Revision) -> None:
+    def insert_revision(self, db: sqlite3.Connection, rev: Revision, *, index_recipe: bool = False) -> None:
         now = time.time()
         ns = rev.artifact.split("/")[0]
         db.execute(
@@ -293,6 +302,11 @@ class Catalog:
             "INSERT INTO files(artifact, digest, path, sha256, size) VALUES (?,?,?,?,?)",
             [(rev.artifact, rev.digest, f.path, f.sha256, f.size) for f in rev.files],
         )
+        if index_recipe:
+            self.add_recipe(db, rev)
+
+    def add_recipe(self, db: sqlite3.Connection, rev: Revision) -> None:
+        """The recipe cache answers from ``rev`` for its lineage's recipe hash."""
         if recipe_hash := rev.lineage.recipe.get("hash"):
             db.execute("INSERT OR IGNORE INTO recipes(hash, artifact, digest) VALUES (?,?,?)",
                        (recipe_hash, rev.artifact, rev.digest))

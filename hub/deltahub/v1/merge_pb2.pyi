@@ -1,5 +1,5 @@
 from deltahub.v1 import common_pb2 as _common_pb2
-from deltahub.v1 import operations_pb2 as _operations_pb2
+from deltahub.v1 import jobs_pb2 as _jobs_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MergeRequest(_message.Message):
-    __slots__ = ("method", "inputs", "base", "out", "weights", "params_json", "form", "data", "rank", "energy", "device", "ref", "tags", "card", "labels")
+    __slots__ = ("method", "inputs", "base", "out", "weights", "params_json", "form", "data", "rank", "energy", "device", "ref", "tags", "card", "labels", "idempotency_key")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class MergeRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CARD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     method: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     base: str
@@ -47,7 +48,16 @@ class MergeRequest(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     card: _common_pb2.DomainCard
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, method: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., params_json: _Optional[str] = ..., form: _Optional[str] = ..., data: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., device: _Optional[str] = ..., ref: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, method: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., params_json: _Optional[str] = ..., form: _Optional[str] = ..., data: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., device: _Optional[str] = ..., ref: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class StartMergeResponse(_message.Message):
+    __slots__ = ("job", "created")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    job: _jobs_pb2.Job
+    created: bool
+    def __init__(self, job: _Optional[_Union[_jobs_pb2.Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ListMethodsRequest(_message.Message):
     __slots__ = ()
@@ -88,7 +98,7 @@ class EvaluateRequest(_message.Message):
     def __init__(self, target: _Optional[str] = ..., data: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("target", "data", "metric", "score", "samples", "loss", "perplexity", "accuracy")
+    __slots__ = ("target", "data", "metric", "score", "samples", "loss", "perplexity", "accuracy", "job")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +107,7 @@ class EvaluateResponse(_message.Message):
     LOSS_FIELD_NUMBER: _ClassVar[int]
     PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
     target: str
     data: str
     metric: str
@@ -105,4 +116,5 @@ class EvaluateResponse(_message.Message):
     loss: float
     perplexity: float
     accuracy: float
-    def __init__(self, target: _Optional[str] = ..., data: _Optional[str] = ..., metric: _Optional[str] = ..., score: _Optional[float] = ..., samples: _Optional[int] = ..., loss: _Optional[float] = ..., perplexity: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
+    job: str
+    def __init__(self, target: _Optional[str] = ..., data: _Optional[str] = ..., metric: _Optional[str] = ..., score: _Optional[float] = ..., samples: _Optional[int] = ..., loss: _Optional[float] = ..., perplexity: _Optional[float] = ..., accuracy: _Optional[float] = ..., job: _Optional[str] = ...) -> None: ...

@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from deltahub.v1 import merge_pb2 as deltahub_dot_v1_dot_merge__pb2
-from deltahub.v1 import operations_pb2 as deltahub_dot_v1_dot_operations__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -39,7 +38,7 @@ class MergeStub:
         self.StartMerge = channel.unary_unary(
                 '/deltahub.v1.Merge/StartMerge',
                 request_serializer=deltahub_dot_v1_dot_merge__pb2.MergeRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_operations__pb2.Operation.FromString,
+                response_deserializer=deltahub_dot_v1_dot_merge__pb2.StartMergeResponse.FromString,
                 _registered_method=True)
         self.ListMethods = channel.unary_unary(
                 '/deltahub.v1.Merge/ListMethods',
@@ -59,9 +58,9 @@ class MergeServicer:
 
     def StartMerge(self, request, context):
         """Checks the request (method, parameters, inputs, shared base) and answers
-        at once: bad input fails the call itself; otherwise the merge runs as an
-        operation (follow it with Operations.WatchOperation). A recipe built
-        before completes immediately with cached = true.
+        at once: bad input fails the call itself; otherwise the merge is queued
+        as a job of kind "merge" that a worker runs (follow it with
+        Jobs.WatchJob). A recipe built before ends at once with cached = true.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,7 +73,8 @@ class MergeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Evaluate(self, request, context):
-        """The held-out metric the greedy soup uses, for any model, adapter or task vector.
+        """The held-out metric the greedy soup uses, for any model, adapter or task
+        vector: runs as a job of kind "evaluate" on a worker and answers when it ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,7 +86,7 @@ def add_MergeServicer_to_server(servicer, server):
             'StartMerge': grpc.unary_unary_rpc_method_handler(
                     servicer.StartMerge,
                     request_deserializer=deltahub_dot_v1_dot_merge__pb2.MergeRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_operations__pb2.Operation.SerializeToString,
+                    response_serializer=deltahub_dot_v1_dot_merge__pb2.StartMergeResponse.SerializeToString,
             ),
             'ListMethods': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMethods,
@@ -126,7 +126,7 @@ class Merge:
             target,
             '/deltahub.v1.Merge/StartMerge',
             deltahub_dot_v1_dot_merge__pb2.MergeRequest.SerializeToString,
-            deltahub_dot_v1_dot_operations__pb2.Operation.FromString,
+            deltahub_dot_v1_dot_merge__pb2.StartMergeResponse.FromString,
             options,
             channel_credentials,
             insecure,

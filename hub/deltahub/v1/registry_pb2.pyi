@@ -199,14 +199,16 @@ class CreateTaskVectorRequest(_message.Message):
     def __init__(self, finetuned: _Optional[str] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ref: _Optional[str] = ...) -> None: ...
 
 class CreateTaskVectorResponse(_message.Message):
-    __slots__ = ("revision", "relative_error", "created")
+    __slots__ = ("revision", "relative_error", "created", "job")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     RELATIVE_ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
     revision: _common_pb2.Revision
     relative_error: float
     created: bool
-    def __init__(self, revision: _Optional[_Union[_common_pb2.Revision, _Mapping]] = ..., relative_error: _Optional[float] = ..., created: _Optional[bool] = ...) -> None: ...
+    job: str
+    def __init__(self, revision: _Optional[_Union[_common_pb2.Revision, _Mapping]] = ..., relative_error: _Optional[float] = ..., created: _Optional[bool] = ..., job: _Optional[str] = ...) -> None: ...
 
 class CollectGarbageRequest(_message.Message):
     __slots__ = ("partial_upload_max_age_s",)

@@ -170,7 +170,8 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateTaskVector(self, request, context):
-        """delta = finetuned - base, stored dense or low-rank, as a new task_vector revision.
+        """delta = finetuned - base, stored dense or low-rank, as a new task_vector
+        revision: runs as a job of kind "task_vector" on a worker, answers when it ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

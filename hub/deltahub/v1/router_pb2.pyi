@@ -108,7 +108,7 @@ class AssembleRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., adapters: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ..., method: _Optional[str] = ..., form: _Optional[str] = ..., params_json: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., out: _Optional[str] = ...) -> None: ...
 
 class AssembleResponse(_message.Message):
-    __slots__ = ("artifact", "digest", "cached", "recipe_hash", "adapters", "method", "form", "base", "serve_base", "reason")
+    __slots__ = ("artifact", "digest", "cached", "recipe_hash", "adapters", "method", "form", "base", "serve_base", "reason", "job")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class AssembleResponse(_message.Message):
     BASE_FIELD_NUMBER: _ClassVar[int]
     SERVE_BASE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     digest: str
     cached: bool
@@ -129,7 +130,8 @@ class AssembleResponse(_message.Message):
     base: str
     serve_base: bool
     reason: str
-    def __init__(self, artifact: _Optional[str] = ..., digest: _Optional[str] = ..., cached: _Optional[bool] = ..., recipe_hash: _Optional[str] = ..., adapters: _Optional[_Iterable[_Union[RoutedAdapter, _Mapping]]] = ..., method: _Optional[str] = ..., form: _Optional[str] = ..., base: _Optional[str] = ..., serve_base: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    job: str
+    def __init__(self, artifact: _Optional[str] = ..., digest: _Optional[str] = ..., cached: _Optional[bool] = ..., recipe_hash: _Optional[str] = ..., adapters: _Optional[_Iterable[_Union[RoutedAdapter, _Mapping]]] = ..., method: _Optional[str] = ..., form: _Optional[str] = ..., base: _Optional[str] = ..., serve_base: _Optional[bool] = ..., reason: _Optional[str] = ..., job: _Optional[str] = ...) -> None: ...
 
 class GetRouterStatusRequest(_message.Message):
     __slots__ = ()

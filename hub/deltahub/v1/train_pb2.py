@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from deltahub.v1 import common_pb2 as deltahub_dot_v1_dot_common__pb2
+from deltahub.v1 import jobs_pb2 as deltahub_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65ltahub/v1/train.proto\x12\x0b\x64\x65ltahub.v1\x1a\x18\x64\x65ltahub/v1/common.proto\"\xca\x02\n\x10SubmitJobRequest\x12\x0f\n\x07trainer\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x0b\n\x03out\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12\x0e\n\x06replay\x18\x06 \x03(\t\x12\x13\n\x0bresume_from\x18\x07 \x01(\t\x12%\n\x04\x63\x61rd\x18\x08 \x01(\x0b\x32\x17.deltahub.v1.DomainCard\x12\x39\n\x06labels\x18\t \x03(\x0b\x32).deltahub.v1.SubmitJobRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.deltahub.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xad\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.deltahub.v1.JobState\x12\x0f\n\x07trainer\x18\x03 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x04 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x05 \x03(\t\x12\x0e\n\x06replay\x18\x06 \x03(\t\x12\x13\n\x0bresume_from\x18\x07 \x01(\t\x12\x0b\n\x03out\x18\x08 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x12\x0e\n\x06worker\x18\x0c \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\r \x01(\t\x12\x0c\n\x04step\x18\x0e \x01(\x03\x12\x13\n\x0btotal_steps\x18\x0f \x01(\x03\x12\x14\n\x0cmetrics_json\x18\x10 \x01(\t\x12\x17\n\x0f\x63heckpoint_step\x18\x11 \x01(\x03\x12\x12\n\nerror_code\x18\x12 \x01(\t\x12\x15\n\rerror_message\x18\x13 \x01(\t\x12\x17\n\x0fresult_artifact\x18\x14 \x01(\t\x12\x15\n\rresult_digest\x18\x15 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x16 \x01(\x08\x12\x12\n\ncreated_at\x18\x17 \x01(\x01\x12\x12\n\nstarted_at\x18\x18 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x19 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x1a \x01(\t\x12\x17\n\x0f\x63heckpoint_json\x18\x1b \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fListJobsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"2\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.deltahub.v1.Job\"\x15\n\x13ListTrainersRequest\"z\n\x0bTrainerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05paper\x18\x03 \x01(\t\x12\x15\n\rrank_adaptive\x18\x04 \x01(\x08\x12\x15\n\rdefaults_json\x18\x05 \x01(\t\x12\x11\n\thelp_json\x18\x06 \x01(\t\"B\n\x14ListTrainersResponse\x12*\n\x08trainers\x18\x01 \x03(\x0b\x32\x18.deltahub.v1.TrainerInfo\"]\n\x14PinCheckpointRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12%\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x16.deltahub.v1.FileEntry\"\x17\n\x15PinCheckpointResponse\":\n\x18ReleaseCheckpointRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\"\x1b\n\x19ReleaseCheckpointResponse*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xe1\x04\n\x05Train\x12J\n\tSubmitJob\x12\x1d.deltahub.v1.SubmitJobRequest\x1a\x1e.deltahub.v1.SubmitJobResponse\x12\x36\n\x06GetJob\x12\x1a.deltahub.v1.GetJobRequest\x1a\x10.deltahub.v1.Job\x12G\n\x08ListJobs\x12\x1c.deltahub.v1.ListJobsRequest\x1a\x1d.deltahub.v1.ListJobsResponse\x12<\n\x08WatchJob\x12\x1c.deltahub.v1.WatchJobRequest\x1a\x10.deltahub.v1.Job0\x01\x12<\n\tCancelJob\x12\x1d.deltahub.v1.CancelJobRequest\x1a\x10.deltahub.v1.Job\x12S\n\x0cListTrainers\x12 .deltahub.v1.ListTrainersRequest\x1a!.deltahub.v1.ListTrainersResponse\x12V\n\rPinCheckpoint\x12!.deltahub.v1.PinCheckpointRequest\x1a\".deltahub.v1.PinCheckpointResponse\x12\x62\n\x11ReleaseCheckpoint\x12%.deltahub.v1.ReleaseCheckpointRequest\x1a&.deltahub.v1.ReleaseCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65ltahub/v1/train.proto\x12\x0b\x64\x65ltahub.v1\x1a\x18\x64\x65ltahub/v1/common.proto\x1a\x16\x64\x65ltahub/v1/jobs.proto\"\xca\x02\n\x10SubmitJobRequest\x12\x0f\n\x07trainer\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x0b\n\x03out\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12\x0e\n\x06replay\x18\x06 \x03(\t\x12\x13\n\x0bresume_from\x18\x07 \x01(\t\x12%\n\x04\x63\x61rd\x18\x08 \x01(\x0b\x32\x17.deltahub.v1.DomainCard\x12\x39\n\x06labels\x18\t \x03(\x0b\x32).deltahub.v1.SubmitJobRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.deltahub.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x15\n\x13ListTrainersRequest\"z\n\x0bTrainerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05paper\x18\x03 \x01(\t\x12\x15\n\rrank_adaptive\x18\x04 \x01(\x08\x12\x15\n\rdefaults_json\x18\x05 \x01(\t\x12\x11\n\thelp_json\x18\x06 \x01(\t\"B\n\x14ListTrainersResponse\x12*\n\x08trainers\x18\x01 \x03(\x0b\x32\x18.deltahub.v1.TrainerInfo2\xa8\x01\n\x05Train\x12J\n\tSubmitJob\x12\x1d.deltahub.v1.SubmitJobRequest\x1a\x1e.deltahub.v1.SubmitJobResponse\x12S\n\x0cListTrainers\x12 .deltahub.v1.ListTrainersRequest\x1a!.deltahub.v1.ListTrainersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITJOBREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1650
-  _globals['_JOBSTATE']._serialized_end=1804
-  _globals['_SUBMITJOBREQUEST']._serialized_start=67
-  _globals['_SUBMITJOBREQUEST']._serialized_end=397
-  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_start=352
-  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_end=397
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=399
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=466
-  _globals['_JOB']._serialized_start=469
-  _globals['_JOB']._serialized_end=1026
-  _globals['_GETJOBREQUEST']._serialized_start=1028
-  _globals['_GETJOBREQUEST']._serialized_end=1055
-  _globals['_WATCHJOBREQUEST']._serialized_start=1057
-  _globals['_WATCHJOBREQUEST']._serialized_end=1086
-  _globals['_CANCELJOBREQUEST']._serialized_start=1088
-  _globals['_CANCELJOBREQUEST']._serialized_end=1118
-  _globals['_LISTJOBSREQUEST']._serialized_start=1120
-  _globals['_LISTJOBSREQUEST']._serialized_end=1171
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1173
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1223
-  _globals['_LISTTRAINERSREQUEST']._serialized_start=1225
-  _globals['_LISTTRAINERSREQUEST']._serialized_end=1246
-  _globals['_TRAINERINFO']._serialized_start=1248
-  _globals['_TRAINERINFO']._serialized_end=1370
-  _globals['_LISTTRAINERSRESPONSE']._serialized_start=1372
-  _globals['_LISTTRAINERSRESPONSE']._serialized_end=1438
-  _globals['_PINCHECKPOINTREQUEST']._serialized_start=1440
-  _globals['_PINCHECKPOINTREQUEST']._serialized_end=1533
-  _globals['_PINCHECKPOINTRESPONSE']._serialized_start=1535
-  _globals['_PINCHECKPOINTRESPONSE']._serialized_end=1558
-  _globals['_RELEASECHECKPOINTREQUEST']._serialized_start=1560
-  _globals['_RELEASECHECKPOINTREQUEST']._serialized_end=1618
-  _globals['_RELEASECHECKPOINTRESPONSE']._serialized_start=1620
-  _globals['_RELEASECHECKPOINTRESPONSE']._serialized_end=1647
-  _globals['_TRAIN']._serialized_start=1807
-  _globals['_TRAIN']._serialized_end=2416
+  _globals['_SUBMITJOBREQUEST']._serialized_start=91
+  _globals['_SUBMITJOBREQUEST']._serialized_end=421
+  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_start=376
+  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_end=421
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=423
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=490
+  _globals['_LISTTRAINERSREQUEST']._serialized_start=492
+  _globals['_LISTTRAINERSREQUEST']._serialized_end=513
+  _globals['_TRAINERINFO']._serialized_start=515
+  _globals['_TRAINERINFO']._serialized_end=637
+  _globals['_LISTTRAINERSRESPONSE']._serialized_start=639
+  _globals['_LISTTRAINERSRESPONSE']._serialized_end=705
+  _globals['_TRAIN']._serialized_start=708
+  _globals['_TRAIN']._serialized_end=876
 # @@protoc_insertion_point(module_scope)

@@ -41,40 +41,10 @@ class TrainStub:
                 request_serializer=deltahub_dot_v1_dot_train__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=deltahub_dot_v1_dot_train__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
-        self.GetJob = channel.unary_unary(
-                '/deltahub.v1.Train/GetJob',
-                request_serializer=deltahub_dot_v1_dot_train__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_train__pb2.Job.FromString,
-                _registered_method=True)
-        self.ListJobs = channel.unary_unary(
-                '/deltahub.v1.Train/ListJobs',
-                request_serializer=deltahub_dot_v1_dot_train__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_train__pb2.ListJobsResponse.FromString,
-                _registered_method=True)
-        self.WatchJob = channel.unary_stream(
-                '/deltahub.v1.Train/WatchJob',
-                request_serializer=deltahub_dot_v1_dot_train__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_train__pb2.Job.FromString,
-                _registered_method=True)
-        self.CancelJob = channel.unary_unary(
-                '/deltahub.v1.Train/CancelJob',
-                request_serializer=deltahub_dot_v1_dot_train__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_train__pb2.Job.FromString,
-                _registered_method=True)
         self.ListTrainers = channel.unary_unary(
                 '/deltahub.v1.Train/ListTrainers',
                 request_serializer=deltahub_dot_v1_dot_train__pb2.ListTrainersRequest.SerializeToString,
                 response_deserializer=deltahub_dot_v1_dot_train__pb2.ListTrainersResponse.FromString,
-                _registered_method=True)
-        self.PinCheckpoint = channel.unary_unary(
-                '/deltahub.v1.Train/PinCheckpoint',
-                request_serializer=deltahub_dot_v1_dot_train__pb2.PinCheckpointRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_train__pb2.PinCheckpointResponse.FromString,
-                _registered_method=True)
-        self.ReleaseCheckpoint = channel.unary_unary(
-                '/deltahub.v1.Train/ReleaseCheckpoint',
-                request_serializer=deltahub_dot_v1_dot_train__pb2.ReleaseCheckpointRequest.SerializeToString,
-                response_deserializer=deltahub_dot_v1_dot_train__pb2.ReleaseCheckpointResponse.FromString,
                 _registered_method=True)
 
 
@@ -85,34 +55,9 @@ class TrainServicer:
 
     def SubmitJob(self, request, context):
         """Checks the trainer, its config, the base and the datasets, then queues
-        the job. A repeated idempotency key returns the first job (created=false).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListJobs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchJob(self, request, context):
-        """Streams the job each time it changes (progress events included), ending
-        after its final state.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelJob(self, request, context):
-        """A queued job ends CANCELLED at once; a running one stops at its next step.
+        the job (follow it with the Jobs service). A repeated idempotency key
+        returns the first job (created=false), or FAILED_PRECONDITION when the
+        request differs from the one the key was first used for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,21 +65,6 @@ class TrainServicer:
 
     def ListTrainers(self, request, context):
         """The registered trainers with their config keys and defaults.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PinCheckpoint(self, request, context):
-        """For workers: keep a job's checkpoint blobs (uploaded with Transfer.UploadBlob)
-        alive in the hub's blob store, replacing the job's previous checkpoint.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReleaseCheckpoint(self, request, context):
-        """For workers: drop a job's checkpoint, once it is finished or by its lease holder about to finish it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,40 +78,10 @@ def add_TrainServicer_to_server(servicer, server):
                     request_deserializer=deltahub_dot_v1_dot_train__pb2.SubmitJobRequest.FromString,
                     response_serializer=deltahub_dot_v1_dot_train__pb2.SubmitJobResponse.SerializeToString,
             ),
-            'GetJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetJob,
-                    request_deserializer=deltahub_dot_v1_dot_train__pb2.GetJobRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_train__pb2.Job.SerializeToString,
-            ),
-            'ListJobs': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListJobs,
-                    request_deserializer=deltahub_dot_v1_dot_train__pb2.ListJobsRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_train__pb2.ListJobsResponse.SerializeToString,
-            ),
-            'WatchJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchJob,
-                    request_deserializer=deltahub_dot_v1_dot_train__pb2.WatchJobRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_train__pb2.Job.SerializeToString,
-            ),
-            'CancelJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelJob,
-                    request_deserializer=deltahub_dot_v1_dot_train__pb2.CancelJobRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_train__pb2.Job.SerializeToString,
-            ),
             'ListTrainers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTrainers,
                     request_deserializer=deltahub_dot_v1_dot_train__pb2.ListTrainersRequest.FromString,
                     response_serializer=deltahub_dot_v1_dot_train__pb2.ListTrainersResponse.SerializeToString,
-            ),
-            'PinCheckpoint': grpc.unary_unary_rpc_method_handler(
-                    servicer.PinCheckpoint,
-                    request_deserializer=deltahub_dot_v1_dot_train__pb2.PinCheckpointRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_train__pb2.PinCheckpointResponse.SerializeToString,
-            ),
-            'ReleaseCheckpoint': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReleaseCheckpoint,
-                    request_deserializer=deltahub_dot_v1_dot_train__pb2.ReleaseCheckpointRequest.FromString,
-                    response_serializer=deltahub_dot_v1_dot_train__pb2.ReleaseCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,114 +124,6 @@ class Train:
             _registered_method=True)
 
     @staticmethod
-    def GetJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/deltahub.v1.Train/GetJob',
-            deltahub_dot_v1_dot_train__pb2.GetJobRequest.SerializeToString,
-            deltahub_dot_v1_dot_train__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListJobs(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/deltahub.v1.Train/ListJobs',
-            deltahub_dot_v1_dot_train__pb2.ListJobsRequest.SerializeToString,
-            deltahub_dot_v1_dot_train__pb2.ListJobsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/deltahub.v1.Train/WatchJob',
-            deltahub_dot_v1_dot_train__pb2.WatchJobRequest.SerializeToString,
-            deltahub_dot_v1_dot_train__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/deltahub.v1.Train/CancelJob',
-            deltahub_dot_v1_dot_train__pb2.CancelJobRequest.SerializeToString,
-            deltahub_dot_v1_dot_train__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def ListTrainers(request,
             target,
             options=(),
@@ -348,60 +140,6 @@ class Train:
             '/deltahub.v1.Train/ListTrainers',
             deltahub_dot_v1_dot_train__pb2.ListTrainersRequest.SerializeToString,
             deltahub_dot_v1_dot_train__pb2.ListTrainersResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PinCheckpoint(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/deltahub.v1.Train/PinCheckpoint',
-            deltahub_dot_v1_dot_train__pb2.PinCheckpointRequest.SerializeToString,
-            deltahub_dot_v1_dot_train__pb2.PinCheckpointResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ReleaseCheckpoint(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/deltahub.v1.Train/ReleaseCheckpoint',
-            deltahub_dot_v1_dot_train__pb2.ReleaseCheckpointRequest.SerializeToString,
-            deltahub_dot_v1_dot_train__pb2.ReleaseCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
