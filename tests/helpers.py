@@ -1,8 +1,14 @@
-"""Builders for tiny artifacts, made in-process from configs (no downloads)."""
+"""Builders for tiny artifacts, made in-process from configs (no downloads); hubs to test against."""
 
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -90,3 +96,40 @@ def local_hub(data_dir: Path, **config) -> Iterator[tuple[object, object, str]]:
     finally:
         hub.close()
         running.stop(grace=None)
+
+
+class ServeProcess:
+    """``deltahub serve`` in a process of its own, as a user starts it; ``stop`` or ``kill`` it."""
+
+    def __init__(self, data_dir: Path, *extra: str, address: str = "127.0.0.1:0") -> None:
+        exe = Path(sys.executable).with_name("deltahub")
+        self.proc = subprocess.Popen(
+            [str(exe), "serve", "--data-dir", str(data_dir), "--address", address, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.log: list[str] = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited:\n" + "".join(self.log))
+            self.log.append(line)
+            m = re.search(r"listening on ([\d.]+):(\d+)", line)
+            if m:
+                self.address = f"{m[1]}:{m[2]}"
+                break
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.env = {"DELTAHUB_ADDRESS": self.address}
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)

@@ -299,7 +299,7 @@ def test_training_knobs_are_bounded(server, pushed_base, tiny_dataset):
     assert hub.jobs() == []
     job, _ = hub.submit_job("lora", base="base/tiny-llama", data="data/d", out="fin/x",
                             config={"steps": 1, "target_modules": ".*\\.(q|v)_proj"})
-    assert job.spec.config["target_modules"] == [f"model.layers.{i}.self_attn.{m}_proj" for i in (0, 1) for m in "qv"]
+    assert job.spec["config"]["target_modules"] == [f"model.layers.{i}.self_attn.{m}_proj" for i in (0, 1) for m in "qv"]
 
 
 def test_epochs_are_bounded_by_the_steps_they_come_to(tmp_path, tiny_base, tiny_dataset):

@@ -13,36 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_json, run_cli
-
-
-class ServeProcess:
-    def __init__(self, data_dir: Path, *extra: str, address: str = "127.0.0.1:0") -> None:
-        exe = Path(sys.executable).with_name("deltahub")
-        self.proc = subprocess.Popen(
-            [str(exe), "serve", "--data-dir", str(data_dir), "--address", address, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.log: list[str] = []
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("server exited:\n" + "".join(self.log))
-            self.log.append(line)
-            m = re.search(r"listening on ([\d.]+):(\d+)", line)
-            if m:
-                self.address = f"{m[1]}:{m[2]}"
-                break
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.env = {"DELTAHUB_ADDRESS": self.address}
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.log.append(line)
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
+from tests.helpers import ServeProcess
 
 
 @pytest.fixture()

@@ -30,6 +30,7 @@ from deltahub.artifacts import (
 )
 from deltahub.cache import exclusive
 from deltahub.deltas.lowrank import check_target
+from deltahub.deltas.task_vector import check_compatible
 from deltahub.events import RedisEventSink
 from deltahub.errors import (
     InvalidInputError,
@@ -514,6 +515,7 @@ class HubStore:
         for what, rev in (("finetuned", ft_rev), ("base", base_rev)):
             if rev.kind is not Kind.MODEL:
                 raise PreconditionError(f"{what} {rev.artifact} is a {rev.kind.value}, not a model")
+        check_compatible(self.base_info(ft_rev), self.base_info(base_rev))  # refused now, not in the job
         return TaskVectorSpec(finetuned=ft_rev.spec, base=base_rev.spec, out=out, rank=rank or None,
                               energy=energy or None, card=card.to_dict(), labels=dict(labels or {}), ref=ref,
                               created_by=created_by)

@@ -123,6 +123,10 @@ async def write_within(context, message, idle_s: float, what: str) -> None:
         raise DeadlineExceededError(
             f"{what}: the client read nothing for {idle_s:g} s (--stream-idle-timeout); the stream was ended"
         ) from None
+    except Exception:
+        if context.done():  # the client went away (a killed worker's download): not a fault of the hub
+            raise CancelledError(f"{what}: the client went away") from None
+        raise
 
 
 class RateFloor:

@@ -46,8 +46,11 @@ class HubWorkspace:
         return self._infos[rev.digest]
 
     def publish(self, files: list[FileEntry]) -> None:
-        """Uploads the output blobs the hub lacks."""
-        self.hub.upload_files({f.path: self.blobs.require(f.sha256) for f in files})
+        """Uploads the blobs this worker wrote (those the hub lacks). Files an output takes from its inputs
+        as they are (a model's config and tokenizer) are the hub's blobs already."""
+        written = {f.path: self.blobs.path(f.sha256) for f in files if self.blobs.has(f.sha256)}
+        if written:
+            self.hub.upload_files(written)
 
     def discard(self, shas: list[str]) -> None:
         for sha in set(shas):

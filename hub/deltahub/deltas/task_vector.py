@@ -36,6 +36,19 @@ def delta_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def check_compatible(ft_info: BaseModelInfo, base_info: BaseModelInfo) -> None:
+    """The finetuned model has the base's parameters with the base's shapes (headers only: no tensor read)."""
+    extra = sorted(set(ft_info.shapes) - set(base_info.shapes))
+    if extra:
+        raise PreconditionError(f"the finetuned model has parameters the base lacks: {extra[:5]}")
+    for name, shape in ft_info.shapes.items():
+        if base_info.shapes[name] != shape:
+            raise PreconditionError(
+                f"parameter {name!r} has shape {list(shape)} in the finetuned model and "
+                f"{list(base_info.shapes[name])} in the base (was the vocabulary extended?)"
+            )
+
+
 def build_task_vector(
     finetuned: tuple[BaseModelInfo, dict[str, Path]],
     base: tuple[BaseModelInfo, dict[str, Path]],
@@ -48,15 +61,7 @@ def build_task_vector(
     ft_info, ft_files = finetuned
     base_info, base_files = base
     check_target(rank, energy)
-    extra = sorted(set(ft_info.shapes) - set(base_info.shapes))
-    if extra:
-        raise PreconditionError(f"the finetuned model has parameters the base lacks: {extra[:5]}")
-    for name, shape in ft_info.shapes.items():
-        if base_info.shapes[name] != shape:
-            raise PreconditionError(
-                f"parameter {name!r} has shape {list(shape)} in the finetuned model and "
-                f"{list(base_info.shapes[name])} in the base (was the vocabulary extended?)"
-            )
+    check_compatible(ft_info, base_info)
     names = sorted(ft_info.shapes)
     err_sq = norm_sq = 0.0
     ranks: dict[str, int] = {}
