@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deltahub.auth import TokenTable
 from deltahub.limits import StreamLimits
-from deltahub.v1 import registry_pb2, registry_pb2_grpc, train_pb2, train_pb2_grpc, transfer_pb2, transfer_pb2_grpc
+from deltahub.v1 import registry_pb2, registry_pb2_grpc, jobs_pb2, jobs_pb2_grpc, transfer_pb2, transfer_pb2_grpc
 from tests.helpers import local_hub
 
 
@@ -63,8 +63,8 @@ def test_hundreds_of_stalled_streams_leave_health_and_reads_answering(tmp_path):
             async with grpc.aio.insecure_channel(address) as ch:
                 uploads = [asyncio.create_task(_stalled_upload(ch, hashlib.sha256(str(i).encode()).hexdigest(),
                                                                1 << 20, release)) for i in range(200)]
-                train = train_pb2_grpc.TrainStub(ch)
-                watches = [train.WatchJob(train_pb2.WatchJobRequest(id=f"ns/job-{i}")) for i in range(50)]
+                train = jobs_pb2_grpc.JobsStub(ch)
+                watches = [train.WatchJob(jobs_pb2.WatchJobRequest(id=f"ns/job-{i}")) for i in range(50)]
                 await asyncio.sleep(2.0)  # every stream open and parked
                 checks, reads = await _latencies(ch, 20)
                 release.set()
@@ -101,8 +101,8 @@ def test_stream_budget_per_principal_names_the_limit(tmp_path):
         assert asyncio.run(scenario()) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
         with grpc.insecure_channel(address) as ch:
-            stub = train_pb2_grpc.TrainStub(ch)
-            calls = [stub.WatchJob(train_pb2.WatchJobRequest(id=f"ns/j{i}"), metadata=(("authorization", "Bearer a"),))
+            stub = jobs_pb2_grpc.JobsStub(ch)
+            calls = [stub.WatchJob(jobs_pb2.WatchJobRequest(id=f"ns/j{i}"), metadata=(("authorization", "Bearer a"),))
                      for i in range(5)]
             codes = []
             for c in calls:

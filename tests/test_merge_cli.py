@@ -9,7 +9,7 @@ from tests.helpers import make_dataset, make_tiny_llama
 from tests.test_cli import ServeProcess
 
 
-def test_merge_eval_methods_and_ops_from_the_command_line(tmp_path, tiny_base, tiny_adapter):
+def test_merge_eval_methods_and_jobs_from_the_command_line(tmp_path, tiny_base, tiny_adapter):
     served = ServeProcess(tmp_path / "data")
     env = served.env
     try:
@@ -45,9 +45,15 @@ def test_merge_eval_methods_and_ops_from_the_command_line(tmp_path, tiny_base, t
 
         started = cli_json("merge", "uniform_soup", "fin/lora", "fin/full", "--out", "fin/soup", "--base", "base/tiny",
                            "--no-wait", env=env)
-        watched = cli_json("ops", "watch", started["id"], env=env)
+        assert started["kind"] == "merge" and started["id"].startswith("fin/")
+        watched = cli_json("jobs", "watch", started["id"], env=env)
         assert watched["state"] == "SUCCEEDED" and watched["result"]["artifact"] == "fin/soup"
-        assert any(o["id"] == started["id"] for o in cli_json("ops", "ls", env=env))
+        assert watched["unit"] == "tensor" and watched["done"] == watched["total"] > 0
+        listed = cli_json("jobs", "ls", "--kind", "merge", env=env)
+        assert started["id"] in [j["id"] for j in listed] and all(j["kind"] == "merge" for j in listed)
+        assert any(j["kind"] == "evaluate" for j in cli_json("jobs", "ls", "--state", "succeeded", env=env))
+        text = run_cli("jobs", env=env).stdout
+        assert started["id"] in text and "merge" in text and "evaluate" in text
 
         bad = run_cli("merge", "magmix", "fin/lora", "--out", "fin/x", env=env)
         assert bad.returncode == 1 and "known:" in bad.stderr and "magmax" in bad.stderr

@@ -192,6 +192,9 @@ class Worker:
                     self._release(job)  # a permanent failure is never retried: nothing to resume from
                     return self.queue.fail(job.id, self.name, error_record(err), retry=False)
                 except Exception as err:  # noqa: BLE001 - anything else may pass on another attempt
+                    if lease.given_up:  # stopping (the hub it talks to may be gone already): not the job's fault
+                        log.warning("left %s while stopping (%s); it runs again", job.id, type(err).__name__)
+                        return None
                     if not isinstance(err, DeltahubError):
                         log.exception("job %s failed on %s", job.id, self.name)
                     final = self.queue.fail(job.id, self.name, error_record(err), retry=True)

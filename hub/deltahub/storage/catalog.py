@@ -304,13 +304,13 @@ class Catalog:
         )
         if index_recipe:
             self.add_recipe(db, rev)
+        self.record_event(db, "commit", rev.artifact, rev.digest)
 
     def add_recipe(self, db: sqlite3.Connection, rev: Revision) -> None:
         """The recipe cache answers from ``rev`` for its lineage's recipe hash."""
         if recipe_hash := rev.lineage.recipe.get("hash"):
             db.execute("INSERT OR IGNORE INTO recipes(hash, artifact, digest) VALUES (?,?,?)",
                        (recipe_hash, rev.artifact, rev.digest))
-        self.record_event(db, "commit", rev.artifact, rev.digest)
 
     def revisions_with_recipe(self, recipe_hash: str) -> list[tuple[str, str]]:
         """(artifact, digest) of the revisions a merge recipe built, oldest first."""
