@@ -277,3 +277,52 @@ def test_finished_jobs_are_kept_within_the_retention_limits(tmp_path):
     assert {j.id for j in queue.list()} == {running.id, *ids[2:]}  # the newest finished, and the running one
     assert queue.trim(keep=100, max_age_s=0) == 2  # too old: every finished job goes, the running one stays
     assert [j.id for j in queue.list()] == [running.id]
+
+
+@pytest.mark.gpu
+def test_a_cuda_worker_merges_on_the_gpu_like_the_cpu(tmp_path, tiny_base, tiny_finetuned):
+    """The same recipe on CUDA (float32 accumulation) and on CPU: one cache entry, results within rounding."""
+    from safetensors.torch import load_file
+
+    from tests.helpers import local_hub
+
+    with local_hub(tmp_path / "data", worker_device="cuda", local_workers=1) as (hub, _, _):
+        hub.push(tiny_base, "base/tiny", kind="model")
+        hub.push(tiny_finetuned, "ft/one", kind="model")
+        on_gpu = hub.merge("task_arithmetic", ["ft/one"], base="base/tiny", out="m/gpu", device="cuda")
+        job = hub.job(on_gpu.job)
+        assert job.device == "cuda" and on_gpu.metrics["device"] == "cuda"
+        gpu_dir = hub.pull("m/gpu", tmp_path / "gpu")
+    with local_hub(tmp_path / "cpu-data", local_workers=1) as (hub, _, _):
+        hub.push(tiny_base, "base/tiny", kind="model")
+        hub.push(tiny_finetuned, "ft/one", kind="model")
+        on_cpu = hub.merge("task_arithmetic", ["ft/one"], base="base/tiny", out="m/cpu", device="cpu")
+        assert on_cpu.metrics["device"] == "cpu" and on_cpu.recipe_hash == on_gpu.recipe_hash
+        cpu_dir = hub.pull("m/cpu", tmp_path / "cpu")
+    gpu = {k: v for f in gpu_dir.glob("*.safetensors") for k, v in load_file(f).items()}
+    cpu = {k: v for f in cpu_dir.glob("*.safetensors") for k, v in load_file(f).items()}
+    assert gpu.keys() == cpu.keys()
+    for name in cpu:
+        assert torch_allclose(gpu[name], cpu[name]), name
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_device_the_worker_lacks_fails_the_job_with_what_to_do(server, pushed_base, tiny_finetuned):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    hub, _, _ = server
+    hub.push(tiny_finetuned, "ft/one", kind="model")
+    with pytest.raises(InvalidInputError, match="not one of auto, cpu, cuda"):  # a bad name: refused at once
+        hub.merge("task_arithmetic", ["ft/one"], base="base/tiny-llama", out="m/x", device="tpu")
+    # a name a worker could have: queued (the hub itself needs no GPU); this CPU worker fails it, not retried
+    job = hub.merge("task_arithmetic", ["ft/one"], base="base/tiny-llama", out="m/x", device="cuda", wait=False)
+    with pytest.raises(InvalidInputError, match="no CUDA device"):
+        hub.wait_merge(job.id)
+    assert hub.job(job.id).attempts == 1

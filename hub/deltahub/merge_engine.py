@@ -98,7 +98,7 @@ class MergeEngine:
         params = method.spec.resolve_params(req.params)
         method.validate(params, len(req.inputs))
         check_target(req.rank, req.energy)
-        executor.resolve_device(req.device)  # a bad device fails the request, not the job
+        executor.check_device_name(req.device)  # a bad name fails the request; a worker without it fails the job
         if (req.rank or req.energy) and req.form == "model":
             raise InvalidInputError("a rank or energy target applies to task_vector and adapter outputs, not to a model")
         inputs = [self.store.resolve(spec) for spec in req.inputs]
@@ -200,7 +200,7 @@ class MergeEngine:
 
     # -- evaluation ------------------------------------------------------------------
     def evaluation_spec(self, spec: str, data: str, *, device: str = "auto") -> EvaluateSpec:
-        executor.resolve_device(device)  # a bad device fails the request, not the job
+        executor.check_device_name(device)  # a bad name fails the request; availability is the worker's
         rev = self.store.resolve(spec)
         data_rev = self.store.resolve(data)
         if data_rev.kind is not Kind.DATASET:

@@ -46,11 +46,19 @@ class MergeJob:
     lora_space: bool = False
 
 
-def resolve_device(device: str | None) -> torch.device:
+def check_device_name(device: str | None) -> None:
+    """A device a worker could have: checked where the request arrives (the hub may have no GPU itself)."""
     if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return
     if not isinstance(device, str) or not _DEVICE.match(device):
         raise InvalidInputError(f"device {str(device)[:40]!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The device on this machine (the worker's): auto is CUDA when present."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device_name(device)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device cuda was asked for but this machine has no CUDA device")
