@@ -141,6 +141,10 @@ class CatalogQueue(JobQueue):
 
     def _claim_once(self, worker: str, device: str) -> Job | None:
         now = time.time()
+        # idle workers look with a read (no writer lock); the claim itself is a transaction
+        if not self.catalog.query("SELECT 1 FROM jobs WHERE state=? OR (state=? AND lease_until<?) LIMIT 1",
+                                  (m.QUEUED, m.RUNNING, now)):
+            return None
         with self.catalog.transaction() as db:
             rows = db.execute("SELECT doc FROM jobs WHERE state=? OR (state=? AND lease_until<?) "
                               "ORDER BY created_at LIMIT 16", (m.QUEUED, m.RUNNING, now)).fetchall()
