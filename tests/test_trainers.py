@@ -158,8 +158,9 @@ def test_config_errors_are_clear():
         make_trainer("adalora", {"init_r": 4, "target_r": 8})
     with pytest.raises(InvalidInputError, match="unknown trainer 'qlora'; known: adalora, increlora, lora, rank_selective"):
         make_trainer("qlora")
-    with pytest.raises(InvalidInputError, match=r"unknown config key\(s\) \['rank'\]; known: .*\br\b"):
+    with pytest.raises(InvalidInputError, match=r"unknown config key\(s\) \['rank'\] \(deltahub's names: rank -> r\); known: .*\br\b"):
         make_trainer("lora", {"rank": 8})
+    assert make_trainer("lora", {"lr": "2e-4", "steps": "3"}).config.lr == pytest.approx(2e-4)  # YAML 1.1 text
     with pytest.raises(InvalidInputError, match="'lr' must be float"):
         make_trainer("lora", {"lr": "fast"})
     with pytest.raises(InvalidInputError, match="tinit \\+ tfinal < steps"):

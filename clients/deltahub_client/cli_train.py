@@ -18,7 +18,10 @@ from deltahub_client.cli_jobs import finish, job_doc
 
 
 def _value(text: str):
-    """--set values are YAML scalars or lists: 8, 1e-3, true, [q_proj, v_proj], all-linear."""
+    """--set values are YAML scalars or lists: 8, 1e-3, true, [q_proj, v_proj], all-linear; a bare
+    comma-separated list (q_proj,v_proj) is a list too (module names never hold commas)."""
+    if "," in text and not text.strip().startswith(("[", "{", "'", '"')):
+        return [part.strip() for part in text.split(",") if part.strip()]
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

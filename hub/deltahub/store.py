@@ -94,6 +94,8 @@ def check_labels_settable(labels: dict[str, str]) -> None:
 
 class HubStore:
     def __init__(self, config: StoreConfig) -> None:
+        # absolute, so links made into the store (checkouts for from_pretrained) point somewhere from anywhere
+        config.data_dir = Path(config.data_dir).resolve()
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(config.data_dir, max_blob_bytes=config.max_blob_bytes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,9 +29,27 @@ def knob(default: Any, help: str, **kwargs) -> Any:  # noqa: A002 - peft's spell
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
+# Hugging Face TrainingArguments / peft spellings of our keys: an unknown key names ours
+HF_NAMES = {"max_steps": "steps", "num_train_epochs": "epochs", "learning_rate": "lr",
+            "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+            "max_seq_length": "max_length", "lr_scheduler_type": "schedule", "warmup_steps": "warmup_ratio",
+            "save_steps": "checkpoint_every", "rank": "r"}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(value: Any) -> Any:
+    """A number written as text (YAML 1.1 reads 2e-4 as a string; some clients send numbers as strings)."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    return value
+
+
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     options = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    if str not in options:
+        value = _number(value)
     for option in options:
         if option is type(None) and value is None:
             return None
@@ -105,7 +124,9 @@ class TrainConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise InvalidInputError(f"unknown config key(s) {unknown}; known: {', '.join(sorted(fields))}")
+            ours = [f"{k} -> {HF_NAMES[k]}" for k in unknown if HF_NAMES.get(k) in fields]
+            hint = f" (deltahub's names: {', '.join(ours)})" if ours else ""
+            raise InvalidInputError(f"unknown config key(s) {unknown}{hint}; known: {', '.join(sorted(fields))}")
         hints = typing.get_type_hints(cls)
         return cls(**{k: _check_type(k, v, hints[k]) for k, v in data.items()})
 

@@ -1,0 +1,45 @@
+"""The quickstart as a new user meets it: a relative data folder, the README's own --set values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deltahub.errors import InvalidInputError
+from tests.conftest import run_cli
+from tests.helpers import local_hub, make_dataset
+
+TEXTS = [f"market bonds rates rose {i} fell rallied stock equity yield" for i in range(24)]
+
+
+def test_a_relative_data_dir_serves_evaluation_and_data_merges(tmp_path, monkeypatch, tiny_base):
+    monkeypatch.chdir(tmp_path)  # `make serve` passes --data-dir ./data
+    with local_hub(Path("data")) as (hub, store, _):
+        assert store.config.data_dir.is_absolute()
+        hub.push(tiny_base, "base/tiny", kind="model")
+        (tmp_path / "d").mkdir()
+        hub.push(make_dataset(tmp_path / "d", TEXTS), "data/fin", kind="dataset")
+        result = hub.evaluate("base/tiny", "data/fin")  # links a checkout of the base: absolute targets
+        assert result.loss > 0 and result.samples == len(TEXTS)
+
+
+def test_readme_set_values_and_hugging_face_names(server, pushed_base, tmp_path):
+    hub, _, address = server
+    (tmp_path / "d").mkdir()
+    hub.push(make_dataset(tmp_path / "d", TEXTS), "data/fin", kind="dataset")
+    env = {"DELTAHUB_ADDRESS": address}
+    ok = run_cli("train", "lora", "--base", "base/tiny-llama", "--data", "data/fin", "--out", "fin/l", "--set", "lr=2e-4",
+                 "--set", "steps=2", "--set", "target_modules=q_proj,v_proj", "--json", env=env)
+    assert ok.returncode == 0, ok.stderr
+    job = hub.job(json.loads(ok.stdout)["id"])
+    assert job.spec["config"]["target_modules"] == ["q_proj", "v_proj"]
+    hf = run_cli("train", "lora", "--base", "base/tiny-llama", "--data", "data/fin", "--out", "fin/l",
+                 "--set", "max_steps=3", env=env)
+    assert hf.returncode != 0 and "max_steps -> steps" in hf.stderr
+    with pytest.raises(InvalidInputError, match="match no module of the base model"):
+        hub.submit_job("lora", base="base/tiny-llama", data="data/fin", out="fin/l",
+                       config={"target_modules": ["q_proj", "nothing_proj"]})
+    assert hub.wait_job(job.id).state == "SUCCEEDED"
+    assert hub.show("fin/l").lineage.training["config"]["lr"] == pytest.approx(2e-4)  # a number, as trained
