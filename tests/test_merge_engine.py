@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from deltahub.errors import CancelledError, InvalidInputError, NotFoundError, PreconditionError
 from deltahub.merge_engine import MergeEngine, MergeRequest
-from tests.conftest import store_state
+from tests.conftest import run_cli, store_state
 from tests.helpers import TINY_LLAMA, make_adapter, make_dataset, make_tiny_llama
 
 TEXTS = ["the market rallied", "bonds fell sharply", "rates rose the market fell", "the court ruled",
@@ -258,6 +259,13 @@ def test_mergekit_runs_a_yaml_naming_magmax(world, folders, tmp_path):
     recipe.write_text(yaml.safe_dump({"merge_method": "magmax", "base_model": "base/tiny",
                                       "models": [{"model": "ft/ft1"}, {"model": "ft/ft2"}]}))
     assert hub.merge_recipe(recipe, out="m/mm2").cached
+    # and a plain command line: `deltahub mergekit-yaml` is mergekit-yaml with deltahub's methods registered
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump(config))
+    done = run_cli("mergekit-yaml", str(local), str(tmp_path / "cli-out"))
+    assert done.returncode == 0, done.stderr
+    cli = weights_of(tmp_path / "cli-out")
+    assert max(float((cli[k] - theirs[k]).abs().max()) for k in cli) < 1e-6
 
 
 def test_instruction_vector_keeps_an_extended_vocabulary(world, folders, tmp_path):
@@ -282,3 +290,33 @@ def test_instruction_vector_keeps_an_extended_vocabulary(world, folders, tmp_pat
     assert torch.allclose(got[name], dom[name] + (instruct[name] - b[name]), atol=1e-6)
     assert AutoConfig.from_pretrained(path).vocab_size == TINY_LLAMA["vocab_size"] + 8
     AutoModelForCausalLM.from_pretrained(path)
+
+
+def test_merged_adapters_name_their_base_as_loaders_accept_it(world, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    hub, _ = world
+    merged = hub.merge("linear", ["ad/one", "ad/two"], out="m/lin", form="adapter")
+    folder = hub.pull(merged.revision.spec, tmp_path / "lin")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "base/tiny"  # a repo id, not name@digest
+    assert merged.revision.base == hub.show("base/tiny").spec  # the digest that pins it stays the hub's
+    hub.pull("base/tiny", tmp_path / "base" / "tiny")
+    config["base_model_name_or_path"] = str(tmp_path / "base" / "tiny")  # offline: the local copy of that repo
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    AutoPeftModelForCausalLM.from_pretrained(str(folder))
+
+
+def test_dora_inputs_are_refused_when_the_merge_is_asked(world, folders, tmp_path):
+    hub, store = world
+    dora = tmp_path / "dora"
+    import shutil
+
+    shutil.copytree(folders["a1"], dora)
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    hub.push(dora, "ad/dora", kind="adapter", base="base/tiny")
+    before = len(hub.jobs("m"))
+    with pytest.raises(PreconditionError, match="ad/dora is a DoRA adapter"):
+        hub.merge("linear", ["ad/one", "ad/dora"], out="m/dora", form="adapter")
+    assert len(hub.jobs("m")) == before  # refused at StartMerge: no job

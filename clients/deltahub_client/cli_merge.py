@@ -107,3 +107,15 @@ def evaluate(ctx, target, data, device, hub_address, token, as_json):
     else:
         text = f"{r.target} on {r.data}: loss {r.loss:.4f}, perplexity {r.perplexity:.3f} over {r.samples} rows"
     _emit(as_json, doc, text)
+
+
+@main.command("mergekit-yaml", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                                 "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def mergekit_yaml(args):
+    """mergekit's own `mergekit-yaml CONFIG OUT [OPTIONS]` on local folders, with deltahub's methods
+    (magmax, instruction_vector, ...) registered in mergekit's registry first. Options are mergekit's."""
+    import deltahub.merging  # noqa: F401 - registers deltahub's methods into mergekit's registry
+    from mergekit.scripts.run_yaml import main as run_yaml
+
+    run_yaml.main(args=list(args), prog_name="deltahub mergekit-yaml")

@@ -134,7 +134,9 @@ def _output(spec: MergeSpec, ws: Workspace, inputs: list[Revision], base: Revisi
         if not (rank or energy):  # what non-linear merges are compressed to when no target is given
             ranks = [max(a.ranks.values(), default=0) for a in adapters]
             target_rank, target_energy = (max(ranks), None) if any(ranks) else (None, 0.99)
-        return AdapterOutput(blobs, base_spec=base.spec, task_type=_task_type(adapters, base_info.config),
+        # base_model_name_or_path: the base's name, which Hugging Face loaders accept as a repo id (the
+        # digest that pins it is the revision's base, in the hub)
+        return AdapterOutput(blobs, base_name=base.artifact, task_type=_task_type(adapters, base_info.config),
                              rank=target_rank, energy=target_energy, compress_exact=bool(rank or energy),
                              spool_dir=spool)
     resized = {n: s for s in srcs if isinstance(s, ModelSource) for n in s.resized}

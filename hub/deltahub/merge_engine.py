@@ -21,6 +21,8 @@ from deltahub.builds import Progress, build_merge
 from deltahub.cache import SingleFlight
 from deltahub.deltas.lowrank import check_target
 from deltahub.errors import InvalidInputError, PreconditionError
+from deltahub.formats.adapter import CONFIG_FILE
+from deltahub.formats.model import load_json
 from deltahub.jobs.specs import EvaluateSpec, MergeSpec
 from deltahub.merging import MERGE_METHODS
 from deltahub.merging import executor
@@ -105,6 +107,8 @@ class MergeEngine:
         for spec, rev in zip(req.inputs, inputs):
             if rev.kind is Kind.DATASET:
                 raise InvalidInputError(f"input {spec} is a dataset; merge inputs are models, task vectors or adapters")
+            if rev.kind is Kind.ADAPTER:
+                self._check_adapter(spec, rev)
         base = self._base(req.base, inputs)
         for spec, rev in zip(req.inputs, inputs):
             if rev.base and rev.base != base.spec:
@@ -124,6 +128,13 @@ class MergeEngine:
             data=data.spec if data else "", rank=req.rank or None, energy=req.energy or None,
         )
         return Resolved(method, params, inputs, base, data, recipe)
+
+    def _check_adapter(self, spec: str, rev: Revision) -> None:
+        """What a worker would refuse, refused now: a DoRA adapter's delta depends on the base's weight norms."""
+        files = self.store.local_files(rev)
+        if CONFIG_FILE in files and load_json(files[CONFIG_FILE], CONFIG_FILE).get("use_dora"):
+            raise PreconditionError(f"input {spec} is a DoRA adapter; its delta depends on weight norms and "
+                                    "cannot be merged here: merge the plain LoRA adapters, or the merged models")
 
     def _base(self, spec: str, inputs: list[Revision]) -> Revision:
         if spec:

@@ -205,12 +205,12 @@ class TaskVectorOutput:
 
 
 class AdapterOutput:
-    def __init__(self, blobs: BlobStore, *, base_spec: str, task_type: str | None, rank: int | None,
+    def __init__(self, blobs: BlobStore, *, base_name: str, task_type: str | None, rank: int | None,
                  energy: float | None, compress_exact: bool = False, spool_dir: str | None = None) -> None:
         self._blobs = blobs
         self._compress_exact = compress_exact
         self.written: list[str] = []
-        self._base_spec, self._task_type = base_spec, task_type
+        self._base_name, self._task_type = base_name, task_type
         self._rank, self._energy = rank, energy
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._spool = spool_dir
@@ -270,7 +270,7 @@ class AdapterOutput:
         cfg = LoraConfig(
             r=top, lora_alpha=top, target_modules=sorted(ranks), rank_pattern=dict(ranks),
             alpha_pattern={m: float(r) for m, r in ranks.items()}, lora_dropout=0.0, bias="none",
-            task_type=self._task_type, base_model_name_or_path=self._base_spec,
+            task_type=self._task_type, base_model_name_or_path=self._base_name,
         ).to_dict()
         return json.loads(json.dumps(cfg, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
 
