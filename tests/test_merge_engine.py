@@ -320,3 +320,21 @@ def test_dora_inputs_are_refused_when_the_merge_is_asked(world, folders, tmp_pat
     with pytest.raises(PreconditionError, match="ad/dora is a DoRA adapter"):
         hub.merge("linear", ["ad/one", "ad/dora"], out="m/dora", form="adapter")
     assert len(hub.jobs("m")) == before  # refused at StartMerge: no job
+
+
+def test_mergekit_gradients_and_filters_are_refused_with_what_to_do(world, tmp_path):
+    import yaml
+
+    hub, _ = world
+    ties = {"merge_method": "ties", "base_model": "base/tiny", "parameters": {"normalize": True},
+            "models": [{"model": "ft/ft1", "parameters": {"density": [1, 0.7, 0.1], "weight": 1.0}},
+                       {"model": "ft/ft2", "parameters": {"density": 0.5, "weight": [0, 0.3, 0.5]}}]}
+    path = tmp_path / "ties.yml"
+    path.write_text(yaml.safe_dump(ties))
+    with pytest.raises(InvalidInputError, match=r"density=\[1, 0.7, 0.1\] is a gradient over layers.*density: 1"):
+        hub.merge_recipe(path, out="m/ties")
+    filtered = {**ties, "models": [{"model": "ft/ft1", "parameters": {
+        "weight": [{"filter": "self_attn", "value": 0.5}, {"value": 1.0}]}}]}
+    path.write_text(yaml.safe_dump(filtered))
+    done = run_cli("merge", "--recipe", str(path), "--out", "m/f", env={"DELTAHUB_ADDRESS": hub.address})
+    assert done.returncode == 1 and "a per-tensor filter list" in done.stderr and "Traceback" not in done.stderr

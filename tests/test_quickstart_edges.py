@@ -43,3 +43,30 @@ def test_readme_set_values_and_hugging_face_names(server, pushed_base, tmp_path)
                        config={"target_modules": ["q_proj", "nothing_proj"]})
     assert hub.wait_job(job.id).state == "SUCCEEDED"
     assert hub.show("fin/l").lineage.training["config"]["lr"] == pytest.approx(2e-4)  # a number, as trained
+
+
+def test_pull_keeps_the_umask_and_refuses_to_overwrite_other_bytes(server, pushed_base, tmp_path):
+    import os
+    import stat
+
+    from deltahub.errors import AlreadyExistsError
+
+    hub, _, address = server
+    dest = hub.pull("base/tiny-llama", tmp_path / "one")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in dest.rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~mask}  # not mkstemp's 0600
+    clash = tmp_path / "two"
+    clash.mkdir()
+    (clash / "config.json").write_text("{}")
+    with pytest.raises(AlreadyExistsError, match="already holds other files at \\['config.json'\\]"):
+        hub.pull("base/tiny-llama", clash)
+    assert (clash / "config.json").read_text() == "{}"  # nothing replaced
+    env = {"DELTAHUB_ADDRESS": address}
+    refused = run_cli("pull", "base/tiny-llama", str(clash), env=env)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    forced = run_cli("pull", "base/tiny-llama", str(clash), "--force", "-q", env=env)
+    assert forced.returncode == 0 and forced.stdout == ""  # -q: nothing printed
+    assert (clash / "config.json").read_text() != "{}"
+    hub.pull("base/tiny-llama", dest)  # the same bytes already there: kept, no error

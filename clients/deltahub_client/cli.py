@@ -237,16 +237,18 @@ def push(ctx, folder, artifact, kind, base, card_file, tags, labels, parents, re
 @main.command()
 @click.argument("spec")
 @click.argument("dest", type=click.Path(file_okay=False))
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary (errors still go to stderr).")
+@click.option("--force", is_flag=True, help="Replace files in DEST that differ from the revision's.")
 @_hub_options
 @_json_option
 @click.pass_context
-def pull(ctx, spec, dest, quiet, hub_address, token, as_json):
+def pull(ctx, spec, dest, quiet, force, hub_address, token, as_json):
     """Download NAMESPACE/NAME[@REF_OR_DIGEST] into DEST (verified by sha256)."""
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
         rev = hub.show(spec)
-        path = hub.download(rev, dest)
-    _emit(as_json, {"revision": rev.to_dict(), "path": str(path)}, f"pulled {rev.artifact}@{rev.digest} into {path}")
+        path = hub.download(rev, dest, overwrite=force)
+    if not quiet or as_json:
+        _emit(as_json, {"revision": rev.to_dict(), "path": str(path)}, f"pulled {rev.artifact}@{rev.digest} into {path}")
 
 
 @main.command("ls")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from deltahub import hf_cache
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
-from deltahub.errors import IntegrityError
+from deltahub.errors import AlreadyExistsError, IntegrityError
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.hashing import sha256_file
 from deltahub.v1 import merge_pb2_grpc as mgrpc
@@ -60,6 +60,15 @@ class TaskVectorResult:
     created: bool
     relative_error: float
     job: str = ""                 # the task_vector job that extracted it
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask sets it process-wide while it reads
 
 
 def _expected_kw(expected_revision: str | None) -> dict:
@@ -232,23 +241,31 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                 bar.update(len(data))
 
     # -- pull --------------------------------------------------------------
-    def pull(self, spec: str, dest: str | os.PathLike) -> Path:
+    def pull(self, spec: str, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Downloads a revision into ``dest`` (a folder that peft/transformers load as is).
 
         Files already there with the right sha256 are kept; every downloaded
-        blob is verified before it is moved into place.
+        blob is verified before it is moved into place; files get the
+        process's umask, as any file written here would. A file in ``dest``
+        that the revision would replace with other bytes is an error unless
+        ``overwrite``.
 
         Raises:
             NotFoundError: no such artifact, ref or digest.
+            AlreadyExistsError: ``dest`` holds other bytes at a path of the revision.
             IntegrityError: a blob arrived corrupt.
         """
-        return self.download(self.show(spec), dest)
+        return self.download(self.show(spec), dest, overwrite=overwrite)
 
-    def download(self, rev: Revision, dest: str | os.PathLike) -> Path:
-        """Downloads the files of a revision already resolved with :meth:`show`."""
+    def download(self, rev: Revision, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Downloads the files of a revision already resolved with :meth:`show` (see :meth:`pull`)."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         todo = [f for f in rev.files if not _has_file(dest / f.path, f)]
+        clash = [f.path for f in todo if (dest / f.path).exists()]
+        if clash and not overwrite:
+            raise AlreadyExistsError(f"{dest} already holds other files at {clash[:5]}: pull into an empty "
+                                     "folder, or pass --force (overwrite=True) to replace them")
         with self._bar(sum(f.size for f in todo), "downloading") as bar:
             with ThreadPoolExecutor(max_workers=min(4, max(1, len(todo)))) as pool:
                 list(pool.map(lambda f: self.download_blob(f.sha256, dest / f.path, bar=bar), todo))
@@ -274,6 +291,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
             actual = sha256_file(tmp)
             if actual != sha256:
                 raise IntegrityError(f"{target.name}: downloaded bytes hash to {actual}, expected {sha256}")
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a pulled file is an ordinary file
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

@@ -32,7 +32,7 @@ class HubWorkspace:
         """The revision's files laid out as pushed, downloaded and verified once."""
         folder = self.cache / rev.digest
         if not (folder / VERIFIED).exists():
-            self.hub.download(rev, folder)
+            self.hub.download(rev, folder, overwrite=True)  # the cache's own folder: a torn file goes
             (folder / VERIFIED).touch()
         return folder
 

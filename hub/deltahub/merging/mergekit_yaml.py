@@ -6,7 +6,8 @@ names are hub revisions (``namespace/name[@ref]``) becomes a merge request.
 The document is checked against mergekit's own schema first. Per-model
 ``weight`` becomes the input weights; other per-model parameters become
 per-input lists. ``slices`` and ``tokenizer`` options are refused: deltahub
-merges whole models of one base.
+merges whole models of one base; so are layer gradients (a list value) and
+per-tensor ``filter`` lists, which would otherwise be misread as one value.
 
 Out: a merged revision's recipe as a mergekit configuration, for methods
 mergekit knows (its own, plus ``magmax`` and ``instruction_vector``, which
@@ -41,7 +42,10 @@ def from_mergekit_yaml(text: str) -> dict[str, Any]:
         MergeConfiguration.model_validate(doc)
     except Exception as err:  # pydantic's ValidationError names the bad field
         raise InvalidInputError(f"not a valid mergekit configuration: {err}") from None
+    _check_scalars("parameters", doc.get("parameters") or {})
     models = doc.get("models") or []
+    for m in models:
+        _check_scalars(f"parameters of model {m.get('model')}", m.get("parameters") or {})
     base = str(doc.get("base_model") or "")
     entries = [m for m in models if str(m.get("model")) != base]  # mergekit lists the base among models at times
     if not entries:
@@ -55,6 +59,26 @@ def from_mergekit_yaml(text: str) -> dict[str, Any]:
         params[name] = [p.get(name, params.get(name)) for p in per_model]
     return {"method": doc["merge_method"], "inputs": [str(m["model"]) for m in entries], "base": base,
             "weights": weights, "params": params}
+
+
+def _check_scalars(where: str, params: dict[str, Any]) -> None:
+    """mergekit reads a list as a gradient over layers and a list of {filter, value} as per-tensor values;
+    deltahub takes one value per model for every tensor, so those forms are refused, not misread."""
+    for name, value in params.items():
+        if isinstance(value, (list, dict)):
+            form = ("a per-tensor filter list" if isinstance(value, dict) or any(isinstance(v, dict) for v in value)
+                    else "a gradient over layers")
+            raise InvalidInputError(
+                f"{where}: {name}={value!r} is {form}, which deltahub does not merge yet; give one number "
+                f"(e.g. {name}: {_first_number(value)}), or run the config with `deltahub mergekit-yaml` on local folders")
+
+
+def _first_number(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _first_number(value.get("value", 0.5))
+    if isinstance(value, list) and value:
+        return _first_number(value[0])
+    return value if isinstance(value, (int, float)) else 0.5
 
 
 def to_mergekit_yaml(recipe: dict[str, Any]) -> str:
