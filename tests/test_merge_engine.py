@@ -338,3 +338,60 @@ def test_mergekit_gradients_and_filters_are_refused_with_what_to_do(world, tmp_p
     path.write_text(yaml.safe_dump(filtered))
     done = run_cli("merge", "--recipe", str(path), "--out", "m/f", env={"DELTAHUB_ADDRESS": hub.address})
     assert done.returncode == 1 and "a per-tensor filter list" in done.stderr and "Traceback" not in done.stderr
+
+
+def _peft_adapter(base_dir, dest, *, seed, **lora):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora))
+    with torch.no_grad():  # a trained head or embedding: not the base's
+        for name, p in peft_model.named_parameters():
+            if "modules_to_save" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    peft_model.save_pretrained(dest)  # peft's defaults (save_embedding_layers="auto")
+    return dest
+
+
+def _logits(model_dir, adapter_dir=None):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    with torch.no_grad():
+        return model(torch.arange(1, 17).unsqueeze(0)).logits
+
+
+@pytest.mark.parametrize("lora", [
+    {"target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]},
+    {"target_modules": ["q_proj", "embed_tokens"]},
+], ids=["modules_to_save", "embedding_lora"])
+def test_adapter_outputs_keep_whole_tensors_exactly(world, folders, tmp_path, lora):
+    from safetensors import safe_open
+
+    hub, _ = world
+    special = _peft_adapter(folders["base"], tmp_path / "special", seed=5, **lora)
+    keys = list(safe_open(str(special / "adapter_model.safetensors"), "pt").keys())
+    if "embed_tokens" in lora["target_modules"]:
+        assert any(k.endswith("embed_tokens.base_layer.weight") for k in keys)  # what peft saves by default
+    hub.push(special, "ad/special", kind="adapter", base="base/tiny")  # accepted
+    as_adapter = hub.merge("linear", ["ad/one", "ad/special"], out="m/ad", form="adapter")
+    assert as_adapter.metrics["dropped_parameters"] == 0 and as_adapter.metrics["relative_error"] < 1e-6
+    whole = "lm_head" if "modules_to_save" in lora else "model.embed_tokens"
+    assert as_adapter.metrics["whole_modules"] == [whole]
+    as_model = hub.merge("linear", ["ad/one", "ad/special"], out="m/full", form="model")
+    adapter_dir = hub.pull(as_adapter.revision.spec, tmp_path / "ad")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == [whole]
+    base_dir = hub.pull("base/tiny", tmp_path / "base")
+    got = _logits(base_dir, adapter_dir)
+    want = _logits(hub.pull(as_model.revision.spec, tmp_path / "full"))
+    assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
+    merged, base = weights_of(tmp_path / "full"), weights_of(base_dir)
+    key = "lm_head.weight" if whole == "lm_head" else "model.embed_tokens.weight"
+    assert not torch.equal(merged[key], base[key])  # the whole tensor's change is in both forms
+    assert not torch.allclose(got, _logits(base_dir, hub.pull("ad/one", tmp_path / "one")), atol=1e-4)

@@ -138,7 +138,7 @@ def _output(spec: MergeSpec, ws: Workspace, inputs: list[Revision], base: Revisi
         # digest that pins it is the revision's base, in the hub)
         return AdapterOutput(blobs, base_name=base.artifact, task_type=_task_type(adapters, base_info.config),
                              rank=target_rank, energy=target_energy, compress_exact=bool(rank or energy),
-                             spool_dir=spool)
+                             spool_dir=spool, whole={p for a in adapters for p in a.saved_params})
     resized = {n: s for s in srcs if isinstance(s, ModelSource) for n in s.resized}
     layout = []
     for name in order:

@@ -30,6 +30,13 @@ LORA_PART = re.compile(
 )
 
 
+def saved_param(name: str) -> str:
+    """The base parameter a whole tensor in an adapter stands for: peft saves ``modules_to_save`` under the
+    module's own name (or ``.modules_to_save.<adapter>``), and a LoRA on an embedding with the layer itself
+    (``<module>.base_layer.weight``, peft's ``save_embedding_layers``)."""
+    return re.sub(r"\.modules_to_save\.[A-Za-z0-9_]+\.", ".", name).replace(".base_layer.", ".")
+
+
 def _targets_fit(targets, module_names: set[str]) -> list[str]:
     """Target modules of the config that match no module of the base (a string is an RE2-matched pattern)."""
     if targets is None or targets == "all-linear":
@@ -103,6 +110,7 @@ def validate_adapter(files: dict[str, Path], base: BaseModelInfo, *, check_value
         name = key[len(PREFIX):] if key.startswith(PREFIX) else key
         m = LORA_PART.match(name)
         if not m:
+            name = saved_param(name)
             if name not in base.shapes:
                 raise InvalidInputError(f"{WEIGHTS_FILE}: tensor {key!r} is neither a LoRA factor nor a base parameter")
             if t.shape != base.shapes[name]:

@@ -9,8 +9,9 @@
   factors come from LoRA-space merging (``add_factors``); other deltas are
   compressed by truncated SVD. Per-module ranks go to ``rank_pattern`` and
   ``alpha_pattern`` is set equal to them so every module's scale is 1.
-  Deltas a LoRA cannot hold (1-D norms and biases, input embeddings) are
-  dropped and counted in the reported relative error.
+  Parameters an input holds whole (``modules_to_save``, a saved embedding
+  layer) and deltas a LoRA cannot hold (1-D norms, input embeddings) are
+  stored whole, exactly, as peft's ``modules_to_save``: nothing is dropped.
 
 Each output splits taking a merged delta in two: ``prepare`` (the tensor
 work: adding the base, casting, SVD; pure, run by the executor's workers in
@@ -24,6 +25,7 @@ the merged deltas: sqrt(sum of squared residuals / sum of squared deltas).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import torch
 
@@ -36,6 +38,7 @@ from deltahub.formats.safetensors_writer import DTYPE_SIZES, TORCH_DTYPES, Plann
 from deltahub.formats.task_vector import DEFAULT_FILE as TASK_VECTOR_FILE
 from deltahub.formats.task_vector import LOW_RANK_A, LOW_RANK_B
 from deltahub.merging.params import module_of
+from deltahub.merging.sources import work_dtype
 from deltahub.storage.blobs import BlobStore
 
 DEFAULT_SHARD_BYTES = 5 << 30  # as transformers' save_pretrained
@@ -204,10 +207,21 @@ class TaskVectorOutput:
         return [FileEntry(TASK_VECTOR_FILE, blob.sha256, blob.size)], metrics
 
 
+@dataclass(frozen=True)
+class _Whole:
+    tensor: torch.Tensor   # the merged parameter, in the base's dtype
+    norm_sq: float         # of its delta
+
+
 class AdapterOutput:
     def __init__(self, blobs: BlobStore, *, base_name: str, task_type: str | None, rank: int | None,
-                 energy: float | None, compress_exact: bool = False, spool_dir: str | None = None) -> None:
+                 energy: float | None, compress_exact: bool = False, spool_dir: str | None = None,
+                 whole: set[str] | frozenset[str] = frozenset()) -> None:
+        """``whole``: base parameters some input holds as whole tensors (modules_to_save, saved embedding
+        layers); they, and any delta a LoRA cannot hold, are stored whole (peft's modules_to_save), exactly."""
         self._blobs = blobs
+        self._whole_params = set(whole)
+        self._whole: dict[str, torch.Tensor] = {}  # parameter -> merged tensor, stored as modules_to_save
         self._compress_exact = compress_exact
         self.written: list[str] = []
         self._base_name, self._task_type = base_name, task_type
@@ -236,20 +250,21 @@ class AdapterOutput:
         self.exact_modules += 1
 
     def prepare(self, name: str, base, delta: torch.Tensor):
-        """None for an all-zero delta, the squared norm of one a LoRA cannot hold, else its factors."""
+        """None for an all-zero delta; the merged tensor itself (to store whole) for a parameter an input
+        holds whole or a LoRA cannot hold (embeddings, 1-D weights); else the delta's factors."""
         if not torch.any(delta):
             return None
-        if module_of(name) is None or delta.ndim != 2:
-            return _sq(delta)
+        if name in self._whole_params or module_of(name) is None or delta.ndim != 2:
+            work = work_dtype(base.dtype)
+            return _Whole((base.to(work) + delta.to(work)).to(base.dtype), _sq(delta))
         return factor(delta, rank=self._rank, energy=self._energy)
 
     def add_prepared(self, name: str, base, prepared) -> None:
         if prepared is None:
             return
-        if isinstance(prepared, float):  # dropped: all of it is residual
-            self.errors.norm_sq += prepared
-            self.errors.residual_sq += prepared
-            self.errors.dropped.append(name)
+        if isinstance(prepared, _Whole):  # exact: nothing of it is residual
+            self._whole[name] = prepared.tensor
+            self.errors.norm_sq += prepared.norm_sq
             return
         f = prepared
         self._factors[module_of(name)] = (f.B, f.A)
@@ -271,16 +286,27 @@ class AdapterOutput:
             r=top, lora_alpha=top, target_modules=sorted(ranks), rank_pattern=dict(ranks),
             alpha_pattern={m: float(r) for m, r in ranks.items()}, lora_dropout=0.0, bias="none",
             task_type=self._task_type, base_model_name_or_path=self._base_name,
+            modules_to_save=self._whole_modules() or None,
         ).to_dict()
         return json.loads(json.dumps(cfg, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
+
+    def _whole_modules(self) -> list[str]:
+        return sorted({name.rsplit(".", 1)[0] for name in self._whole})
 
     def finish(self) -> tuple[list[FileEntry], dict]:
         if not self._factors:
             raise PreconditionError("the merged delta touches no module a LoRA adapter can target; ask for a task_vector or model")
+        both = sorted(set(self._whole_modules()) & set(self._factors))
+        if both:  # peft cannot hold one module as a LoRA and whole at once
+            raise PreconditionError(
+                f"modules {both[:5]} have both a low-rank delta and a whole one (e.g. a bias); an adapter cannot "
+                "hold that: ask for --form model or task_vector")
         writer = SafetensorsWriter(metadata={"format": "pt"}, spool_dir=self._spool)
         for module, (B, A) in sorted(self._factors.items()):
             writer.add(f"{PREFIX}{module}.lora_A.weight", A.contiguous())
             writer.add(f"{PREFIX}{module}.lora_B.weight", B.contiguous())
+        for name, tensor in sorted(self._whole.items()):  # peft's layout for modules_to_save
+            writer.add(f"{PREFIX}{name}", tensor.contiguous())
         with self._blobs.writer() as blob:
             writer.finish(blob)
         self.written.append(blob.sha256)
@@ -290,5 +316,6 @@ class AdapterOutput:
         metrics = {
             "relative_error": self.errors.relative_error, "modules": len(ranks), "max_rank": max(ranks.values()),
             "exact_modules": self.exact_modules, "dropped_parameters": len(self.errors.dropped),
+            "whole_modules": self._whole_modules(),
         }
         return [FileEntry(WEIGHTS_FILE, blob.sha256, blob.size), FileEntry(CONFIG_FILE, sha, size)], metrics

@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from deltahub.errors import PreconditionError
 from deltahub.deltas.task_vector import delta_dtype as work_dtype
-from deltahub.formats.adapter import CONFIG_FILE, LORA_PART, PREFIX, WEIGHTS_FILE
+from deltahub.formats.adapter import CONFIG_FILE, LORA_PART, PREFIX, WEIGHTS_FILE, saved_param
 from deltahub.formats.model import BaseModelInfo, load_json
 from deltahub.formats.task_vector import split_key
 from deltahub.formats.tensors import TensorFiles
@@ -164,7 +164,7 @@ class AdapterSource(DeltaSource):
             name = key[len(PREFIX):] if key.startswith(PREFIX) else key
             m = LORA_PART.match(name)
             if not m:
-                self._saved[name.replace(".modules_to_save.default", "")] = key
+                self._saved[saved_param(name)] = key
                 continue
             module, part = m["module"], m["part"]
             self._modules.setdefault(module, _Module(0.0)).parts[part] = key
@@ -189,7 +189,7 @@ class AdapterSource(DeltaSource):
         return alpha / math.sqrt(r) if c.get("use_rslora") else alpha / r
 
     def factors(self, name):
-        if not name.endswith(".weight"):
+        if not name.endswith(".weight") or name in self._saved:  # a whole tensor too: only its full delta is exact
             return None
         mod = self._modules.get(name[: -len(".weight")])
         if mod is None or "lora_A" not in mod.parts:
@@ -203,18 +203,27 @@ class AdapterSource(DeltaSource):
             return A.T.contiguous(), B.T.contiguous()
         return B, A
 
+    @property
+    def saved_params(self) -> set[str]:
+        """Base parameters this adapter holds whole (modules_to_save, saved embedding layers)."""
+        return set(self._saved)
+
     def delta(self, name, base):
-        if name in self._saved:
+        whole = None
+        if name in self._saved:  # a whole tensor: its difference from the base
             t = self._io.get(self._path, self._saved[name])
             dtype = work_dtype(t.dtype)
-            return t.to(dtype) - base.to(dtype)
+            whole = t.to(dtype) - base.to(dtype)
+        low = None
         f = self.factors(name)
         if f is not None:
-            return f[0] @ f[1]
-        if name.endswith(".weight"):
+            low = f[0] @ f[1]
+        elif name.endswith(".weight"):
             mod = self._modules.get(name[: -len(".weight")])
             if mod is not None and "lora_embedding_A" in mod.parts:
                 A = self._io.get(self._path, mod.parts["lora_embedding_A"]).to(torch.float32)
                 B = self._io.get(self._path, mod.parts["lora_embedding_B"]).to(torch.float32)
-                return (B @ A).T * mod.scale
-        return None
+                low = (B @ A).T * mod.scale
+        if whole is not None and low is not None:  # a LoRA on top of the layer it saved (an embedding)
+            return whole + low.to(whole.dtype)
+        return whole if whole is not None else low
