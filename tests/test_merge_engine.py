@@ -395,3 +395,21 @@ def test_adapter_outputs_keep_whole_tensors_exactly(world, folders, tmp_path, lo
     key = "lm_head.weight" if whole == "lm_head" else "model.embed_tokens.weight"
     assert not torch.equal(merged[key], base[key])  # the whole tensor's change is in both forms
     assert not torch.allclose(got, _logits(base_dir, hub.pull("ad/one", tmp_path / "one")), atol=1e-4)
+
+
+def test_parameters_are_canonical_before_hashing(world, tmp_path):
+    import yaml
+
+    hub, _ = world
+    sdk = hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/t", params={"density": 0.5})
+    recipe = tmp_path / "ties.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "ties", "base_model": "base/tiny", "parameters": {"density": 0.5},
+                                      "models": [{"model": "ft/ft1"}, {"model": "ft/ft2"}]}))
+    from_yaml = hub.merge_recipe(recipe, out="m/t")
+    assert not sdk.cached and from_yaml.cached and from_yaml.recipe_hash == sdk.recipe_hash
+    cli = run_cli("merge", "ties", "ft/ft1", "ft/ft2", "--base", "base/tiny", "--out", "m/t", "--param",
+                  "density=.5", "--json", env={"DELTAHUB_ADDRESS": hub.address})
+    assert cli.returncode == 0, cli.stderr
+    doc = json.loads(cli.stdout)
+    assert doc["cached"] and doc["recipe_hash"] == sdk.recipe_hash  # .5, "0.5" and 0.5 are one recipe
+    assert hub.show("m/t").lineage.recipe["params"]["density"] == 0.5

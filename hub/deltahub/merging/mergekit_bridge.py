@@ -45,6 +45,14 @@ def _parse_value(value: Any) -> Any:
     return yaml.safe_load(value) if isinstance(value, str) else value
 
 
+def _parser(param):
+    """mergekit's own validation of one parameter value (text parsed as YAML first): the canonical value."""
+    def parse(value):
+        return None if value is None else param.validate(_parse_value(value))
+
+    return parse
+
+
 class MergekitMethod(MergeMethod):
     def __init__(self, method) -> None:
         from mergekit.merge_methods.base import BasePolicy
@@ -61,7 +69,8 @@ class MergekitMethod(MergeMethod):
             paper=f"mergekit method {method.spec.name}",
             url=method.spec.reference_url or "https://github.com/arcee-ai/mergekit",
             params=tuple(
-                ParamSpec(p.name, object, None if p.required else p.default, f"mergekit parameter ({p.scope.value})")
+                ParamSpec(p.name, object, None if p.required else p.default, f"mergekit parameter ({p.scope.value})",
+                          parse=_parser(p))
                 for p in method.spec.parameters
                 if p.name != "weight"
             ),

@@ -45,8 +45,16 @@ class ParamSpec:
     type: type
     default: Any
     help: str = ""
+    # the library's own parser of a value (mergekit's parameter spec), so "0.5", .5 and 0.5 are one value in the
+    # recipe; a list is one value per input
+    parse: Callable[[Any], Any] | None = None
 
     def cast(self, value: Any) -> Any:
+        if self.parse is not None:
+            try:
+                return [self.parse(v) for v in value] if isinstance(value, list) else self.parse(value)
+            except Exception as err:  # the library's validation error names the problem
+                raise InvalidInputError(f"parameter {self.name}={value!r}: {err}") from None
         try:
             return _CASTS[self.type](value)
         except (TypeError, ValueError):
