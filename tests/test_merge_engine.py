@@ -413,3 +413,26 @@ def test_parameters_are_canonical_before_hashing(world, tmp_path):
     doc = json.loads(cli.stdout)
     assert doc["cached"] and doc["recipe_hash"] == sdk.recipe_hash  # .5, "0.5" and 0.5 are one recipe
     assert hub.show("m/t").lineage.recipe["params"]["density"] == 0.5
+
+
+def test_dtype_is_honoured_and_part_of_the_recipe(world, tmp_path):
+    from safetensors import safe_open
+
+    hub, _ = world
+    plain = hub.merge("task_arithmetic", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/dt")
+    same = hub.merge("task_arithmetic", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/dt", dtype="float32")
+    assert same.cached and same.recipe_hash == plain.recipe_hash  # the base is float32 already
+    half = hub.merge("task_arithmetic", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/dt16", dtype="float16")
+    assert not half.cached and half.recipe_hash != plain.recipe_hash and half.revision.lineage.recipe["dtype"] == "float16"
+    folder = hub.pull(half.revision.spec, tmp_path / "half")
+    with safe_open(str(folder / "model.safetensors"), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+    assert json.loads((folder / "config.json").read_text())["torch_dtype"] == "float16"
+    full = weights_of(hub.pull(plain.revision.spec, tmp_path / "full"))
+    for name, t in weights_of(folder).items():
+        assert torch.equal(t, full[name].to(torch.float16))  # accumulated in float32, stored in float16
+    with pytest.raises(InvalidInputError, match="dtype sets how a model output is stored"):
+        hub.merge("linear", ["ad/one"], out="m/x", form="adapter", dtype="float16")
+    bad = run_cli("merge", "linear", "ft/ft1", "--base", "base/tiny", "--out", "m/x", "--dtype", "int8",
+                  env={"DELTAHUB_ADDRESS": hub.address})
+    assert bad.returncode == 2 and "int8" in bad.stderr

@@ -34,6 +34,8 @@ def _weights(text: str | None) -> list[float] | None:
 @click.option("--rank", type=int, default=0, help="Compress task_vector/adapter outputs to this rank.")
 @click.option("--energy", type=float, default=0.0, help="... or to this share of energy (0-1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="How a model output is stored (default: the base's dtypes; a --recipe's own dtype).")
 @click.option("--card", "card_file", type=click.Path(dir_okay=False), default=None, help="Domain card (JSON/YAML).")
 @click.option("--tag", "tags", multiple=True, help="Extra ref(s) to point at the result.")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE label (repeatable).")
@@ -44,7 +46,7 @@ def _weights(text: str | None) -> list[float] | None:
 @_hub_options
 @_json_option
 @click.pass_context
-def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, card_file,
+def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, dtype, card_file,
           tags, labels, idempotency_key, no_wait, quiet, hub_address, token, as_json):
     """Merge stored models, task vectors or adapters: METHOD INPUT... (see `deltahub methods`)."""
     if recipe_file and (method or inputs):
@@ -52,6 +54,7 @@ def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, da
     if not recipe_file and not (method and inputs):
         raise click.UsageError("give METHOD and at least one INPUT (or --recipe FILE)")
     options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags,
+                   **({"dtype": dtype} if dtype else {}),
                    card=_load_card(card_file), labels=parse_pairs(labels), idempotency_key=idempotency_key,
                    wait=not no_wait)
     with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:

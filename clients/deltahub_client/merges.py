@@ -61,6 +61,7 @@ class MergeVerbs:
         card: DomainCard | dict | None = None,
         labels: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        dtype: str | None = None,
         wait: bool = True,
     ) -> MergeResult | Job:
         """Merges stored models, task vectors or adapters into ``out``.
@@ -74,6 +75,7 @@ class MergeVerbs:
             form: ``model``, ``task_vector`` or ``adapter``.
             data: a dataset revision (held-out data for ``greedy_soup``, new-domain texts for ``recall``).
             rank, energy: compression target for ``task_vector``/``adapter`` outputs.
+            dtype: how a ``model`` output is stored (``float32``, ``float16``, ``bfloat16``); the base's by default.
             idempotency_key: a repeated key returns the first job; another request with it is refused.
             wait: follow the job (with a progress bar) and return the result; else return the queued job.
         Returns:
@@ -86,7 +88,7 @@ class MergeVerbs:
             method=method, inputs=list(inputs), out=out, base=base or "", weights=list(weights or []),
             params_json=json.dumps(params or {}), form=form, data=data or "", rank=rank or 0,
             energy=energy or 0.0, device=device, ref=ref, tags=list(tags), card=convert.card_to_pb(card),
-            labels=labels or {}, idempotency_key=idempotency_key or "",
+            labels=labels or {}, idempotency_key=idempotency_key or "", dtype=dtype or "",
         )
         job = convert.job_from_pb(self._unary(self._merge.StartMerge, request).job)
         return self.wait_merge(job.id) if wait else job
@@ -97,6 +99,7 @@ class MergeVerbs:
 
         text = Path(recipe).read_text() if isinstance(recipe, os.PathLike) or Path(str(recipe)).is_file() else str(recipe)
         doc = from_mergekit_yaml(text)
+        kwargs.setdefault("dtype", doc["dtype"] or None)
         return self.merge(doc["method"], doc["inputs"], out=out, base=doc["base"] or None, weights=doc["weights"],
                           params=doc["params"], **kwargs)
 

@@ -140,14 +140,36 @@ def _output(spec: MergeSpec, ws: Workspace, inputs: list[Revision], base: Revisi
                              rank=target_rank, energy=target_energy, compress_exact=bool(rank or energy),
                              spool_dir=spool, whole={p for a in adapters for p in a.saved_params})
     resized = {n: s for s in srcs if isinstance(s, ModelSource) for n in s.resized}
+    stored = STORED_DTYPES.get(recipe.get("dtype") or "")
     layout = []
     for name in order:
         info = resized[name].info if name in resized else base_info  # a resized tensor keeps its own layout
-        layout.append((name, info.dtypes[name], tuple(info.shapes[name])))
+        dtype = info.dtypes[name]
+        layout.append((name, stored if stored and dtype in FLOAT_DTYPES else dtype, tuple(info.shapes[name])))
     # config and tokenizer: the base's, or the domain model's when it resized the vocabulary
     donor = next((rev for rev, s in zip(inputs, srcs) if isinstance(s, ModelSource) and s.resized), base)
     other = [f for f in donor.files if f.path != INDEX_FILE and not f.path.endswith(".safetensors")]
+    if stored:
+        other = [_with_dtype(ws, donor, f, recipe["dtype"]) if f.path == "config.json" else f for f in other]
     return ModelOutput(blobs, layout, other, shard_bytes=shard_bytes)
+
+
+STORED_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+
+
+def _with_dtype(ws: Workspace, rev: Revision, entry: FileEntry, dtype: str) -> FileEntry:
+    """The model's config.json saying the dtype its weights are stored in (what torch_dtype="auto" loads)."""
+    import json
+
+    from deltahub.formats.model import load_json
+
+    config = load_json(ws.files(rev)[entry.path], entry.path)
+    config["torch_dtype"] = dtype
+    if "dtype" in config:
+        config["dtype"] = dtype
+    sha, size = ws.blobs.put_bytes(json.dumps(config, indent=2, sort_keys=True).encode())
+    return FileEntry(entry.path, sha, size)
 
 
 # -- evaluation --------------------------------------------------------------------

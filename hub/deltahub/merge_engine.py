@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from deltahub.artifacts import DomainCard, Kind, Lineage, Revision
-from deltahub.builds import Progress, build_merge
+from deltahub.builds import FLOAT_DTYPES, STORED_DTYPES, Progress, build_merge
 from deltahub.cache import SingleFlight
 from deltahub.deltas.lowrank import check_target
 from deltahub.errors import InvalidInputError, PreconditionError
@@ -33,6 +33,7 @@ from deltahub.store import CommitRequest, HubStore
 from deltahub.workspace import StoreWorkspace
 
 FORMS = ("model", "task_vector", "adapter")
+DTYPES = ("float32", "float16", "bfloat16")  # what a model output may be stored in (mergekit's `dtype`)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class MergeRequest:
     rank: int | None = None
     energy: float | None = None
     device: str = "auto"
+    dtype: str = ""                     # "": the base's dtypes
     ref: str = DEFAULT_REF
     tags: list[str] = field(default_factory=list)
     card: DomainCard = field(default_factory=DomainCard)
@@ -101,6 +103,11 @@ class MergeEngine:
         method.validate(params, len(req.inputs))
         check_target(req.rank, req.energy)
         executor.check_device_name(req.device)  # a bad name fails the request; a worker without it fails the job
+        if req.dtype and req.dtype not in DTYPES:
+            raise InvalidInputError(f"dtype {req.dtype[:40]!r} is not one of {', '.join(DTYPES)}")
+        if req.dtype and req.form != "model":
+            raise InvalidInputError(f"dtype sets how a model output is stored; a {req.form} keeps float32 "
+                                    "deltas: give no dtype, or --form model")
         if (req.rank or req.energy) and req.form == "model":
             raise InvalidInputError("a rank or energy target applies to task_vector and adapter outputs, not to a model")
         inputs = [self.store.resolve(spec) for spec in req.inputs]
@@ -122,10 +129,16 @@ class MergeEngine:
             data = self.store.resolve(req.data)
             if data.kind is not Kind.DATASET:
                 raise InvalidInputError(f"{req.data} is a {data.kind.value}, not a dataset")
+        dtype = req.dtype or None
+        if dtype:  # the base's own dtype changes nothing: one recipe with the request that names none
+            floats = {d for d in self.store.base_info(base).dtypes.values() if d in FLOAT_DTYPES}
+            if floats == {STORED_DTYPES[dtype]}:
+                dtype = None
         recipe = Recipe(
             method=method.spec.name, inputs=tuple(r.spec for r in inputs), base=base.spec, form=req.form,
             params=params, weights=tuple(weights) if weights is not None else None,
             data=data.spec if data else "", rank=req.rank or None, energy=req.energy or None,
+            dtype=dtype,
         )
         return Resolved(method, params, inputs, base, data, recipe)
 

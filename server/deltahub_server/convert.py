@@ -89,7 +89,7 @@ def merge_request_from_pb(req, created_by: str):
     return MergeRequest(
         method=req.method, inputs=list(req.inputs), out=req.out, base=req.base,
         weights=list(req.weights) or None, params=params, form=req.form or "model", data=req.data,
-        rank=req.rank or None, energy=req.energy or None, device=req.device or "auto",
+        rank=req.rank or None, energy=req.energy or None, device=req.device or "auto", dtype=req.dtype,
         ref=req.ref or "main", tags=list(req.tags), card=card_from_pb(req.card), labels=dict(req.labels),
         created_by=created_by,
     )

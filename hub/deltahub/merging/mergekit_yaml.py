@@ -58,7 +58,7 @@ def from_mergekit_yaml(text: str) -> dict[str, Any]:
     for name in sorted({k for p in per_model for k in p}):
         params[name] = [p.get(name, params.get(name)) for p in per_model]
     return {"method": doc["merge_method"], "inputs": [str(m["model"]) for m in entries], "base": base,
-            "weights": weights, "params": params}
+            "weights": weights, "params": params, "dtype": str(doc.get("dtype") or "")}
 
 
 def _check_scalars(where: str, params: dict[str, Any]) -> None:
@@ -102,7 +102,8 @@ def to_mergekit_yaml(recipe: dict[str, Any]) -> str:
             shared[name] = value
     for i, m in enumerate(models):
         m["parameters"]["weight"] = float(weights[i]) if weights else 1.0
-    doc = {"merge_method": method, "base_model": recipe["base"], "models": models, "dtype": "float32"}
+    doc = {"merge_method": method, "base_model": recipe["base"], "models": models,
+           "dtype": recipe.get("dtype") or "float32"}
     if shared:
         doc["parameters"] = shared
     return yaml.safe_dump(doc, sort_keys=False)

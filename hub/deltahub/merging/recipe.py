@@ -46,6 +46,7 @@ class Recipe:
     data: str = ""                       # dataset namespace/name@digest, for methods that need one
     rank: int | None = None
     energy: float | None = None
+    dtype: str | None = None             # stored dtype of a model output's floating tensors; None: the base's
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_dict(self) -> dict[str, Any]:

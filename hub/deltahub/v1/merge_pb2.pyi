@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MergeRequest(_message.Message):
-    __slots__ = ("method", "inputs", "base", "out", "weights", "params_json", "form", "data", "rank", "energy", "device", "ref", "tags", "card", "labels", "idempotency_key")
+    __slots__ = ("method", "inputs", "base", "out", "weights", "params_json", "form", "data", "rank", "energy", "device", "ref", "tags", "card", "labels", "idempotency_key", "dtype")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class MergeRequest(_message.Message):
     CARD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     method: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     base: str
@@ -49,7 +50,8 @@ class MergeRequest(_message.Message):
     card: _common_pb2.DomainCard
     labels: _containers.ScalarMap[str, str]
     idempotency_key: str
-    def __init__(self, method: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., params_json: _Optional[str] = ..., form: _Optional[str] = ..., data: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., device: _Optional[str] = ..., ref: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    dtype: str
+    def __init__(self, method: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., params_json: _Optional[str] = ..., form: _Optional[str] = ..., data: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., device: _Optional[str] = ..., ref: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class StartMergeResponse(_message.Message):
     __slots__ = ("job", "created")
