@@ -108,8 +108,8 @@ parameters: {normalize: true}
 """
     doc = from_mergekit_yaml(text)
     assert doc == {"method": "ties", "inputs": ["ft/one", "ft/two"], "base": "base/tiny", "weights": [0.7, 0.3],
-                   "params": {"normalize": True, "density": [0.5, 0.8]}}
+                   "params": {"normalize": True, "density": [0.5, 0.8]}, "dtype": ""}
     back = from_mergekit_yaml(to_mergekit_yaml({**doc, "base": doc["base"]}))
-    assert back == doc
+    assert back == {**doc, "dtype": "float32"}  # what deltahub accumulates in, said to mergekit
     with pytest.raises(InvalidInputError, match="mergekit has no method"):
         to_mergekit_yaml({"method": "greedy_soup", "inputs": ["a/b"], "base": "c/d"})

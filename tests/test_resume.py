@@ -50,6 +50,10 @@ def test_interrupted_upload_resumes_from_committed_offset(server, tmp_path):
 
 
 def test_download_is_verified_and_skips_good_files(server, pushed_base, tmp_path):
+    import pytest
+
+    from deltahub.errors import AlreadyExistsError
+
     hub, store, _ = server
     dest = hub.pull("base/tiny-llama", tmp_path / "p")
     cfg = dest / "config.json"
@@ -57,8 +61,11 @@ def test_download_is_verified_and_skips_good_files(server, pushed_base, tmp_path
     hub.pull("base/tiny-llama", dest)
     assert cfg.stat().st_mtime_ns == mtime  # already right: not fetched again
     cfg.write_text("{}")
-    hub.pull("base/tiny-llama", dest)
-    assert cfg.read_text() != "{}"  # wrong content is replaced
+    with pytest.raises(AlreadyExistsError):  # other bytes there: not replaced silently
+        hub.pull("base/tiny-llama", dest)
+    assert cfg.read_text() == "{}"
+    hub.pull("base/tiny-llama", dest, overwrite=True)
+    assert cfg.read_text() != "{}"  # replaced when asked
 
 
 def test_corrupt_blob_on_the_server_is_detected_by_the_client(server, pushed_base, tmp_path):

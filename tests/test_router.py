@@ -198,7 +198,7 @@ def test_assemble_builds_once_and_caches(routed, monkeypatch):
     assert len(jobs) in (2, 3) and all(j.state == "SUCCEEDED" for j in jobs)  # a second job waits on the flight
 
 
-def test_assemble_explicit_adapters_loads_with_peft(routed, tmp_path):
+def test_assemble_explicit_adapters_loads_with_peft(routed, tmp_path, monkeypatch):
     hub, _, _ = routed
     result = hub.assemble(adapters=["fin/finance", "domains/law"], weights=[0.7, 0.3])
     assert [a.weight for a in result.adapters] == [0.7, 0.3]
@@ -206,6 +206,17 @@ def test_assemble_explicit_adapters_loads_with_peft(routed, tmp_path):
     assert merged.cached and merged.recipe_hash == result.recipe_hash  # the same recipe as the merge endpoint's
     model, again = hub.load_assembled(adapters=["fin/finance", "domains/law"], weights=[0.7, 0.3], cache_dir=tmp_path)
     assert again.cached and type(model).__name__.startswith("PeftModel")
+    import tempfile
+
+    import torch
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    loaded, _ = hub.load_assembled(adapters=["fin/finance", "domains/law"], weights=[0.7, 0.3])  # no cache_dir
+    assert list(scratch.iterdir()) == []  # nothing left behind
+    with torch.no_grad():
+        assert loaded(torch.arange(1, 9).unsqueeze(0)).logits.isfinite().all()  # and the model still works
     magmax = hub.assemble(QUERIES["finance"], k=2, base="base/tiny", method="magmax")
     assert magmax.method == "magmax" and not magmax.serve_base
     assert hub.show(magmax.spec).lineage.recipe["weights"] is None  # magmax picks its own

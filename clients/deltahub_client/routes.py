@@ -123,12 +123,19 @@ class RouterVerbs:
         adapter fits, the base alone.
         """
         result = self.assemble(query, **assemble_kwargs)
-        root = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="deltahub-assembled-"))
+        if cache_dir is not None:  # kept: the next call with the same folder downloads nothing again
+            return self._load_assembled(result, Path(cache_dir)), result
+        # no folder asked for: the files live while the model loads, then go (a loaded model holds its
+        # weights; on Linux a mapped file stays readable until unmapped)
+        with tempfile.TemporaryDirectory(prefix="deltahub-assembled-") as tmp:
+            return self._load_assembled(result, Path(tmp)), result
+
+    def _load_assembled(self, result: Assembly, root: Path):
         if not result.base:
             raise ValueError(f"no adapter fits and no base was given to serve: {result.reason}")
         base_dir = self.pull(result.base, root / "base")
         if result.serve_base:
-            return _auto_model(base_dir).from_pretrained(base_dir), result
+            return _auto_model(base_dir).from_pretrained(base_dir)
         merged_dir = self.pull(result.spec, root / "merged")
         if (merged_dir / "arrow_config.json").exists():
             from peft import ArrowConfig, create_arrow_model
@@ -136,14 +143,14 @@ class RouterVerbs:
             config = json.loads((merged_dir / "arrow_config.json").read_text())
             experts = [str(merged_dir / name) for name in config["task_adapters"]]
             arrow = ArrowConfig(top_k=config["top_k"], router_temperature=config["router_temperature"])
-            return create_arrow_model(_auto_model(base_dir).from_pretrained(base_dir), experts, arrow), result
+            return create_arrow_model(_auto_model(base_dir).from_pretrained(base_dir), experts, arrow)
         if result.form == "model":
-            return _auto_model(merged_dir).from_pretrained(merged_dir), result
+            return _auto_model(merged_dir).from_pretrained(merged_dir)
         if result.form != "adapter":
             raise ValueError(f"a {result.form} output is not loadable as a model; assemble with form='adapter'")
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(_auto_model(base_dir).from_pretrained(base_dir), merged_dir), result
+        return PeftModel.from_pretrained(_auto_model(base_dir).from_pretrained(base_dir), merged_dir)
 
     @translated
     def router_status(self) -> dict[str, Any]:
