@@ -436,3 +436,22 @@ def test_dtype_is_honoured_and_part_of_the_recipe(world, tmp_path):
     bad = run_cli("merge", "linear", "ft/ft1", "--base", "base/tiny", "--out", "m/x", "--dtype", "int8",
                   env={"DELTAHUB_ADDRESS": hub.address})
     assert bad.returncode == 2 and "int8" in bad.stderr
+
+
+def test_the_client_reads_and_writes_recipes_without_importing_mergekit(world, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    hub, _ = world
+    hub.merge("task_arithmetic", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/ta")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "task_arithmetic", "base_model": "base/tiny",
+                                      "models": [{"model": "ft/ft1"}, {"model": "ft/ft2"}]}))
+    code = (f"import sys; from deltahub_client import Hub; h = Hub({hub.address!r}, progress=False); "
+            f"print(h.recipe_yaml('m/ta')); r = h.merge_recipe({str(recipe)!r}, out='m/ta'); "
+            "assert r.cached; assert 'mergekit' not in sys.modules and 'torch' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "merge_method: task_arithmetic" in done.stdout

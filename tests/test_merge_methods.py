@@ -9,7 +9,7 @@ from deltahub.errors import InvalidInputError
 from deltahub.merging import MERGE_METHODS, ParamGroup, Plan
 from deltahub.merging.greedy_soup import greedy_select
 from deltahub.merging.magmax import magmax
-from deltahub.merging.mergekit_yaml import from_mergekit_yaml, to_mergekit_yaml
+from deltahub.mergekit_yaml import from_mergekit_yaml, to_mergekit_yaml
 from deltahub.merging.recall import layer_row, layer_weights, rbf_similarity, typical_samples
 
 

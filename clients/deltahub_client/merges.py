@@ -95,19 +95,20 @@ class MergeVerbs:
 
     def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | Job:
         """Runs a mergekit YAML configuration (a path or the YAML text) whose models are hub revisions."""
-        from deltahub.merging.mergekit_yaml import from_mergekit_yaml  # loads mergekit: only when asked
+        from deltahub.mergekit_yaml import from_mergekit_yaml
 
         text = Path(recipe).read_text() if isinstance(recipe, os.PathLike) or Path(str(recipe)).is_file() else str(recipe)
-        doc = from_mergekit_yaml(text)
+        doc = from_mergekit_yaml(text, validate=False)  # the hub checks method and parameters: no mergekit here
         kwargs.setdefault("dtype", doc["dtype"] or None)
         return self.merge(doc["method"], doc["inputs"], out=out, base=doc["base"] or None, weights=doc["weights"],
                           params=doc["params"], **kwargs)
 
     def recipe_yaml(self, spec: str) -> str:
         """A merged revision's recipe as mergekit YAML (for methods mergekit knows)."""
-        from deltahub.merging.mergekit_yaml import to_mergekit_yaml  # loads mergekit: only when asked
+        from deltahub.mergekit_yaml import INTO_MERGEKIT, to_mergekit_yaml
 
-        return to_mergekit_yaml(self.show(spec).lineage.recipe)
+        known = {m["name"] for m in self.merge_methods() if m["source"] == "mergekit"} | set(INTO_MERGEKIT)
+        return to_mergekit_yaml(self.show(spec).lineage.recipe, known)  # the hub's list: no mergekit here
 
     @translated
     def wait_merge(self, job_id: str) -> MergeResult:

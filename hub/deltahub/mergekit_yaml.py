@@ -23,10 +23,15 @@ import yaml
 from deltahub.errors import InvalidInputError
 
 _UNSUPPORTED = ("slices", "tokenizer_source", "tokenizer", "chat_template", "modules")
+# deltahub's methods that deltahub.merging registers into mergekit's registry
+INTO_MERGEKIT = ("magmax", "instruction_vector")
 
 
-def from_mergekit_yaml(text: str) -> dict[str, Any]:
-    """{method, inputs, base, weights, params} from a mergekit configuration."""
+def from_mergekit_yaml(text: str, *, validate: bool = True) -> dict[str, Any]:
+    """{method, inputs, base, weights, params, dtype} from a mergekit configuration.
+
+    ``validate`` checks the document against mergekit's schema (importing mergekit, seconds); the SDK
+    leaves that out, since the hub checks the method and every parameter when the merge is asked."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -36,14 +41,22 @@ def from_mergekit_yaml(text: str) -> dict[str, Any]:
     unsupported = [k for k in _UNSUPPORTED if doc.get(k)]
     if unsupported:
         raise InvalidInputError(f"mergekit options {unsupported} are not supported; merges here are of whole models")
-    try:
-        from mergekit.config import MergeConfiguration
+    if validate:
+        try:
+            from mergekit.config import MergeConfiguration
 
-        MergeConfiguration.model_validate(doc)
-    except Exception as err:  # pydantic's ValidationError names the bad field
-        raise InvalidInputError(f"not a valid mergekit configuration: {err}") from None
-    _check_scalars("parameters", doc.get("parameters") or {})
+            MergeConfiguration.model_validate(doc)
+        except Exception as err:  # pydantic's ValidationError names the bad field
+            raise InvalidInputError(f"not a valid mergekit configuration: {err}") from None
+    if not isinstance(doc.get("merge_method"), str):
+        raise InvalidInputError("a mergekit recipe needs merge_method: NAME")
     models = doc.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, dict) and m.get("model") for m in models):
+        raise InvalidInputError("models must be a list of {model: NAMESPACE/NAME[@REF], parameters: {...}}")
+    if not isinstance(doc.get("parameters") or {}, dict) or not all(
+            isinstance(m.get("parameters") or {}, dict) for m in models):
+        raise InvalidInputError("parameters must be a mapping of name: value")
+    _check_scalars("parameters", doc.get("parameters") or {})
     for m in models:
         _check_scalars(f"parameters of model {m.get('model')}", m.get("parameters") or {})
     base = str(doc.get("base_model") or "")
@@ -53,7 +66,10 @@ def from_mergekit_yaml(text: str) -> dict[str, Any]:
     per_model = [dict(m.get("parameters") or {}) for m in entries]
     weights = None
     if any("weight" in p for p in per_model):
-        weights = [float(p.pop("weight", 1.0)) for p in per_model]
+        weights = [p.pop("weight", 1.0) for p in per_model]
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+            raise InvalidInputError(f"model weights must be numbers, not {weights}")
+        weights = [float(w) for w in weights]
     params: dict[str, Any] = dict(doc.get("parameters") or {})
     for name in sorted({k for p in per_model for k in p}):
         params[name] = [p.get(name, params.get(name)) for p in per_model]
@@ -81,14 +97,16 @@ def _first_number(value: Any) -> Any:
     return value if isinstance(value, (int, float)) else 0.5
 
 
-def to_mergekit_yaml(recipe: dict[str, Any]) -> str:
-    """A recipe (as stored in a merged revision's lineage) as mergekit YAML."""
-    from mergekit import merge_methods
-
+def to_mergekit_yaml(recipe: dict[str, Any], known: set[str] | None = None) -> str:
+    """A recipe (as stored in a merged revision's lineage) as mergekit YAML. ``known``: the method names
+    mergekit runs (the hub's list of them, say); read from mergekit's registry when not given."""
     method = recipe.get("method")
     if not method:
         raise InvalidInputError("this revision has no merge recipe")
-    known = {m.spec.name for m in merge_methods.registered_methods()}
+    if known is None:
+        from mergekit import merge_methods
+
+        known = {m.spec.name for m in merge_methods.registered_methods()} | set(INTO_MERGEKIT)
     if method not in known:
         raise InvalidInputError(f"mergekit has no method {method!r}; the recipe stays deltahub's own (show --json)")
     inputs = recipe["inputs"]
