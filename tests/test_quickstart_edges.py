@@ -70,3 +70,27 @@ def test_pull_keeps_the_umask_and_refuses_to_overwrite_other_bytes(server, pushe
     assert forced.returncode == 0 and forced.stdout == ""  # -q: nothing printed
     assert (clash / "config.json").read_text() != "{}"
     hub.pull("base/tiny-llama", dest)  # the same bytes already there: kept, no error
+
+
+def test_a_card_given_with_unchanged_files_is_kept_and_cards_follow_the_artifact(server, pushed_base, tiny_adapter,
+                                                                                  tmp_path):
+    hub, _, address = server
+    first = hub.push(tiny_adapter, "fin/lora", kind="adapter", base="base/tiny-llama", labels={"team": "fin"})
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"description": "Finance: bonds and rates.", "samples": ["bond yields rose"]}))
+    again = run_cli("push", str(tiny_adapter), "fin/lora", "--kind", "adapter", "--base", "base/tiny-llama",
+                    "--card", str(card), env={"DELTAHUB_ADDRESS": address})
+    assert again.returncode == 0 and "unchanged files" in again.stdout and "card and labels updated" in again.stdout
+    rev = hub.show("fin/lora")
+    assert rev.digest == first.revision.digest and rev.card.description == "Finance: bonds and rates."
+    assert rev.labels["team"] == "fin"
+    # new files, no card or labels given: the artifact's card and labels carry over to the new revision
+    import shutil
+
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_adapter, changed)
+    cfg = json.loads((changed / "adapter_config.json").read_text())
+    (changed / "adapter_config.json").write_text(json.dumps({**cfg, "lora_dropout": 0.07}))
+    new = hub.push(changed, "fin/lora", kind="adapter", base="base/tiny-llama")
+    assert new.created and new.revision.card.description == "Finance: bonds and rates."
+    assert new.revision.labels == {"team": "fin"}

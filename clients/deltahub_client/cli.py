@@ -230,7 +230,8 @@ def push(ctx, folder, artifact, kind, base, card_file, tags, labels, parents, re
     rev = result.revision
     _emit(as_json, {"revision": rev.to_dict(), "created": result.created, "blobs_sent": result.blobs_sent,
                     "bytes_sent": result.bytes_sent},
-          f"{'committed' if result.created else 'unchanged'} {rev.artifact}@{rev.digest} "
+          f"{'committed' if result.created else 'unchanged files:'} {rev.artifact}@{rev.digest} "
+          f"{'' if result.created or not (card_file or labels) else '(card and labels updated) '}"
           f"({ref} -> {rev.digest[:12]}; sent {result.blobs_sent} blob(s), {_size(result.bytes_sent)})")
 
 
@@ -372,7 +373,8 @@ def task_vector(ctx, finetuned, base, out, rank, energy, card_file, hub_address,
         result = hub.create_task_vector(finetuned, base, out, rank=rank, energy=energy, card=_load_card(card_file))
     rev = result.revision
     _emit(as_json, {"revision": rev.to_dict(), "created": result.created, "relative_error": result.relative_error},
-          f"{'committed' if result.created else 'unchanged'} {rev.artifact}@{rev.digest} "
+          f"{'committed' if result.created else 'unchanged files:'} {rev.artifact}@{rev.digest} "
+          f"{'' if result.created or not (card_file or labels) else '(card and labels updated) '}"
           f"(relative error {result.relative_error:.3e})")
 
 

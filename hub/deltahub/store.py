@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from deltahub import auth as access
@@ -242,18 +242,40 @@ class HubStore:
             gone = [f.path for f in req.files if not self.blobs.has(f.sha256)]
             if gone:
                 raise PreconditionError(f"blobs of {gone[:10]} were removed while committing; push again")
-            created = self.catalog.get_revision(rev.artifact, digest) is None
-            self._cas(db, rev.artifact, ref, req.expected_revision)
+            existing = self.catalog.get_revision(rev.artifact, digest)
+            created = existing is None
+            head = self._cas(db, rev.artifact, ref, req.expected_revision)
             if created:
+                rev = self._annotations_from(head, rev, req)
                 self.catalog.insert_revision(db, rev, index_recipe=req.index_recipe)
-            elif req.index_recipe:
-                self.catalog.add_recipe(db, rev)
+            else:
+                if req.index_recipe:
+                    self.catalog.add_recipe(db, rev)
+                self._reannotate(db, existing, req)
             self.catalog.set_ref(db, rev.artifact, ref, digest)
             for tag in tags:
                 self.catalog.set_ref(db, rev.artifact, tag, digest)
             if req.session:
                 self.catalog.end_session(db, req.session)
         return self.catalog.get_revision(rev.artifact, digest), created
+
+    def _annotations_from(self, head: str | None, rev: Revision, req: CommitRequest) -> Revision:
+        """A new revision keeps the card and labels of the one its ref pointed at, unless the push gives
+        its own: a card lives with an artifact, as a model card does with a repository."""
+        previous = self.catalog.get_revision(rev.artifact, head) if head else None
+        if previous is None:
+            return rev
+        card = rev.card if (rev.card.description or rev.card.samples) else previous.card
+        kept = {k: v for k, v in previous.labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
+        labels = rev.labels if req.labels else {**kept, **rev.labels}
+        return replace(rev, card=card, labels=labels)
+
+    def _reannotate(self, db, existing: Revision, req: CommitRequest) -> None:
+        """The same files pushed again with a card or labels: those are updated, not dropped."""
+        card = req.card if (req.card.description or req.card.samples) else existing.card
+        labels = {**existing.labels, **req.labels}
+        if card != existing.card or labels != existing.labels:
+            self.catalog.update_annotations(db, existing.artifact, existing.digest, card, labels)
 
     def _resolve_base(self, kind: Kind, base: str) -> Revision | None:
         if not base:
