@@ -326,3 +326,34 @@ def test_a_device_the_worker_lacks_fails_the_job_with_what_to_do(server, pushed_
     with pytest.raises(InvalidInputError, match="no CUDA device"):
         hub.wait_merge(job.id)
     assert hub.job(job.id).attempts == 1
+
+
+def test_worker_calls_from_a_client_that_holds_no_lease_are_refused(server, pushed_base, tiny_finetuned):
+    import grpc
+
+    from deltahub.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
+
+    hub, _, address = server
+    hub.push(tiny_finetuned, "ft/one", kind="model")
+    job = hub.merge("task_arithmetic", ["ft/one"], base="base/tiny-llama", out="m/x", wait=False)
+    hub.wait_job(job.id)
+    with grpc.insecure_channel(address) as ch:
+        stub = jobs_pb2_grpc.JobsStub(ch)
+        for call in (
+            lambda: stub.CommitJobResult(jobs_pb2.CommitJobResultRequest(job_id=job.id, worker="intruder", files=[
+                common_pb2.FileEntry(path="model.safetensors", sha256="0" * 64, size=1)])),
+            lambda: stub.PinCheckpoint(jobs_pb2.PinCheckpointRequest(job_id=job.id, worker="intruder")),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.ABORTED and "not intruder" in err.value.details()
+        for request, code in ((jobs_pb2.ListJobsRequest(kind="x" * 5000), grpc.StatusCode.INVALID_ARGUMENT),
+                              (jobs_pb2.ListJobsRequest(state="DONE"), grpc.StatusCode.INVALID_ARGUMENT),
+                              (jobs_pb2.ListJobsRequest(limit=-1), grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListJobs(request)
+            assert err.value.code() == code
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CommitJobResult(jobs_pb2.CommitJobResultRequest(job_id="m/" + "0" * 32, worker="w"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(hub.revisions("m/x")) == 1

@@ -35,6 +35,7 @@ from deltahub.errors import (
 )
 from deltahub.formats.dataset import read_rows
 from deltahub.jobs import ASSEMBLE, EVALUATE, MERGE, TASK_VECTOR, TRAIN, Job, JobQueue, LeaseLostError
+from deltahub.jobs import model as jobs_model
 from deltahub.jobs.specs import EvaluateSpec, MergeSpec, TaskVectorSpec, TrainSpec
 from deltahub_trainers import make_trainer
 from deltahub_trainers.loop import Hooks, Progress, TrainInputs, pick_device, train
@@ -242,10 +243,9 @@ class Worker:
 
     def _building(self, job_id: str) -> bool:
         try:
-            held = self.queue.get(job_id)
+            return jobs_model.live(self.queue.get(job_id), time.time())
         except NotFoundError:
             return False
-        return held.state == "RUNNING" and held.lease_until >= time.time()
 
     # -- evaluation and task vectors ---------------------------------------------------
     def _evaluate(self, job: Job, work: Path, lease: _Lease, report: _Reporter) -> Job:

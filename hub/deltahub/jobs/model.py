@@ -135,6 +135,11 @@ def _bump(job: Job, now: float | None = None, **changes) -> Job:
     return replace(job, version=job.version + 1, updated_at=now or time.time(), **changes)
 
 
+def live(job: Job, now: float) -> bool:
+    """Running under a lease its worker still renews."""
+    return job.state == RUNNING and job.lease_until >= now
+
+
 def claimable(job: Job, now: float) -> bool:
     """Queued, or running under a lease that lapsed (its worker died)."""
     return job.state == QUEUED or (job.state == RUNNING and job.lease_until < now)

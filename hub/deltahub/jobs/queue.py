@@ -94,8 +94,7 @@ class JobQueue(ABC):
             if holder in (job_id, None):
                 return job_id
             try:
-                held = self.get(holder)
-                live = held.state == m.RUNNING and held.lease_until >= time.time()
+                live = m.live(self.get(holder), time.time())
             except LookupError:
                 live = False
             if live:
