@@ -136,9 +136,25 @@ def test_adapter_deltas_follow_peft(world, folders, tmp_path, kind):
 
 
 def test_nonlinear_merge_to_adapter_is_svd_compressed(world, folders, tmp_path):
-    hub, _ = world
-    res = hub.merge("magmax", ["ad/one", "ad/two"], out="m/mm-lora", form="adapter", rank=2)
+    hub, store = world
+    # an approximation past the default tolerance is refused, naming the parameter, and nothing is stored
+    with pytest.raises(PreconditionError, match=r"parameter model\.layers\..*relative error 0\.\d+.*--max-error"):
+        hub.merge("magmax", ["ad/one", "ad/two"], out="m/mm-lora", form="adapter", rank=2)
+    with pytest.raises(NotFoundError):
+        hub.show("m/mm-lora")
+    res = hub.merge("magmax", ["ad/one", "ad/two"], out="m/mm-lora", form="adapter", rank=2, max_error=1)
     assert 0 < res.metrics["relative_error"] < 1 and res.metrics["max_rank"] == 2
+    errors = res.metrics["parameter_errors"]
+    values = [e for _, e in errors]
+    assert errors and res.metrics["max_parameter_error"] == values[0] <= 1
+    assert values == sorted(values, reverse=True)  # the worst first
+    # the cached result is refused to a caller who allows less, and the CLI prints the worst parameters
+    with pytest.raises(PreconditionError, match="built before"):
+        hub.merge("magmax", ["ad/one", "ad/two"], out="m/mm-lora2", form="adapter", rank=2, max_error=0.05)
+    done = run_cli("merge", "magmax", "ad/one", "ad/two", "--out", "m/mm-lora", "--form", "adapter", "--rank", "2",
+                   "--max-error", "1", env={"DELTAHUB_ADDRESS": hub.address})
+    assert done.returncode == 0, done.stderr
+    assert "largest per parameter" in done.stdout and errors[0][0] in done.stdout
     _peft_merged(folders["base"], hub.pull("m/mm-lora", tmp_path / "mm"))  # plain peft loads it
     hub.merge("magmax", ["ft/ft1", "ft/ft2", "ft/ft3"], base="base/tiny", out="m/mm-tv", form="task_vector")
     deltas = load_file(hub.pull("m/mm-tv", tmp_path / "tv") / "task_vector.safetensors")
@@ -322,22 +338,98 @@ def test_dora_inputs_are_refused_when_the_merge_is_asked(world, folders, tmp_pat
     assert len(hub.jobs("m")) == before  # refused at StartMerge: no job
 
 
-def test_mergekit_gradients_and_filters_are_refused_with_what_to_do(world, tmp_path):
+def _run_mergekit(config: dict, out: Path) -> dict[str, torch.Tensor]:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    run_merge(MergeConfiguration.model_validate(config), str(out), options=MergeOptions(lazy_unpickle=False))
+    return weights_of(out)
+
+
+# shaped like mergekit's examples/ties.yml and gradient-slerp.yml: per-model gradients, filters, global values
+MERGEKIT_CONFIGS = {
+    "ties": {"merge_method": "ties", "parameters": {"normalize": True, "int8_mask": True},
+             "models": [{"model": "ft1", "parameters": {"density": [1, 0.7, 0.1], "weight": 1.0}},
+                        {"model": "ft2", "parameters": {"density": 0.5, "weight": [0, 0.3, 0.7, 1]}},
+                        {"model": "ft3", "parameters": {"density": 0.33, "weight": [
+                            {"filter": "mlp", "value": 0.5}, {"value": 0}]}}]},
+    "slerp": {"merge_method": "slerp", "models": [{"model": "ft1"}],
+              "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+                                   {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]}},
+    "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": [0.5, 1.0]},
+                        "models": [{"model": "ft1", "parameters": {"weight": [{"filter": "q_proj", "value": 2.0},
+                                                                                 {"value": 0.5}]}},
+                                   {"model": "ft2", "parameters": {"weight": 0.3}}]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(MERGEKIT_CONFIGS))
+def test_mergekit_settings_match_mergekit_tensor_for_tensor(world, folders, tmp_path, name):
+    """Gradients over layers, filters and per-model values: the hub's result equals mergekit's run_merge
+    on the same local folders, tensor for tensor."""
+    import copy
+
     import yaml
 
     hub, _ = world
-    ties = {"merge_method": "ties", "base_model": "base/tiny", "parameters": {"normalize": True},
-            "models": [{"model": "ft/ft1", "parameters": {"density": [1, 0.7, 0.1], "weight": 1.0}},
-                       {"model": "ft/ft2", "parameters": {"density": 0.5, "weight": [0, 0.3, 0.5]}}]}
-    path = tmp_path / "ties.yml"
-    path.write_text(yaml.safe_dump(ties))
-    with pytest.raises(InvalidInputError, match=r"density=\[1, 0.7, 0.1\] is a gradient over layers.*density: 1"):
-        hub.merge_recipe(path, out="m/ties")
-    filtered = {**ties, "models": [{"model": "ft/ft1", "parameters": {
-        "weight": [{"filter": "self_attn", "value": 0.5}, {"value": 1.0}]}}]}
-    path.write_text(yaml.safe_dump(filtered))
+    config = MERGEKIT_CONFIGS[name]
+    local = copy.deepcopy(config)
+    local.update(base_model=str(folders["base"]), dtype="float32")
+    for m in local["models"]:
+        m["model"] = str(folders[m["model"]])
+    theirs = _run_mergekit(local, tmp_path / "mk")
+    ours_cfg = copy.deepcopy(config)
+    ours_cfg["base_model"] = "base/tiny"
+    for m in ours_cfg["models"]:
+        m["model"] = f"ft/{m['model']}"
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump(ours_cfg))
+    res = hub.merge_recipe(path, out=f"m/mk-{name}")
+    ours = weights_of(hub.pull(res.revision.spec, tmp_path / "ours"))
+    assert ours.keys() == theirs.keys()
+    worst = max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+    assert worst < 1e-6, worst
+    # the stored recipe says the same to mergekit, and the same config is one recipe
+    back = yaml.safe_load(hub.recipe_yaml(res.revision.spec))
+    assert back["merge_method"] == name
+    assert hub.merge_recipe(path, out=f"m/mk-{name}-again").cached
+
+
+def test_mergekit_settings_are_one_recipe_however_written_and_checked_per_tensor(world, tmp_path):
+    hub, _ = world
+    a = hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/g1", params={"density": [0.5, 0.5]})
+    b = hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/g2", params={"density": ".5"})
+    assert b.cached and a.recipe_hash == b.recipe_hash  # an all-equal gradient is that value
+    c = hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/g3",
+                  input_params=[{"density": 0.5}, {"density": "5e-1"}])
+    assert not c.cached  # per-input values are their own recipe (mergekit's precedence differs from a global one)
+    before = len(hub.jobs("m"))
+    # a required value no filter gives some tensor: refused at the call, naming the tensor
+    with pytest.raises(InvalidInputError, match=r"Missing required parameter t for .*give it for every tensor"):
+        hub.merge("slerp", ["ft/ft1"], base="base/tiny", out="m/s", params={"t": [{"filter": "mlp", "value": 0.5}]})
+    with pytest.raises(InvalidInputError, match=r"not a mergekit parameter setting"):
+        hub.merge("ties", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/s", params={"density": {"nope": 1}})
+    with pytest.raises(InvalidInputError, match=r"lambda of task_arithmetic is one for all inputs"):
+        hub.merge("task_arithmetic", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/s",
+                  input_params=[{"lambda": 1}, {}])
+    with pytest.raises(InvalidInputError, match=r"magmax takes no per-input parameters"):
+        hub.merge("magmax", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/s", input_params=[{"lambda": 1}, {}])
+    with pytest.raises(InvalidInputError, match=r"takes one float: gradients"):
+        hub.merge("magmax", ["ft/ft1", "ft/ft2"], base="base/tiny", out="m/s", params={"lambda": [0, 1]})
+    assert len(hub.jobs("m")) == before  # nothing queued
+
+
+def test_mergekit_slices_are_refused_with_what_to_do(world, tmp_path):
+    import yaml
+
+    hub, _ = world
+    path = tmp_path / "passthrough.yml"
+    path.write_text(yaml.safe_dump({"merge_method": "passthrough", "dtype": "float32", "slices": [
+        {"sources": [{"model": "ft/ft1", "layer_range": [0, 2]}]}, {"sources": [{"model": "ft/ft2", "layer_range": [1, 2]}]}]}))
     done = run_cli("merge", "--recipe", str(path), "--out", "m/f", env={"DELTAHUB_ADDRESS": hub.address})
-    assert done.returncode == 1 and "a per-tensor filter list" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "slices" in done.stderr and "deltahub mergekit-yaml" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def _peft_adapter(base_dir, dest, *, seed, **lora):
@@ -380,7 +472,7 @@ def test_adapter_outputs_keep_whole_tensors_exactly(world, folders, tmp_path, lo
         assert any(k.endswith("embed_tokens.base_layer.weight") for k in keys)  # what peft saves by default
     hub.push(special, "ad/special", kind="adapter", base="base/tiny")  # accepted
     as_adapter = hub.merge("linear", ["ad/one", "ad/special"], out="m/ad", form="adapter")
-    assert as_adapter.metrics["dropped_parameters"] == 0 and as_adapter.metrics["relative_error"] < 1e-6
+    assert as_adapter.metrics["max_parameter_error"] < 1e-6 and as_adapter.metrics["relative_error"] < 1e-6
     whole = "lm_head" if "modules_to_save" in lora else "model.embed_tokens"
     assert as_adapter.metrics["whole_modules"] == [whole]
     as_model = hub.merge("linear", ["ad/one", "ad/special"], out="m/full", form="model")

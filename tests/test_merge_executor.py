@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from deltahub.errors import CancelledError
 from deltahub.merging import MERGE_METHODS, Plan, executor
+from deltahub.merging.settings import TensorSettings
 from deltahub.merging.sources import DeltaSource
 
 SHAPES = {"embed.weight": (64, 8), "l0.w": (8, 8), "l0.b": (8,), "l1.w": (8, 8), "l1.b": (8,), "head.weight": (64, 8)}
@@ -68,7 +69,7 @@ def merged(models, method, params=None, *, workers, cancelled=None, out=None):
     m = MERGE_METHODS.get(method)
     out = out or Recorder()
     job = executor.MergeJob(
-        method=m, params=m.spec.resolve_params(params or {}), plan=Plan(), weights=None,
+        method=m, settings=TensorSettings(m, m.spec.resolve_params(params or {}), None, None, list(SHAPES)), plan=Plan(),
         base_files={"model.safetensors": path}, base_weight_files={k: "model.safetensors" for k in SHAPES},
         order=list(SHAPES), sources=[DictSource(f"in{i}", t) for i, t in enumerate(inputs)], output=out,
     )

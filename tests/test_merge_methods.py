@@ -108,8 +108,26 @@ parameters: {normalize: true}
 """
     doc = from_mergekit_yaml(text)
     assert doc == {"method": "ties", "inputs": ["ft/one", "ft/two"], "base": "base/tiny", "weights": [0.7, 0.3],
-                   "params": {"normalize": True, "density": [0.5, 0.8]}, "dtype": ""}
+                   "params": {"normalize": True}, "input_params": [{"density": 0.5}, {"density": 0.8}], "dtype": ""}
     back = from_mergekit_yaml(to_mergekit_yaml({**doc, "base": doc["base"]}))
     assert back == {**doc, "dtype": "float32"}  # what deltahub accumulates in, said to mergekit
     with pytest.raises(InvalidInputError, match="mergekit has no method"):
         to_mergekit_yaml({"method": "greedy_soup", "inputs": ["a/b"], "base": "c/d"})
+
+
+def test_settings_resolve_per_tensor_as_mergekit_reads_them():
+    from deltahub.merging.settings import TensorSettings, canonical, layer_positions
+
+    names = ["model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.weight",
+             "model.layers.2.mlp.up_proj.weight", "lm_head.weight"]
+    assert list(layer_positions(names).values()) == [0.0, 0.0, 0.5, 1.0, 0.0]  # outside the stack: t = 0
+    assert canonical("density", [0.5, "5e-1"], float) == 0.5          # an all-equal gradient is that value
+    assert canonical("density", "[1, .7]", float) == [1.0, 0.7]         # text read as YAML
+    assert canonical("w", {"filter": "mlp", "value": "0.5"}, float) == [{"filter": "mlp", "value": 0.5}]
+    ties = MERGE_METHODS.get("ties")
+    params = ties.spec.resolve_params({"density": [0, 1]})
+    s = TensorSettings(ties, params, [{"weight": [{"filter": "mlp", "value": 2}, {"value": 1}]}, {}], [1.0, 3.0],
+                       names)
+    at = {n: s.at(n) for n in names}
+    assert at[names[2]][0]["density"] == 0.5 and at[names[3]][0]["density"] == 1.0 and at[names[0]][0]["density"] == 0
+    assert at[names[1]][1] == [2.0, 3.0] and at[names[2]][1] == [1.0, 3.0]  # input 0's filter, input 1's plain weight

@@ -34,6 +34,9 @@ def _weights(text: str | None) -> list[float] | None:
 @click.option("--rank", type=int, default=0, help="Compress task_vector/adapter outputs to this rank.")
 @click.option("--energy", type=float, default=0.0, help="... or to this share of energy (0-1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--max-error", type=float, default=None,
+              help="Largest relative error one parameter may have where the result approximates the merged delta "
+                   "(default 0.01; 1 allows any).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
               help="How a model output is stored (default: the base's dtypes; a --recipe's own dtype).")
 @click.option("--card", "card_file", type=click.Path(dir_okay=False), default=None, help="Domain card (JSON/YAML).")
@@ -46,14 +49,14 @@ def _weights(text: str | None) -> list[float] | None:
 @_hub_options
 @_json_option
 @click.pass_context
-def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, dtype, card_file,
-          tags, labels, idempotency_key, no_wait, quiet, hub_address, token, as_json):
+def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, max_error,
+          dtype, card_file, tags, labels, idempotency_key, no_wait, quiet, hub_address, token, as_json):
     """Merge stored models, task vectors or adapters: METHOD INPUT... (see `deltahub methods`)."""
     if recipe_file and (method or inputs):
         raise click.UsageError("give either --recipe FILE or METHOD INPUT..., not both")
     if not recipe_file and not (method and inputs):
         raise click.UsageError("give METHOD and at least one INPUT (or --recipe FILE)")
-    options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags,
+    options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags, max_error=max_error,
                    **({"dtype": dtype} if dtype else {}),
                    card=_load_card(card_file), labels=parse_pairs(labels), idempotency_key=idempotency_key,
                    wait=not no_wait)
@@ -75,6 +78,9 @@ def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, da
     text = f"{rev.artifact}@{rev.digest} ({rev.kind.value}, {where})"
     if err:
         text += f"\n  relative error of the stored form: {err:.4g}"
+    worst = (result.metrics.get("parameter_errors") or [])[:5]
+    if worst:
+        text += "\n  largest per parameter: " + ", ".join(f"{name} {e:.3g}" for name, e in worst)
     _emit(as_json, doc, text)
 
 

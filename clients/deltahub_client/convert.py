@@ -8,6 +8,7 @@ from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineag
 from deltahub.jobs.model import Job
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import jobs_pb2 as jpb
+from deltahub.v1 import merge_pb2 as mpb
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -76,4 +77,15 @@ def job_from_pb(msg) -> Job:
         error_message=msg.error_message, result=_doc(msg.result_json), cancel_requested=msg.cancel_requested,
         key=msg.idempotency_key, created_by=msg.created_by, created_at=msg.created_at, started_at=msg.started_at,
         finished_at=msg.finished_at, updated_at=msg.updated_at,
+    )
+
+
+def merge_request_to_pb(method: str, inputs, *, out: str, base, weights, params, input_params, max_error, form,
+                        data, rank, energy, device, ref, tags, card, labels, idempotency_key, dtype):
+    return mpb.MergeRequest(
+        method=method, inputs=list(inputs), out=out, base=base or "", weights=list(weights or []),
+        params_json=json.dumps(params or {}), input_params_json=json.dumps(list(input_params)) if input_params else "",
+        max_error=float(max_error or 0.0), form=form, data=data or "", rank=rank or 0, energy=energy or 0.0,
+        device=device, ref=ref, tags=list(tags), card=card_to_pb(card), labels=labels or {},
+        idempotency_key=idempotency_key or "", dtype=dtype or "",
     )

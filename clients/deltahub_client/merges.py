@@ -51,6 +51,8 @@ class MergeVerbs:
         base: str | None = None,
         weights: Sequence[float] | None = None,
         params: dict[str, Any] | None = None,
+        input_params: Sequence[dict[str, Any]] | None = None,
+        max_error: float | None = None,
         form: str = "model",
         data: str | None = None,
         rank: int = 0,
@@ -71,7 +73,13 @@ class MergeVerbs:
             inputs: revisions ``namespace/name[@ref]``, in order (task order for MagMax).
             base: the base model revision; inferred from adapter/task-vector inputs when omitted.
             weights: one per input.
-            params: method parameters; a list gives one value per input.
+            params: method parameters, each as mergekit reads it: a scalar, a gradient over layers
+                (``[0, 0.5, 1]``), or filters (``[{"filter": "self_attn", "value": 0.3}, {"value": 0.5}]``).
+            input_params: one mapping per input (mergekit's per-model ``parameters``, ``weight`` included),
+                taking precedence over ``params``.
+            max_error: the largest relative error one parameter may have where the result approximates
+                the merged delta (compression into an adapter or a low-rank task vector); the hub's default
+                (0.01) when omitted. A merge past it fails and stores nothing.
             form: ``model``, ``task_vector`` or ``adapter``.
             data: a dataset revision (held-out data for ``greedy_soup``, new-domain texts for ``recall``).
             rank, energy: compression target for ``task_vector``/``adapter`` outputs.
@@ -84,12 +92,10 @@ class MergeVerbs:
             InvalidInputError, NotFoundError, PreconditionError (inputs of different bases), CancelledError;
             a failure while the merge runs raises the same class as a failure when it is asked.
         """
-        request = mpb.MergeRequest(
-            method=method, inputs=list(inputs), out=out, base=base or "", weights=list(weights or []),
-            params_json=json.dumps(params or {}), form=form, data=data or "", rank=rank or 0,
-            energy=energy or 0.0, device=device, ref=ref, tags=list(tags), card=convert.card_to_pb(card),
-            labels=labels or {}, idempotency_key=idempotency_key or "", dtype=dtype or "",
-        )
+        request = convert.merge_request_to_pb(
+            method, inputs, out=out, base=base, weights=weights, params=params, input_params=input_params,
+            max_error=max_error, form=form, data=data, rank=rank, energy=energy, device=device, ref=ref, tags=tags,
+            card=card, labels=labels, idempotency_key=idempotency_key, dtype=dtype)
         job = convert.job_from_pb(self._unary(self._merge.StartMerge, request).job)
         return self.wait_merge(job.id) if wait else job
 
@@ -101,7 +107,7 @@ class MergeVerbs:
         doc = from_mergekit_yaml(text, validate=False)  # the hub checks method and parameters: no mergekit here
         kwargs.setdefault("dtype", doc["dtype"] or None)
         return self.merge(doc["method"], doc["inputs"], out=out, base=doc["base"] or None, weights=doc["weights"],
-                          params=doc["params"], **kwargs)
+                          params=doc["params"], input_params=doc["input_params"], **kwargs)
 
     def recipe_yaml(self, spec: str) -> str:
         """A merged revision's recipe as mergekit YAML (for methods mergekit knows)."""

@@ -27,6 +27,7 @@ from deltahub.jobs.specs import EvaluateSpec, MergeSpec, TaskVectorSpec
 from deltahub.merging import MERGE_METHODS, executor
 from deltahub.merging.outputs import DEFAULT_SHARD_BYTES, AdapterOutput, ModelOutput, TaskVectorOutput
 from deltahub.merging.sources import AdapterSource, DeltaSource, ModelSource, TaskVectorSource
+from deltahub.merging.settings import TensorSettings
 from deltahub.merging.spec import Plan
 from deltahub.workspace import Workspace, link_tree
 
@@ -104,8 +105,9 @@ def build_merge(spec: MergeSpec, ws: Workspace, *, progress: Progress | None = N
             del found  # the model it holds is not needed while streaming
         order = list(base_info.weight_files)
         output = _output(spec, ws, inputs, base, srcs, base_info, order, shard_bytes)
+        settings = TensorSettings(method, params, recipe.get("input_params"), weights, order)
         job = executor.MergeJob(
-            method=method, params=params, plan=plan, weights=weights,
+            method=method, settings=settings, plan=plan,
             base_files=base_files, base_weight_files=base_info.weight_files, order=order,
             sources=srcs, output=output, lora_space=(form == "adapter"),
         )
@@ -127,7 +129,7 @@ def _output(spec: MergeSpec, ws: Workspace, inputs: list[Revision], base: Revisi
     blobs, spool = ws.blobs, str(ws.tmp)
     rank, energy = recipe.get("rank"), recipe.get("energy")
     if recipe["form"] == "task_vector":
-        return TaskVectorOutput(blobs, rank=rank, energy=energy, spool_dir=spool)
+        return TaskVectorOutput(blobs, rank=rank, energy=energy, spool_dir=spool, max_error=spec.max_error)
     if recipe["form"] == "adapter":
         adapters = [s for s in srcs if isinstance(s, AdapterSource)]
         target_rank, target_energy = rank, energy
@@ -138,7 +140,8 @@ def _output(spec: MergeSpec, ws: Workspace, inputs: list[Revision], base: Revisi
         # digest that pins it is the revision's base, in the hub)
         return AdapterOutput(blobs, base_name=base.artifact, task_type=_task_type(adapters, base_info.config),
                              rank=target_rank, energy=target_energy, compress_exact=bool(rank or energy),
-                             spool_dir=spool, whole={p for a in adapters for p in a.saved_params})
+                             spool_dir=spool, whole={p for a in adapters for p in a.saved_params},
+                             max_error=spec.max_error)
     resized = {n: s for s in srcs if isinstance(s, ModelSource) for n in s.resized}
     stored = STORED_DTYPES.get(recipe.get("dtype") or "")
     layout = []

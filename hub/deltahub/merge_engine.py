@@ -26,8 +26,9 @@ from deltahub.formats.model import load_json
 from deltahub.jobs.specs import EvaluateSpec, MergeSpec
 from deltahub.merging import MERGE_METHODS
 from deltahub.merging import executor
-from deltahub.merging.outputs import DEFAULT_SHARD_BYTES
+from deltahub.merging.outputs import DEFAULT_MAX_ERROR, DEFAULT_SHARD_BYTES
 from deltahub.merging.recipe import Recipe
+from deltahub.merging.settings import TensorSettings
 from deltahub.names import DEFAULT_REF, ArtifactName
 from deltahub.store import CommitRequest, HubStore
 from deltahub.workspace import StoreWorkspace
@@ -44,6 +45,8 @@ class MergeRequest:
     base: str = ""
     weights: list[float] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    input_params: list[dict[str, Any]] | None = None  # one mapping per input (mergekit's per-model parameters)
+    max_error: float | None = None      # per parameter; None: DEFAULT_MAX_ERROR
     form: str = "model"
     data: str = ""
     rank: int | None = None
@@ -100,8 +103,12 @@ class MergeEngine:
             raise InvalidInputError(f"merge weights must be finite numbers, not {weights}")
         method.spec.check_inputs(len(req.inputs), weights)
         params = method.spec.resolve_params(req.params)
-        method.validate(params, len(req.inputs))
+        input_params = method.resolve_input_params(req.input_params, len(req.inputs))
+        if not input_params:
+            method.validate(params, len(req.inputs))  # before any input is looked up; per tensor once the base is known
         check_target(req.rank, req.energy)
+        if req.max_error is not None and not (math.isfinite(req.max_error) and req.max_error > 0):
+            raise InvalidInputError(f"max_error must be a positive number (1 allows any error), not {req.max_error}")
         executor.check_device_name(req.device)  # a bad name fails the request; a worker without it fails the job
         if req.dtype and req.dtype not in DTYPES:
             raise InvalidInputError(f"dtype {req.dtype[:40]!r} is not one of {', '.join(DTYPES)}")
@@ -115,13 +122,15 @@ class MergeEngine:
             if rev.kind is Kind.DATASET:
                 raise InvalidInputError(f"input {spec} is a dataset; merge inputs are models, task vectors or adapters")
             if rev.kind is Kind.ADAPTER:
-                self._check_adapter(spec, rev)
+                self._check_adapter(spec, rev, req)
         base = self._base(req.base, inputs)
         for spec, rev in zip(req.inputs, inputs):
             if rev.base and rev.base != base.spec:
                 raise PreconditionError(
                     f"input {spec} applies to base {rev.base}, not to {base.spec}; all inputs must share one base revision"
                 )
+        names = list(self.store.base_info(base).weight_files)
+        TensorSettings(method, params, input_params, weights, names).check(names, len(inputs))
         data = None
         if method.spec.needs_data:
             if not req.data:
@@ -136,18 +145,27 @@ class MergeEngine:
                 dtype = None
         recipe = Recipe(
             method=method.spec.name, inputs=tuple(r.spec for r in inputs), base=base.spec, form=req.form,
-            params=params, weights=tuple(weights) if weights is not None else None,
+            params=params, weights=tuple(weights) if weights is not None else None, input_params=input_params,
             data=data.spec if data else "", rank=req.rank or None, energy=req.energy or None,
             dtype=dtype,
         )
         return Resolved(method, params, inputs, base, data, recipe)
 
-    def _check_adapter(self, spec: str, rev: Revision) -> None:
-        """What a worker would refuse, refused now: a DoRA adapter's delta depends on the base's weight norms."""
+    def _check_adapter(self, spec: str, rev: Revision, req: MergeRequest) -> None:
+        """What a build would refuse, refused now. A DoRA adapter's delta (magnitude times the normalised
+        direction, less the base) is full rank: merged exactly into a model or a dense task vector, only
+        approximated by a LoRA, so an adapter output needs the caller's leave (an explicit max_error)."""
         files = self.store.local_files(rev)
-        if CONFIG_FILE in files and load_json(files[CONFIG_FILE], CONFIG_FILE).get("use_dora"):
-            raise PreconditionError(f"input {spec} is a DoRA adapter; its delta depends on weight norms and "
-                                    "cannot be merged here: merge the plain LoRA adapters, or the merged models")
+        if CONFIG_FILE not in files or not load_json(files[CONFIG_FILE], CONFIG_FILE).get("use_dora"):
+            return
+        if req.form == "adapter" and req.max_error is None:
+            raise PreconditionError(
+                f"input {spec} is a DoRA adapter: its merged delta is full rank, which a LoRA adapter holds only "
+                "approximately; ask for --form model or task_vector (exact), or allow the approximation with "
+                "--max-error E")
+        if (req.rank or req.energy) and req.form == "task_vector" and req.max_error is None:
+            raise PreconditionError(f"input {spec} is a DoRA adapter: a low-rank task vector approximates its "
+                                    "delta; drop --rank/--energy, or allow the approximation with --max-error E")
 
     def _base(self, spec: str, inputs: list[Revision]) -> Revision:
         if spec:
@@ -163,7 +181,8 @@ class MergeEngine:
         """The job spec of a resolved request: the recipe, and where the result goes."""
         return MergeSpec(recipe=r.recipe.to_dict(), hash=r.recipe.hash, out=req.out, ref=req.ref,
                          tags=tuple(req.tags), card=req.card.to_dict(), labels=dict(req.labels),
-                         created_by=req.created_by, device=req.device)
+                         created_by=req.created_by, device=req.device,
+                         max_error=req.max_error if req.max_error is not None else DEFAULT_MAX_ERROR)
 
     # -- results (the hub's side of a merge job) -------------------------------------
     def cached(self, spec: MergeSpec) -> MergeResult | None:
@@ -191,6 +210,14 @@ class MergeEngine:
 
     def _reuse(self, spec: MergeSpec, where: tuple[str, str]) -> MergeResult:
         built = self.store.catalog.get_revision(*where)
+        metrics = built.lineage.metrics
+        worst = float(metrics.get("max_parameter_error", metrics.get("relative_error", 0.0)) or 0.0)
+        if worst > spec.max_error:  # built under a looser allowance than this caller gives
+            name = next((n for n, _ in metrics.get("parameter_errors") or []), "a parameter")
+            raise PreconditionError(
+                f"this recipe was built before ({built.spec}) with {name} at relative error {worst:.3g}, more than "
+                f"the allowed {spec.max_error:g}; allow it with --max-error {worst * 1.05:.2g}, or ask for another "
+                "--rank/--energy or --form")
         if built.artifact == spec.out and not spec.tags and self.store.catalog.refs(spec.out).get(spec.ref) == built.digest:
             return MergeResult(built, True, spec.hash, built.lineage.metrics)  # nothing to move: no write
         rev = self._commit(spec, list(built.files), built.lineage.metrics)

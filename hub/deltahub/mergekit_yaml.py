@@ -1,13 +1,16 @@
 """mergekit YAML in and out.
 
 In: a mergekit merge configuration (``merge_method``, ``base_model``,
-``models`` with per-model ``parameters``, global ``parameters``) whose model
-names are hub revisions (``namespace/name[@ref]``) becomes a merge request.
-The document is checked against mergekit's own schema first. Per-model
-``weight`` becomes the input weights; other per-model parameters become
-per-input lists. ``slices`` and ``tokenizer`` options are refused: deltahub
-merges whole models of one base; so are layer gradients (a list value) and
-per-tensor ``filter`` lists, which would otherwise be misread as one value.
+``models`` with per-model ``parameters``, global ``parameters``, ``dtype``)
+whose model names are hub revisions (``namespace/name[@ref]``) becomes a
+merge request. Values keep mergekit's meaning: scalars, gradients over
+layers and ``filter`` lists, globally or per model (the hub resolves them per
+tensor with mergekit's own resolver, deltahub.merging.settings). Plain
+per-model ``weight`` numbers become the input weights; every other per-model
+setting goes to the input's own parameters. ``slices`` (passthrough,
+frankenmerges: a layer stack other than the base's) and ``tokenizer``
+options are refused with what to do instead: a merge here is a delta of the
+base, which cannot describe another layer stack or vocabulary.
 
 Out: a merged revision's recipe as a mergekit configuration, for methods
 mergekit knows (its own, plus ``magmax`` and ``instruction_vector``, which
@@ -40,7 +43,10 @@ def from_mergekit_yaml(text: str, *, validate: bool = True) -> dict[str, Any]:
         raise InvalidInputError("a mergekit recipe must be a mapping")
     unsupported = [k for k in _UNSUPPORTED if doc.get(k)]
     if unsupported:
-        raise InvalidInputError(f"mergekit options {unsupported} are not supported; merges here are of whole models")
+        raise InvalidInputError(
+            f"mergekit options {unsupported} are not supported: a merge here is a delta of one base, which cannot "
+            "describe another layer stack (slices) or vocabulary (tokenizer); run such a config with "
+            "`deltahub mergekit-yaml CONFIG OUT` on local folders and push the result as a model")
     if validate:
         try:
             from mergekit.config import MergeConfiguration
@@ -56,45 +62,29 @@ def from_mergekit_yaml(text: str, *, validate: bool = True) -> dict[str, Any]:
     if not isinstance(doc.get("parameters") or {}, dict) or not all(
             isinstance(m.get("parameters") or {}, dict) for m in models):
         raise InvalidInputError("parameters must be a mapping of name: value")
-    _check_scalars("parameters", doc.get("parameters") or {})
-    for m in models:
-        _check_scalars(f"parameters of model {m.get('model')}", m.get("parameters") or {})
     base = str(doc.get("base_model") or "")
     entries = [m for m in models if str(m.get("model")) != base]  # mergekit lists the base among models at times
     if not entries:
         raise InvalidInputError("the recipe lists no model to merge besides the base")
-    per_model = [dict(m.get("parameters") or {}) for m in entries]
-    weights = None
-    if any("weight" in p for p in per_model):
-        weights = [p.pop("weight", 1.0) for p in per_model]
-        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
-            raise InvalidInputError(f"model weights must be numbers, not {weights}")
-        weights = [float(w) for w in weights]
     params: dict[str, Any] = dict(doc.get("parameters") or {})
-    for name in sorted({k for p in per_model for k in p}):
-        params[name] = [p.get(name, params.get(name)) for p in per_model]
+    shared_weight = params.pop("weight", None)  # mergekit: a global weight is every model's default
+    per_model = [dict(m.get("parameters") or {}) for m in entries]
+    given = [p.get("weight", shared_weight) for p in per_model]
+    weights = None
+    if all(_number(w) for w in given if w is not None) and any(w is not None for w in given):
+        weights = [float(w) if w is not None else 1.0 for w in given]
+        for p in per_model:
+            p.pop("weight", None)
+    elif shared_weight is not None:  # a gradient or filters: each model's own setting, the global one by default
+        for p in per_model:
+            p.setdefault("weight", shared_weight)
+    input_params = per_model if any(per_model) else None
     return {"method": doc["merge_method"], "inputs": [str(m["model"]) for m in entries], "base": base,
-            "weights": weights, "params": params, "dtype": str(doc.get("dtype") or "")}
+            "weights": weights, "params": params, "input_params": input_params, "dtype": str(doc.get("dtype") or "")}
 
 
-def _check_scalars(where: str, params: dict[str, Any]) -> None:
-    """mergekit reads a list as a gradient over layers and a list of {filter, value} as per-tensor values;
-    deltahub takes one value per model for every tensor, so those forms are refused, not misread."""
-    for name, value in params.items():
-        if isinstance(value, (list, dict)):
-            form = ("a per-tensor filter list" if isinstance(value, dict) or any(isinstance(v, dict) for v in value)
-                    else "a gradient over layers")
-            raise InvalidInputError(
-                f"{where}: {name}={value!r} is {form}, which deltahub does not merge yet; give one number "
-                f"(e.g. {name}: {_first_number(value)}), or run the config with `deltahub mergekit-yaml` on local folders")
-
-
-def _first_number(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _first_number(value.get("value", 0.5))
-    if isinstance(value, list) and value:
-        return _first_number(value[0])
-    return value if isinstance(value, (int, float)) else 0.5
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def to_mergekit_yaml(recipe: dict[str, Any], known: set[str] | None = None) -> str:
@@ -111,15 +101,11 @@ def to_mergekit_yaml(recipe: dict[str, Any], known: set[str] | None = None) -> s
         raise InvalidInputError(f"mergekit has no method {method!r}; the recipe stays deltahub's own (show --json)")
     inputs = recipe["inputs"]
     weights = recipe.get("weights")
-    shared, models = {}, [{"model": spec, "parameters": {}} for spec in inputs]
-    for name, value in (recipe.get("params") or {}).items():
-        if isinstance(value, list):
-            for m, v in zip(models, value):
-                m["parameters"][name] = v
-        elif value is not None:
-            shared[name] = value
+    own = recipe.get("input_params") or [{}] * len(inputs)
+    models = [{"model": spec, "parameters": dict(p)} for spec, p in zip(inputs, own)]
+    shared = {name: value for name, value in (recipe.get("params") or {}).items() if value is not None}
     for i, m in enumerate(models):
-        m["parameters"]["weight"] = float(weights[i]) if weights else 1.0
+        m["parameters"].setdefault("weight", float(weights[i]) if weights else 1.0)
     doc = {"merge_method": method, "base_model": recipe["base"], "models": models,
            "dtype": recipe.get("dtype") or "float32"}
     if shared:

@@ -84,11 +84,22 @@ def params_from_json(text: str, field: str = "params_json") -> dict:
     return jsondoc.loads_object(text, field) if text else {}
 
 
+def input_params_from_json(text: str) -> list[dict] | None:
+    """``input_params_json``: a JSON list of one object per input."""
+    if not text:
+        return None
+    doc = jsondoc.loads(text, "input_params_json")
+    if not isinstance(doc, list) or not all(isinstance(p, dict) for p in doc):
+        raise InvalidInputError("input_params_json must be a JSON list of one object per input")
+    return doc
+
+
 def merge_request_from_pb(req, created_by: str):
     params = params_from_json(req.params_json)
     return MergeRequest(
         method=req.method, inputs=list(req.inputs), out=req.out, base=req.base,
-        weights=list(req.weights) or None, params=params, form=req.form or "model", data=req.data,
+        weights=list(req.weights) or None, params=params, input_params=input_params_from_json(req.input_params_json),
+        max_error=req.max_error or None, form=req.form or "model", data=req.data,
         rank=req.rank or None, energy=req.energy or None, device=req.device or "auto", dtype=req.dtype,
         ref=req.ref or "main", tags=list(req.tags), card=card_from_pb(req.card), labels=dict(req.labels),
         created_by=created_by,

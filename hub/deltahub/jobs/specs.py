@@ -50,6 +50,9 @@ class MergeSpec(_Spec):
     labels: dict[str, str] = field(default_factory=dict)
     created_by: str = ""
     device: str = "auto"
+    # the largest relative error one parameter of the result may have (not part of the recipe: it decides
+    # whether a result is accepted, not what it is)
+    max_error: float = 0.01
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import torch
 from deltahub.errors import CancelledError, DeltahubError, InvalidInputError
 from deltahub.formats.tensors import TensorFiles
 from deltahub.merging.sources import DeltaSource, work_dtype
+from deltahub.merging.settings import TensorSettings
 from deltahub.merging.spec import MergeMethod, ParamGroup, Plan
 
 Progress = Callable[[int, int, int], None]  # tensors done, tensors total, base bytes done
@@ -35,9 +36,8 @@ Progress = Callable[[int, int, int], None]  # tensors done, tensors total, base 
 @dataclass
 class MergeJob:
     method: MergeMethod
-    params: dict
+    settings: TensorSettings  # each tensor's parameters and weights
     plan: Plan
-    weights: Sequence[float] | None
     base_files: dict[str, Path]
     base_weight_files: dict[str, str]  # parameter -> file path in the base revision
     order: list[str]
@@ -172,8 +172,9 @@ def _merge_one(job: MergeJob, name: str, base: torch.Tensor, dev: torch.device) 
     if not base.is_floating_point():  # integer buffers are not weights: the base's stand
         return "unchanged", None
     n = len(job.sources)
-    coeffs = job.method.coefficients(name, n, job.weights, job.params, job.plan)
-    if coeffs is not None or job.method.wants_thetas(job.params):
+    params, weights = job.settings.at(name)
+    coeffs = job.method.coefficients(name, n, weights, params, job.plan)
+    if coeffs is not None or job.method.wants_thetas(params):
         thetas = [s.theta(name, base) for s in job.sources]
         if all(t is not None for t in thetas):  # every input is a full model
             if all(t is base for t in thetas):
@@ -181,9 +182,9 @@ def _merge_one(job: MergeJob, name: str, base: torch.Tensor, dev: torch.device) 
             if coeffs is not None:
                 merged = _linear_from_thetas(base.to(dev), [t.to(dev) for t in thetas], coeffs)
             else:
-                group = ParamGroup(name=name, base=base.to(dev), deltas=[], weights=job.weights,
+                group = ParamGroup(name=name, base=base.to(dev), deltas=[], weights=weights,
                                    thetas=[t.to(dev) for t in thetas])
-                merged = _run_method(job, group)
+                merged = _run_method(job, group, params)
             return "delta", job.output.prepare(name, base, merged.cpu())
     factors = [s.factors(name) for s in job.sources] if job.lora_space else [None] * n
     deltas = [s.delta(name, base) if f is None else None for s, f in zip(job.sources, factors)]
@@ -200,9 +201,9 @@ def _merge_one(job: MergeJob, name: str, base: torch.Tensor, dev: torch.device) 
         name=name,
         base=base.to(dev, work),
         deltas=[d.to(dev, work) if d is not None else torch.zeros(base.shape, dtype=work, device=dev) for d in deltas],
-        weights=job.weights,
+        weights=weights,
     )
-    return "delta", job.output.prepare(name, base, _run_method(job, group).cpu())
+    return "delta", job.output.prepare(name, base, _run_method(job, group, params).cpu())
 
 
 def _linear_from_thetas(base: torch.Tensor, thetas: list[torch.Tensor], coeffs: Sequence[float]) -> torch.Tensor:
@@ -219,7 +220,7 @@ def _linear_from_thetas(base: torch.Tensor, thetas: list[torch.Tensor], coeffs: 
     return out
 
 
-def _run_method(job: MergeJob, group: ParamGroup) -> torch.Tensor:
+def _run_method(job: MergeJob, group: ParamGroup, params: dict) -> torch.Tensor:
     try:
         if job.method.stochastic:
             # fork_rng: the global state is restored afterwards, so other work in
@@ -227,9 +228,9 @@ def _run_method(job: MergeJob, group: ParamGroup) -> torch.Tensor:
             devices = [group.base.device.index or 0] if group.base.is_cuda else []
             with _RNG_LOCK, torch.random.fork_rng(devices=devices):
                 torch.manual_seed(zlib.crc32(group.name.encode()))
-                merged = job.method.merge(group, job.params, job.plan)
+                merged = job.method.merge(group, params, job.plan)
         else:
-            merged = job.method.merge(group, job.params, job.plan)
+            merged = job.method.merge(group, params, job.plan)
     except DeltahubError:
         raise
     except (TypeError, ValueError, RuntimeError) as err:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 import yaml
 
+from deltahub.merging.settings import canonical
 from deltahub.merging.sources import work_dtype
 from deltahub.merging.spec import MergeMethod, MethodSpec, ParamGroup, ParamSpec, Plan, linear_combination
 
@@ -45,17 +46,9 @@ def _parse_value(value: Any) -> Any:
     return yaml.safe_load(value) if isinstance(value, str) else value
 
 
-def _parser(param):
-    """mergekit's own validation of one parameter value (text parsed as YAML first): the canonical value."""
-    def parse(value):
-        return None if value is None else param.validate(_parse_value(value))
-
-    return parse
-
-
 class MergekitMethod(MergeMethod):
     def __init__(self, method) -> None:
-        from mergekit.merge_methods.base import BasePolicy
+        from mergekit.merge_methods.base import BasePolicy, ParameterScope
 
         self._method = method
         self._scopes = {p.name: p.scope for p in method.spec.parameters}
@@ -70,7 +63,7 @@ class MergekitMethod(MergeMethod):
             url=method.spec.reference_url or "https://github.com/arcee-ai/mergekit",
             params=tuple(
                 ParamSpec(p.name, object, None if p.required else p.default, f"mergekit parameter ({p.scope.value})",
-                          parse=_parser(p))
+                          parse=p.validate, per_input=p.scope is not ParameterScope.SHARED)
                 for p in method.spec.parameters
                 if p.name != "weight"
             ),
@@ -94,24 +87,71 @@ class MergekitMethod(MergeMethod):
         return out
 
     def validate(self, params: dict[str, Any], n: int) -> None:
+        """Every required parameter given (the settings, or one tensor's resolved values)."""
         from deltahub.errors import InvalidInputError
 
         for p in self._method.spec.parameters:
             if p.name == "weight":
                 continue
             value = params.get(p.name)
-            if value is None:
-                if p.required:
-                    raise InvalidInputError(f"method {self.spec.name} needs parameter {p.name} (--param {p.name}=VALUE)")
-                continue
-            values = value if isinstance(value, list) else [value]
-            if isinstance(value, list) and len(value) != n:
-                raise InvalidInputError(f"parameter {p.name} of {self.spec.name} has {len(value)} values for {n} inputs")
-            try:
-                for v in values:
-                    p.validate(_parse_value(v))
-            except Exception as err:  # pydantic's ValidationError: the message names the problem
-                raise InvalidInputError(f"parameter {p.name}={value!r} of {self.spec.name}: {err}") from None
+            if value is None and p.required:
+                raise InvalidInputError(f"method {self.spec.name} needs parameter {p.name} (--param {p.name}=VALUE)")
+
+    def resolve_input_params(self, given, n):
+        from deltahub.errors import InvalidInputError
+
+        if not given or not any(given):
+            return None
+        if len(given) != n:
+            raise InvalidInputError(f"{len(given)} sets of per-input parameters for {n} inputs; give one per input")
+        specs = {p.name: p for p in self._method.spec.parameters}
+        out = []
+        for i, settings in enumerate(given):
+            if not isinstance(settings, dict):
+                raise InvalidInputError(f"per-input parameters of input {i} must be a mapping of name: value")
+            norm = {}
+            for name, value in sorted(settings.items()):
+                p = specs.get(name)
+                if p is None:
+                    raise InvalidInputError(f"method {self.spec.name} has no parameter {name!r}; its parameters: "
+                                            f"{', '.join(sorted(specs))}")
+                if p.scope.value == "shared":
+                    raise InvalidInputError(f"parameter {name} of {self.spec.name} is one for all inputs: set it "
+                                            "in the global parameters, not per input")
+                norm[name] = canonical(name, value, p.validate)
+            out.append(norm)
+        return tuple(out)
+
+    def tensor_settings(self, name, t, settings):
+        """mergekit's own resolution (its precedence: the input's settings, then the global ones, then the
+        default), at this tensor's name and layer position."""
+        from mergekit.parameter_resolver import resolve_parameter
+
+        from deltahub.errors import InvalidInputError
+
+        glob = settings.structured_params
+        inputs = settings.structured_inputs or [{}] * (settings.n or 0)
+        n = len(inputs) if settings.input_params else (len(settings.weights) if settings.weights else None)
+        out: dict[str, Any] = {}
+        weights = None
+        try:
+            for p in self._method.spec.parameters:
+                if p.name == "weight":
+                    continue
+                if p.scope.value == "shared" or not settings.input_params:
+                    out[p.name] = resolve_parameter(p, (glob,), tensor_name=name, t=t)
+                    continue
+                values = [resolve_parameter(p, (own, glob), tensor_name=name, t=t) for own in inputs]
+                out[p.name] = values if any(v != values[0] for v in values) else values[0]
+            if self.spec.takes_weights and (settings.input_params or settings.weights is not None):
+                spec = next(p for p in self._method.spec.parameters if p.name == "weight")
+                plain = settings.weights or [1.0] * n
+                weights = [float(resolve_parameter(spec, (own, {"weight": w}), tensor_name=name, t=t))
+                           for own, w in zip(inputs if settings.input_params else [{}] * n, plain)]
+        except RuntimeError as err:  # mergekit's resolver: a required value that no setting gives this tensor
+            raise InvalidInputError(f"{err}; give it for every tensor (a filter entry without `filter` is the "
+                                    "default)") from None
+        return out, weights
 
     def wants_thetas(self, params: dict) -> bool:
         return not self._is_linear(params)

@@ -19,7 +19,11 @@ parallel) and ``add_prepared`` (writing and bookkeeping, called in parameter
 order from one thread).
 
 Every output reports the relative Frobenius error of what it stored against
-the merged deltas: sqrt(sum of squared residuals / sum of squared deltas).
+the merged deltas, sqrt(sum of squared residuals / sum of squared deltas),
+overall and per parameter (``parameter_errors``: [name, error] pairs, the largest first). A
+parameter whose own error passes ``max_error`` fails the merge there, before
+anything is committed: an approximation is stored only where the caller
+allowed it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ from deltahub.merging.sources import work_dtype
 from deltahub.storage.blobs import BlobStore
 
 DEFAULT_SHARD_BYTES = 5 << 30  # as transformers' save_pretrained
+# what an approximation may lose per parameter unless the caller allows more (SVD truncation of a full-rank
+# delta loses far more than this; float32 rounding of an exact product far less)
+DEFAULT_MAX_ERROR = 0.01
+REPORTED_PARAMETERS = 50  # parameter_errors in the metrics: the largest ones
 
 
 def _sq(delta: torch.Tensor) -> float:
@@ -49,14 +57,40 @@ def _sq(delta: torch.Tensor) -> float:
 
 
 class _Errors:
-    def __init__(self) -> None:
+    def __init__(self, max_error: float = DEFAULT_MAX_ERROR) -> None:
         self.residual_sq = 0.0
         self.norm_sq = 0.0
-        self.dropped: list[str] = []
+        self.max_error = max_error
+        self.per_parameter: dict[str, float] = {}
+
+    def add(self, name: str, norm_sq: float, residual_sq: float = 0.0) -> None:
+        """One parameter stored: exact (no residual) or approximated, refused past ``max_error``."""
+        self.norm_sq += norm_sq
+        self.residual_sq += residual_sq
+        if residual_sq <= 0 or norm_sq <= 0:
+            return
+        err = (residual_sq / norm_sq) ** 0.5
+        self.per_parameter[name] = err
+        if err > self.max_error:
+            raise PreconditionError(
+                f"parameter {name}: the stored form would have relative error {err:.3g}, more than the allowed "
+                f"{self.max_error:g}; allow it with --max-error {_ceil(err)} (SDK: max_error=), raise --rank or "
+                "--energy, or ask for --form model or task_vector, which hold the merged delta exactly")
 
     @property
     def relative_error(self) -> float:
         return (self.residual_sq / self.norm_sq) ** 0.5 if self.norm_sq > 0 else 0.0
+
+    def metrics(self) -> dict:
+        worst = sorted(self.per_parameter.items(), key=lambda kv: -kv[1])
+        return {"relative_error": self.relative_error,
+                "max_parameter_error": worst[0][1] if worst else 0.0,
+                "parameter_errors": [[name, err] for name, err in worst[:REPORTED_PARAMETERS]]}
+
+
+def _ceil(err: float) -> str:
+    """A --max-error that lets this error pass, written short."""
+    return f"{float(f'{err * 1.05:.2g}'):g}"
 
 
 def _refuse_resized(name: str, what: str) -> None:
@@ -146,19 +180,19 @@ class ModelOutput:
             files.append(FileEntry(INDEX_FILE, sha, size))
         taken = {f.path for f in files}
         files += [f for f in self._other if f.path not in taken]
-        return files, {"relative_error": 0.0, "shards": len(self._shards)}
+        return files, {"relative_error": 0.0, "max_parameter_error": 0.0, "shards": len(self._shards)}
 
 
 class TaskVectorOutput:
     def __init__(self, blobs: BlobStore, *, rank: int | None = None, energy: float | None = None,
-                 spool_dir: str | None = None) -> None:
+                 spool_dir: str | None = None, max_error: float = DEFAULT_MAX_ERROR) -> None:
         from deltahub.deltas.task_vector import task_vector_metadata
 
         self._blobs = blobs
         self._rank, self._energy = rank, energy
         self.form = "lowrank" if (rank or energy) else "dense"
         self._writer = SafetensorsWriter(metadata=task_vector_metadata(self.form), spool_dir=spool_dir)
-        self.errors = _Errors()
+        self.errors = _Errors(max_error)
         self.written: list[str] = []
         self.ranks: dict[str, int] = {}
 
@@ -181,14 +215,13 @@ class TaskVectorOutput:
             return
         if isinstance(prepared, tuple):
             delta, sq = prepared
+            self.errors.add(name, sq)
             self._writer.add(name, delta)
-            self.errors.norm_sq += sq
             return
         f = prepared
+        self.errors.add(name, f.norm_sq, f.error_sq)
         self._writer.add(name + LOW_RANK_A, f.A)
         self._writer.add(name + LOW_RANK_B, f.B)
-        self.errors.norm_sq += f.norm_sq
-        self.errors.residual_sq += f.error_sq
         self.ranks[name] = f.rank
 
     def add_delta(self, name: str, base: torch.Tensor, delta: torch.Tensor) -> None:
@@ -201,7 +234,7 @@ class TaskVectorOutput:
         with self._blobs.writer() as blob:
             self._writer.finish(blob)
         self.written.append(blob.sha256)
-        metrics = {"relative_error": self.errors.relative_error, "form": self.form}
+        metrics = {**self.errors.metrics(), "form": self.form}
         if self.ranks:
             metrics["max_rank"] = max(self.ranks.values())
         return [FileEntry(TASK_VECTOR_FILE, blob.sha256, blob.size)], metrics
@@ -216,7 +249,7 @@ class _Whole:
 class AdapterOutput:
     def __init__(self, blobs: BlobStore, *, base_name: str, task_type: str | None, rank: int | None,
                  energy: float | None, compress_exact: bool = False, spool_dir: str | None = None,
-                 whole: set[str] | frozenset[str] = frozenset()) -> None:
+                 whole: set[str] | frozenset[str] = frozenset(), max_error: float = DEFAULT_MAX_ERROR) -> None:
         """``whole``: base parameters some input holds as whole tensors (modules_to_save, saved embedding
         layers); they, and any delta a LoRA cannot hold, are stored whole (peft's modules_to_save), exactly."""
         self._blobs = blobs
@@ -228,7 +261,7 @@ class AdapterOutput:
         self._rank, self._energy = rank, energy
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._spool = spool_dir
-        self.errors = _Errors()
+        self.errors = _Errors(max_error)
         self.exact_modules = 0
 
     def add_unchanged(self, name: str, base: torch.Tensor) -> None:
@@ -246,7 +279,7 @@ class AdapterOutput:
         self._factors[module] = (B.to(torch.float32), A.to(torch.float32))
         # ||B A||_F^2 = sum((B^T B) * (A A^T)): r x r products, not the (out x in) delta
         B64, A64 = B.double(), A.double()
-        self.errors.norm_sq += float(((B64.T @ B64) * (A64 @ A64.T)).sum())
+        self.errors.add(name, float(((B64.T @ B64) * (A64 @ A64.T)).sum()))
         self.exact_modules += 1
 
     def prepare(self, name: str, base, delta: torch.Tensor):
@@ -264,12 +297,11 @@ class AdapterOutput:
             return
         if isinstance(prepared, _Whole):  # exact: nothing of it is residual
             self._whole[name] = prepared.tensor
-            self.errors.norm_sq += prepared.norm_sq
+            self.errors.add(name, prepared.norm_sq)
             return
         f = prepared
+        self.errors.add(name, f.norm_sq, f.error_sq)
         self._factors[module_of(name)] = (f.B, f.A)
-        self.errors.norm_sq += f.norm_sq
-        self.errors.residual_sq += f.error_sq
 
     def add_delta(self, name: str, base, delta: torch.Tensor) -> None:
         self.add_prepared(name, base, self.prepare(name, base, delta))
@@ -314,8 +346,7 @@ class AdapterOutput:
         self.written.append(sha)
         ranks = {m: int(a.shape[0]) for m, (_, a) in self._factors.items()}
         metrics = {
-            "relative_error": self.errors.relative_error, "modules": len(ranks), "max_rank": max(ranks.values()),
-            "exact_modules": self.exact_modules, "dropped_parameters": len(self.errors.dropped),
-            "whole_modules": self._whole_modules(),
+            **self.errors.metrics(), "modules": len(ranks), "max_rank": max(ranks.values()),
+            "exact_modules": self.exact_modules, "whole_modules": self._whole_modules(),
         }
         return [FileEntry(WEIGHTS_FILE, blob.sha256, blob.size), FileEntry(CONFIG_FILE, sha, size)], metrics

@@ -1,8 +1,9 @@
 """A merge recipe, canonicalised and hashed.
 
 The recipe is everything that determines the result: method, resolved
-parameters (defaults filled in; a per-input value is a list in input order), inputs by revision digest, weights and
-per-input parameters, base revision, held-out data revision, output form
+parameters (defaults filled in; each a mergekit setting in normal form: a
+scalar, a gradient over layers or filters), inputs by revision digest,
+weights and per-input parameters, base revision, held-out data revision, output form
 and compression target, and the versions of the libraries doing the math.
 Its hash is the sha256 of the compact sorted-key JSON. The device is left
 out on purpose: the same recipe on GPU may differ in the last bits, and is
@@ -43,6 +44,7 @@ class Recipe:
     form: str                            # model | task_vector | adapter
     params: dict[str, Any] = field(default_factory=dict)
     weights: tuple[float, ...] | None = None
+    input_params: tuple[dict[str, Any], ...] | None = None  # one mapping per input (mergekit's per-model ones)
     data: str = ""                       # dataset namespace/name@digest, for methods that need one
     rank: int | None = None
     energy: float | None = None
@@ -53,6 +55,10 @@ class Recipe:
         doc = asdict(self)
         doc["inputs"] = list(self.inputs)
         doc["weights"] = list(self.weights) if self.weights is not None else None
+        if self.input_params is None:
+            del doc["input_params"]  # recipes without them keep the hash they had before the field existed
+        else:
+            doc["input_params"] = [dict(p) for p in self.input_params]
         return doc
 
     def canonical(self) -> bytes:

@@ -45,16 +45,20 @@ class ParamSpec:
     type: type
     default: Any
     help: str = ""
-    # the library's own parser of a value (mergekit's parameter spec), so "0.5", .5 and 0.5 are one value in the
-    # recipe; a list is one value per input
+    # the library's own check of one value (mergekit's parameter spec): a setting is then anything mergekit
+    # reads (a scalar, a gradient over layers, filters), written in its normal form (deltahub.merging.settings)
     parse: Callable[[Any], Any] | None = None
+    per_input: bool = False  # may differ per input (mergekit's input-scoped parameters)
 
     def cast(self, value: Any) -> Any:
         if self.parse is not None:
-            try:
-                return [self.parse(v) for v in value] if isinstance(value, list) else self.parse(value)
-            except Exception as err:  # the library's validation error names the problem
-                raise InvalidInputError(f"parameter {self.name}={value!r}: {err}") from None
+            from deltahub.merging.settings import canonical
+
+            return canonical(self.name, value, self.parse)
+        if isinstance(value, (list, dict)):
+            raise InvalidInputError(
+                f"parameter {self.name}={value!r} takes one {self.type.__name__}: gradients over layers, filters "
+                "and per-input values are read for mergekit's methods only")
         try:
             return _CASTS[self.type](value)
         except (TypeError, ValueError):
@@ -158,6 +162,18 @@ class MergeMethod:
         """True when the method works on the inputs' own tensors (mergekit's kernels)
         and gains nothing from float32 deltas; the executor then skips computing them."""
         return False
+
+    def resolve_input_params(self, given: Sequence[dict[str, Any]] | None, n: int) -> tuple[dict[str, Any], ...] | None:
+        """Per-input settings (mergekit's per-model ``parameters``), in normal form; only mergekit's methods take them."""
+        if given and any(given):
+            raise InvalidInputError(f"method {self.spec.name} takes no per-input parameters; give weights "
+                                    "(--weights) and one value per parameter")
+        return None
+
+    def tensor_settings(self, name: str, t: float, settings) -> tuple[dict[str, Any], list[float] | None]:
+        """(params, weights) for one tensor at layer position ``t`` (see deltahub.merging.settings): a
+        method with one value per parameter gets its parameters as given."""
+        return settings.params, settings.weights
 
     def prepare(self, probe: Any, params: dict[str, Any], weights: Sequence[float] | None) -> Plan:
         """Runs once before streaming; only ``needs_data`` methods use the probe."""

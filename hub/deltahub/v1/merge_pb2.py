@@ -26,7 +26,7 @@ from deltahub.v1 import common_pb2 as deltahub_dot_v1_dot_common__pb2
 from deltahub.v1 import jobs_pb2 as deltahub_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65ltahub/v1/merge.proto\x12\x0b\x64\x65ltahub.v1\x1a\x18\x64\x65ltahub/v1/common.proto\x1a\x16\x64\x65ltahub/v1/jobs.proto\"\x89\x03\n\x0cMergeRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\t\x12\x0b\n\x03out\x18\x04 \x01(\t\x12\x0f\n\x07weights\x18\x05 \x03(\x01\x12\x13\n\x0bparams_json\x18\x06 \x01(\t\x12\x0c\n\x04\x66orm\x18\x07 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\t\x12\x0c\n\x04rank\x18\t \x01(\x05\x12\x0e\n\x06\x65nergy\x18\n \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t\x12\x0b\n\x03ref\x18\x0c \x01(\t\x12\x0c\n\x04tags\x18\r \x03(\t\x12%\n\x04\x63\x61rd\x18\x0e \x01(\x0b\x32\x17.deltahub.v1.DomainCard\x12\x35\n\x06labels\x18\x0f \x03(\x0b\x32%.deltahub.v1.MergeRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\x10 \x01(\t\x12\r\n\x05\x64type\x18\x11 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x12StartMergeResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.deltahub.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x14\n\x12ListMethodsRequest\"~\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05paper\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nneeds_data\x18\x06 \x01(\x08\x12\x13\n\x0bparams_json\x18\x07 \x01(\t\"?\n\x13ListMethodsResponse\x12(\n\x07methods\x18\x01 \x03(\x0b\x32\x17.deltahub.v1.MethodInfo\"?\n\x0f\x45valuateRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"\xa1\x01\n\x10\x45valuateResponse\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0f\n\x07samples\x18\x05 \x01(\x03\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\x12\n\nperplexity\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x08 \x01(\x01\x12\x0b\n\x03job\x18\t \x01(\t2\xec\x01\n\x05Merge\x12H\n\nStartMerge\x12\x19.deltahub.v1.MergeRequest\x1a\x1f.deltahub.v1.StartMergeResponse\x12P\n\x0bListMethods\x12\x1f.deltahub.v1.ListMethodsRequest\x1a .deltahub.v1.ListMethodsResponse\x12G\n\x08\x45valuate\x12\x1c.deltahub.v1.EvaluateRequest\x1a\x1d.deltahub.v1.EvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65ltahub/v1/merge.proto\x12\x0b\x64\x65ltahub.v1\x1a\x18\x64\x65ltahub/v1/common.proto\x1a\x16\x64\x65ltahub/v1/jobs.proto\"\xb7\x03\n\x0cMergeRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\t\x12\x0b\n\x03out\x18\x04 \x01(\t\x12\x0f\n\x07weights\x18\x05 \x03(\x01\x12\x13\n\x0bparams_json\x18\x06 \x01(\t\x12\x0c\n\x04\x66orm\x18\x07 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\t\x12\x0c\n\x04rank\x18\t \x01(\x05\x12\x0e\n\x06\x65nergy\x18\n \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t\x12\x0b\n\x03ref\x18\x0c \x01(\t\x12\x0c\n\x04tags\x18\r \x03(\t\x12%\n\x04\x63\x61rd\x18\x0e \x01(\x0b\x32\x17.deltahub.v1.DomainCard\x12\x35\n\x06labels\x18\x0f \x03(\x0b\x32%.deltahub.v1.MergeRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\x10 \x01(\t\x12\r\n\x05\x64type\x18\x11 \x01(\t\x12\x19\n\x11input_params_json\x18\x12 \x01(\t\x12\x11\n\tmax_error\x18\x13 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x12StartMergeResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.deltahub.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x14\n\x12ListMethodsRequest\"~\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05paper\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nneeds_data\x18\x06 \x01(\x08\x12\x13\n\x0bparams_json\x18\x07 \x01(\t\"?\n\x13ListMethodsResponse\x12(\n\x07methods\x18\x01 \x03(\x0b\x32\x17.deltahub.v1.MethodInfo\"?\n\x0f\x45valuateRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"\xa1\x01\n\x10\x45valuateResponse\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0f\n\x07samples\x18\x05 \x01(\x03\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\x12\n\nperplexity\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x08 \x01(\x01\x12\x0b\n\x03job\x18\t \x01(\t2\xec\x01\n\x05Merge\x12H\n\nStartMerge\x12\x19.deltahub.v1.MergeRequest\x1a\x1f.deltahub.v1.StartMergeResponse\x12P\n\x0bListMethods\x12\x1f.deltahub.v1.ListMethodsRequest\x1a .deltahub.v1.ListMethodsResponse\x12G\n\x08\x45valuate\x12\x1c.deltahub.v1.EvaluateRequest\x1a\x1d.deltahub.v1.EvaluateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MERGEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_MERGEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_MERGEREQUEST']._serialized_start=91
-  _globals['_MERGEREQUEST']._serialized_end=484
-  _globals['_MERGEREQUEST_LABELSENTRY']._serialized_start=439
-  _globals['_MERGEREQUEST_LABELSENTRY']._serialized_end=484
-  _globals['_STARTMERGERESPONSE']._serialized_start=486
-  _globals['_STARTMERGERESPONSE']._serialized_end=554
-  _globals['_LISTMETHODSREQUEST']._serialized_start=556
-  _globals['_LISTMETHODSREQUEST']._serialized_end=576
-  _globals['_METHODINFO']._serialized_start=578
-  _globals['_METHODINFO']._serialized_end=704
-  _globals['_LISTMETHODSRESPONSE']._serialized_start=706
-  _globals['_LISTMETHODSRESPONSE']._serialized_end=769
-  _globals['_EVALUATEREQUEST']._serialized_start=771
-  _globals['_EVALUATEREQUEST']._serialized_end=834
-  _globals['_EVALUATERESPONSE']._serialized_start=837
-  _globals['_EVALUATERESPONSE']._serialized_end=998
-  _globals['_MERGE']._serialized_start=1001
-  _globals['_MERGE']._serialized_end=1237
+  _globals['_MERGEREQUEST']._serialized_end=530
+  _globals['_MERGEREQUEST_LABELSENTRY']._serialized_start=485
+  _globals['_MERGEREQUEST_LABELSENTRY']._serialized_end=530
+  _globals['_STARTMERGERESPONSE']._serialized_start=532
+  _globals['_STARTMERGERESPONSE']._serialized_end=600
+  _globals['_LISTMETHODSREQUEST']._serialized_start=602
+  _globals['_LISTMETHODSREQUEST']._serialized_end=622
+  _globals['_METHODINFO']._serialized_start=624
+  _globals['_METHODINFO']._serialized_end=750
+  _globals['_LISTMETHODSRESPONSE']._serialized_start=752
+  _globals['_LISTMETHODSRESPONSE']._serialized_end=815
+  _globals['_EVALUATEREQUEST']._serialized_start=817
+  _globals['_EVALUATEREQUEST']._serialized_end=880
+  _globals['_EVALUATERESPONSE']._serialized_start=883
+  _globals['_EVALUATERESPONSE']._serialized_end=1044
+  _globals['_MERGE']._serialized_start=1047
+  _globals['_MERGE']._serialized_end=1283
 # @@protoc_insertion_point(module_scope)

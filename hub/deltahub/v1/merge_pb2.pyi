@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MergeRequest(_message.Message):
-    __slots__ = ("method", "inputs", "base", "out", "weights", "params_json", "form", "data", "rank", "energy", "device", "ref", "tags", "card", "labels", "idempotency_key", "dtype")
+    __slots__ = ("method", "inputs", "base", "out", "weights", "params_json", "form", "data", "rank", "energy", "device", "ref", "tags", "card", "labels", "idempotency_key", "dtype", "input_params_json", "max_error")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,8 @@ class MergeRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    MAX_ERROR_FIELD_NUMBER: _ClassVar[int]
     method: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     base: str
@@ -51,7 +53,9 @@ class MergeRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     idempotency_key: str
     dtype: str
-    def __init__(self, method: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., params_json: _Optional[str] = ..., form: _Optional[str] = ..., data: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., device: _Optional[str] = ..., ref: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., dtype: _Optional[str] = ...) -> None: ...
+    input_params_json: str
+    max_error: float
+    def __init__(self, method: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., base: _Optional[str] = ..., out: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., params_json: _Optional[str] = ..., form: _Optional[str] = ..., data: _Optional[str] = ..., rank: _Optional[int] = ..., energy: _Optional[float] = ..., device: _Optional[str] = ..., ref: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., dtype: _Optional[str] = ..., input_params_json: _Optional[str] = ..., max_error: _Optional[float] = ...) -> None: ...
 
 class StartMergeResponse(_message.Message):
     __slots__ = ("job", "created")
