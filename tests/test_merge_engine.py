@@ -323,19 +323,40 @@ def test_merged_adapters_name_their_base_as_loaders_accept_it(world, tmp_path):
     AutoPeftModelForCausalLM.from_pretrained(str(folder))
 
 
-def test_dora_inputs_are_refused_when_the_merge_is_asked(world, folders, tmp_path):
-    hub, store = world
-    dora = tmp_path / "dora"
-    import shutil
+def test_dora_merges_exactly_in_full_delta_space(world, folders, tmp_path):
+    """A DoRA adapter's merged weight is m / ||W0 + dW|| * (W0 + dW): exact in a model or a dense task vector,
+    refused at StartMerge for an adapter unless the caller allows the approximation."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    shutil.copytree(folders["a1"], dora)
-    config = json.loads((dora / "adapter_config.json").read_text())
-    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
-    hub.push(dora, "ad/dora", kind="adapter", base="base/tiny")
+    hub, _ = world
+    model = AutoModelForCausalLM.from_pretrained(folders["base"])
+    torch.manual_seed(11)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_dora=True, init_lora_weights=False,
+                                                  target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():  # a trained magnitude: not the base's norms
+        for name, p in peft_model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.1 * torch.randn_like(p))
+    peft_model.save_pretrained(tmp_path / "dora")
+    hub.push(tmp_path / "dora", "ad/dora", kind="adapter", base="base/tiny")
     before = len(hub.jobs("m"))
-    with pytest.raises(PreconditionError, match="ad/dora is a DoRA adapter"):
+    with pytest.raises(PreconditionError, match=r"ad/dora is a DoRA adapter.*--form model or task_vector.*--max-error"):
         hub.merge("linear", ["ad/one", "ad/dora"], out="m/dora", form="adapter")
     assert len(hub.jobs("m")) == before  # refused at StartMerge: no job
+    base = weights_of(folders["base"])
+    want = {k: (a + b) / 2 for (k, a), b in zip(_peft_merged(folders["base"], folders["a1"]).items(),
+                                               _peft_merged(folders["base"], tmp_path / "dora").values())}
+    got = weights_of(hub.pull(hub.merge("linear", ["ad/one", "ad/dora"], out="m/dora").revision.spec, tmp_path / "m"))
+    assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5
+    tv = hub.merge("linear", ["ad/dora"], out="m/dora-tv", form="task_vector")
+    deltas = load_file(hub.pull(tv.revision.spec, tmp_path / "tv") / "task_vector.safetensors")
+    alone = _peft_merged(folders["base"], tmp_path / "dora")
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert torch.allclose(deltas[name], alone[name] - base[name], atol=1e-6) and tv.metrics["relative_error"] == 0
+    # into an adapter with leave: measured and reported per parameter
+    ad = hub.merge("linear", ["ad/dora"], out="m/dora-ad", form="adapter", max_error=1)
+    assert ad.metrics["max_parameter_error"] > 0 and ad.metrics["parameter_errors"]
 
 
 def _run_mergekit(config: dict, out: Path) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ does all of it in this process, for library users and benchmarks.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from deltahub.merging import MERGE_METHODS
 from deltahub.merging import executor
 from deltahub.merging.outputs import DEFAULT_MAX_ERROR, DEFAULT_SHARD_BYTES
 from deltahub.merging.recipe import Recipe
+from deltahub.merging.sources import AdapterSource
 from deltahub.merging.settings import TensorSettings
 from deltahub.names import DEFAULT_REF, ArtifactName
 from deltahub.store import CommitRequest, HubStore
@@ -158,6 +160,8 @@ class MergeEngine:
         files = self.store.local_files(rev)
         if CONFIG_FILE not in files or not load_json(files[CONFIG_FILE], CONFIG_FILE).get("use_dora"):
             return
+        with ExitStack() as stack:  # the header only: refuses DoRA on an embedding, which is not merged
+            AdapterSource(spec, files, stack)
         if req.form == "adapter" and req.max_error is None:
             raise PreconditionError(
                 f"input {spec} is a DoRA adapter: its merged delta is full rank, which a LoRA adapter holds only "

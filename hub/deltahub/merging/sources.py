@@ -12,6 +12,10 @@ Adapter deltas follow peft's own formulas: LoRA ``scale * B @ A`` with
 (peft's ``ranknum`` stays ``init_r`` after pruning); transposed for
 ``fan_in_fan_out``; embeddings ``(B_emb @ A_emb).T * scale``; a
 ``modules_to_save`` tensor is a replacement, so its delta is ``saved - base``.
+DoRA (peft's ``use_dora``) on a linear layer merges to
+``W' = m / ||W0 + dW||_row * (W0 + dW)`` with ``dW`` the LoRA's delta and
+``m`` the stored magnitude (one per output feature), so its delta
+``W' - W0`` is exact given the base, and full rank: it has no factors.
 Tests compare each against peft's ``merge_and_unload``.
 """
 
@@ -150,10 +154,6 @@ class AdapterSource(DeltaSource):
         config = load_json(files[CONFIG_FILE], CONFIG_FILE)
         self.config = config
         self.peft_type = config.get("peft_type")
-        if config.get("use_dora"):
-            raise PreconditionError(
-                f"input {label} is a DoRA adapter; its delta depends on weight norms and cannot be merged here"
-            )
         self._fan_in_fan_out = bool(config.get("fan_in_fan_out"))
         self._modules: dict[str, _Module] = {}
         self._saved: dict[str, str] = {}  # base parameter -> key of a modules_to_save tensor
@@ -174,6 +174,11 @@ class AdapterSource(DeltaSource):
             if a_key:
                 self.ranks[module] = shapes[a_key][0]
             mod.scale = self._scale(module, self.ranks.get(module, 0))
+        dora_embeddings = sorted(m for m, mod in self._modules.items()
+                                 if "lora_magnitude_vector" in mod.parts and "lora_embedding_A" in mod.parts)
+        if dora_embeddings:
+            raise PreconditionError(f"input {label} has DoRA on embedding module(s) {dora_embeddings[:3]}, which "
+                                    "deltahub does not merge; train DoRA on linear layers only, or merge models")
 
     def _scale(self, module: str, rank: int) -> float:
         c = self.config
@@ -188,9 +193,8 @@ class AdapterSource(DeltaSource):
         r = _pattern_value(c.get("rank_pattern") or {}, module, c.get("r", rank))
         return alpha / math.sqrt(r) if c.get("use_rslora") else alpha / r
 
-    def factors(self, name):
-        if not name.endswith(".weight") or name in self._saved:  # a whole tensor too: only its full delta is exact
-            return None
+    def _low_rank(self, name):
+        """The LoRA's own (B, A), scaled, in the stored weight's orientation."""
         mod = self._modules.get(name[: -len(".weight")])
         if mod is None or "lora_A" not in mod.parts:
             return None
@@ -202,6 +206,26 @@ class AdapterSource(DeltaSource):
         if self._fan_in_fan_out:  # the module stores W.T: delta = (B @ A).T = A.T @ B.T
             return A.T.contiguous(), B.T.contiguous()
         return B, A
+
+    def _magnitude(self, name) -> torch.Tensor | None:
+        mod = self._modules.get(name[: -len(".weight")]) if name.endswith(".weight") else None
+        key = mod.parts.get("lora_magnitude_vector") if mod else None
+        return self._io.get(self._path, key).to(torch.float32) if key else None
+
+    def factors(self, name):
+        if not name.endswith(".weight") or name in self._saved:  # a whole tensor too: only its full delta is exact
+            return None
+        if self._magnitude(name) is not None:  # DoRA: full rank once normalised
+            return None
+        return self._low_rank(name)
+
+    def _dora_delta(self, base: torch.Tensor, low: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+        """peft's DoRA merge less the base: the weight norm is taken per output feature, in float32."""
+        w0 = base.to(torch.float32)
+        w = w0 + low
+        rows = w.T if self._fan_in_fan_out else w  # (out, in)
+        merged = (magnitude / torch.linalg.norm(rows, dim=1))[:, None] * rows
+        return (merged.T if self._fan_in_fan_out else merged) - w0
 
     @property
     def saved_params(self) -> set[str]:
@@ -215,9 +239,12 @@ class AdapterSource(DeltaSource):
             dtype = work_dtype(t.dtype)
             whole = t.to(dtype) - base.to(dtype)
         low = None
-        f = self.factors(name)
+        f = self._low_rank(name) if name.endswith(".weight") and name not in self._saved else None
         if f is not None:
             low = f[0] @ f[1]
+            magnitude = self._magnitude(name)
+            if magnitude is not None:
+                low = self._dora_delta(base, low, magnitude)
         elif name.endswith(".weight"):
             mod = self._modules.get(name[: -len(".weight")])
             if mod is not None and "lora_embedding_A" in mod.parts:
