@@ -9,6 +9,12 @@
    (``centroid``: mean of the card's sample embeddings) and for deltahub's
    ``samples`` scoring (mean of the best ``top_m`` sample cosines), with
    top_m 1..3 to show why the default is what it is.
+   Then the default ``--min-score``: per scoring, the share of held-out
+   queries that keep their own domain's adapter (the score of the best hit
+   when that adapter is indexed) against the share of queries that get the
+   base when their domain has no adapter (leave one domain out: the best of
+   the rest), at each floor; the embedder's default is the floor with the
+   best balance of the two.
 2. Route latency for one query at 1k / 10k / 100k indexed adapters (the 8
    real ones plus synthetic cards in the same embedding space), in process,
    beside the time of embedding that query alone with the same encoder
@@ -64,6 +70,26 @@ def accuracy(router: Router, domains: dict, queries: list[str], labels: list[str
         hit3 = np.mean([any(e.artifact.endswith("/" + lab) for e, _ in hits) for hits, lab in zip(found, labels)])
         mark = "  <- default" if how == scoring.DEFAULT_SCORING and m == scoring.DEFAULT_TOP_M else ""
         print(f"{name:<24} {hit1:6.3f} {hit3:6.3f}{mark}")
+
+
+def min_score_table(router: Router, domains: dict, queries: list[str], labels: list[str]) -> None:
+    emb = router.embedder.embed(queries)
+    names = list(domains)
+    default = getattr(router.embedder, "default_min_score", 0.0)
+    print("\n== the default --min-score: queries that fit keep their adapter / queries that fit nothing get the base ==")
+    for how in scoring.SCORINGS:
+        found = router.index.search(emb, len(names), scoring_name=how)
+        own, rest = [], []
+        for hits, lab in zip(found, labels):
+            scores = {e.artifact.rsplit("/", 1)[-1]: s for e, s in hits}
+            own.append(max(scores.values()))  # its domain indexed: the best hit decides
+            rest.append(max(s for n, s in scores.items() if n != lab))  # its domain absent
+        own, rest = np.array(own), np.array(rest)
+        print(f"{how}:  floor  fit-kept  no-fit-base  balanced")
+        for floor in np.arange(0.10, 0.36, 0.025):
+            kept, base = np.mean(own >= floor), np.mean(rest < floor)
+            mark = "  <- default" if abs(floor - default) < 1e-9 and how == scoring.DEFAULT_SCORING else ""
+            print(f"{'':>9}{floor:6.3f}  {kept:8.3f}  {base:11.3f}  {(kept + base) / 2:8.3f}{mark}")
 
 
 def synthetic_index(dim: int, n: int, anchors: np.ndarray, rng, **kw) -> AdapterIndex:
@@ -178,6 +204,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--accuracy-only", action="store_true", help="Stop after accuracy and the --min-score table.")
     args = ap.parse_args()
     domains = json.loads(DATA.read_text())
     queries = [q for d in domains.values() for q in d["queries"]]
@@ -193,6 +220,9 @@ def main() -> None:
             router = Router(store.catalog)
             router.wait_ready()
             accuracy(router, domains, queries, labels)
+            min_score_table(router, domains, queries, labels)
+            if args.accuracy_only:
+                return
             both = hub.route(queries, k=3)
             top1 = np.mean([r.adapters[0].artifact == f"domains/{lab}" for r, lab in zip(both.routes, labels)])
             print(f"(the same through the server's Route, batch of {len(queries)}: top-1 {top1:.3f})")

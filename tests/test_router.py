@@ -67,7 +67,7 @@ def top1(result):
 
 def test_queries_route_to_their_domain(routed):
     hub, _, _ = routed
-    result = hub.route(list(QUERIES.values()), k=2, base="base/tiny")
+    result = hub.route(list(QUERIES.values()), k=2, base="base/tiny", min_score=-1)  # every top-2 hit kept
     assert top1(result) == ["fin/finance", "domains/law", "domains/medicine", "domains/cooking"]
     for r in result.routes:
         assert len(r.adapters) == 2 and r.adapters[0].score > r.adapters[1].score
@@ -75,7 +75,7 @@ def test_queries_route_to_their_domain(routed):
         assert r.adapters[0].weight > r.adapters[1].weight
     assert result.embedder == "all-minilm-l6-v2" and result.candidates == 4
     # the LoraRetriever baseline routes these clear cases the same way
-    assert top1(hub.route(list(QUERIES.values()), k=1, base="base/tiny", scoring="centroid")) == top1(result)
+    assert top1(hub.route(list(QUERIES.values()), k=1, base="base/tiny", scoring="centroid", min_score=-1)) == top1(result)
 
 
 def test_filters_threshold_and_bad_input(routed):
@@ -83,12 +83,17 @@ def test_filters_threshold_and_bad_input(routed):
     q = QUERIES["finance"]
     assert top1(hub.route(q, base="base/other")) == ["fin/other-base"]
     assert {a.artifact for a in hub.route(q, k=5, namespace="fin").routes[0].adapters} == {"fin/finance", "fin/other-base"}
-    gold = hub.route(q, k=5, labels={"tier": "gold"}).routes[0].adapters
+    gold = hub.route(q, k=5, labels={"tier": "gold"}, min_score=-1).routes[0].adapters
     assert {a.artifact for a in gold} == {"fin/finance", "domains/medicine"}
     # below the minimum score: no adapter, a reason, and the best score seen
     none = hub.route("Quantum chromodynamics of gluon fields", min_score=0.9).routes[0]
     assert none.serve_base and none.adapters == () and "serve the base" in none.reason
     assert none.best_score is not None and none.best_score < 0.9
+    # by default the embedder's floor (0.2 for MiniLM): an unrelated query gets the base, a clear one its domain
+    # alone, not a second unrelated adapter with half the weight
+    default = hub.route(["Quantum chromodynamics of gluon fields", q], k=2, base="base/tiny").routes
+    assert default[0].serve_base and "the embedder's default --min-score" in default[0].reason
+    assert [a.artifact for a in default[1].adapters] == ["fin/finance"]
     for kwargs, error, needle in [
         (dict(queries=[""]), InvalidInputError, "query 0 is empty"),
         (dict(queries=[]), InvalidInputError, "at least one query"),
@@ -111,8 +116,9 @@ def test_card_updates_and_deletes_change_routing(routed):
         "samples": ["Jupiter's moons are visible through binoculars.", "A refractor telescope suits planetary viewing."]})
     after = hub.route([astro, QUERIES["cooking"]], base="base/tiny").routes
     assert after[0].adapters[0].artifact == "domains/cooking"
-    assert after[0].adapters[0].score > before[0].adapters[0].score + 0.2
-    assert after[1].adapters[0].artifact != "domains/cooking"
+    assert before[0].serve_base  # nothing fitted astronomy before (the default floor)
+    assert after[0].adapters[0].score > before[0].best_score + 0.2
+    assert all(a.artifact != "domains/cooking" for a in after[1].adapters)
     hub.delete_artifact("domains/cooking")
     result = hub.route([astro, QUERIES["cooking"]], k=5)
     assert all(a.artifact != "domains/cooking" for r in result.routes for a in r.adapters)
@@ -325,7 +331,7 @@ def test_assemble_an_arrow_mixture_that_peft_loads(routed, adapters, tmp_path):
     from transformers import AutoModelForCausalLM
 
     hub, store, _ = routed
-    ask = dict(k=2, base="base/tiny", form="arrow", params={"top_k": 2})
+    ask = dict(k=2, base="base/tiny", form="arrow", params={"top_k": 2}, min_score=-1)  # two adapters, fitting or not
     result = hub.assemble(QUERIES["finance"], **ask)
     assert result.form == "arrow" and not result.cached and len(result.adapters) == 2
     assert hub.assemble(QUERIES["finance"], **ask).cached

@@ -16,7 +16,8 @@ def _route_options(fn):
         click.option("--namespace", default=None, help="Only adapters in this namespace."),
         click.option("--label", "labels", multiple=True, help="KEY=VALUE: only adapters with this label (repeatable)."),
         click.option("--temperature", type=float, default=None, help="Softmax temperature of the weights (default 0.05)."),
-        click.option("--min-score", type=float, default=0.0, help="Below this cosine no adapter is returned."),
+        click.option("--min-score", type=float, default=None,
+                     help="Below this cosine no adapter is returned: serve the base (default: the embedder's, 0.2)."),
         click.option("--scoring", type=click.Choice(["samples", "centroid"]), default=None,
                      help="samples (default): best-matching card samples; centroid: LoraRetriever's mean."),
     )):

@@ -22,7 +22,9 @@ def _adapters(msgs) -> tuple[Routed, ...]:
 
 def _options(k, base, namespace, labels, temperature, min_score, scoring) -> rpb.RouteOptions:
     options = rpb.RouteOptions(base=base or "", namespace=namespace or "", labels=labels or {},
-                               min_score=min_score or 0.0, scoring=scoring or "")
+                               scoring=scoring or "")
+    if min_score is not None:
+        options.min_score = min_score
     if k is not None:
         options.k = k
     if temperature is not None:
@@ -41,7 +43,7 @@ class RouterVerbs:
         namespace: str | None = None,
         labels: dict[str, str] | None = None,
         temperature: float | None = None,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         scoring: str | None = None,
     ) -> RouteAnswer:
         """The adapters that fit each query, best first, with weights.
@@ -51,7 +53,8 @@ class RouterVerbs:
             k: adapters per query (default 3).
             base, namespace, labels: only adapters of this base revision / namespace / with these labels.
             temperature: softmax temperature of the weights (default 0.05).
-            min_score: cosine below which a query gets no adapter (``serve_base``).
+            min_score: cosine below which a query gets no adapter (``serve_base``); the hub's embedder's
+                default (0.2 for all-MiniLM-L6-v2) when omitted.
             scoring: ``samples`` (default: best-matching card samples) or ``centroid`` (LoraRetriever).
         Raises:
             InvalidInputError (empty query, k < 1, unknown scoring), NotFoundError (unknown base).
@@ -84,7 +87,7 @@ class RouterVerbs:
         namespace: str | None = None,
         labels: dict[str, str] | None = None,
         temperature: float | None = None,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         scoring: str | None = None,
     ) -> Assembly:
         """Routes ``query`` (or takes ``adapters``), merges the chosen adapters and returns the merged revision.

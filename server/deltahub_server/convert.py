@@ -133,7 +133,8 @@ def route_request_from_pb(queries, options, base: str) -> RouteRequest:
         queries=list(queries), k=options.k if options.HasField("k") else DEFAULT_K, base=base,
         namespace=options.namespace, labels=dict(options.labels),
         temperature=options.temperature if options.HasField("temperature") else DEFAULT_TEMPERATURE,
-        min_score=options.min_score, scoring=options.scoring or DEFAULT_SCORING,
+        min_score=options.min_score if options.HasField("min_score") else None,
+        scoring=options.scoring or DEFAULT_SCORING,
     )
 
 

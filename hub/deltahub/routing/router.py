@@ -84,7 +84,7 @@ class RouteRequest:
     namespace: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     temperature: float = scoring.DEFAULT_TEMPERATURE
-    min_score: float = 0.0
+    min_score: float | None = None  # None: the embedder's default_min_score
     scoring: str = scoring.DEFAULT_SCORING
 
     def check(self) -> None:
@@ -99,7 +99,7 @@ class RouteRequest:
             raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {self.k}")
         if not self.temperature > 0:
             raise InvalidInputError(f"temperature must be > 0, got {self.temperature}")
-        if not -1.0 <= self.min_score <= 1.0:
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise InvalidInputError(f"min_score is a cosine, between -1 and 1; got {self.min_score}")
         if self.scoring not in scoring.SCORINGS:
             raise InvalidInputError(f"unknown scoring {self.scoring!r}; known: {', '.join(scoring.SCORINGS)}")
@@ -291,6 +291,12 @@ class Router:
             self.catalog.save_embeddings(self.embedder_name, rows)
 
     # -- routing -------------------------------------------------------------------
+    def min_score(self, req: RouteRequest) -> float:
+        """The request's floor, else the embedder's: a query nothing fits gets the base, not noise."""
+        if req.min_score is not None:
+            return req.min_score
+        return float(getattr(self.embedder, "default_min_score", 0.0))
+
     def route(self, req: RouteRequest, *, namespaces: frozenset[str] | None = None) -> RouteAnswer:
         """Top-k adapters per query. ``namespaces``: those the caller may read (None: all)."""
         req.check()
@@ -298,13 +304,15 @@ class Router:
         flt = RouteFilter(base=req.base, namespace=req.namespace, labels=dict(req.labels), namespaces=namespaces)
         queries = self.embed_queries(list(req.queries))
         found = self.index.search(queries, req.k, flt, scoring_name=req.scoring)
+        floor = self.min_score(req)
         routes = []
         for text, hits in zip(req.queries, found):
             best = hits[0][1] if hits else None
-            kept = [(e, s) for e, s in hits if s >= req.min_score]
+            kept = [(e, s) for e, s in hits if s >= floor]
             if not kept:
                 reason = ("no adapter matches the filters" if best is None else
-                          f"no adapter scores at least {req.min_score:.3f} (best {best:.3f}): serve the base")
+                          f"no adapter scores at least {floor:.3f} (best {best:.3f}): serve the base"
+                          + (" (the embedder's default --min-score)" if req.min_score is None else ""))
                 routes.append(QueryRoute(text, (), best, reason))
                 continue
             weights = scoring.softmax_weights(np.array([s for _, s in kept]), req.temperature)
