@@ -37,7 +37,7 @@ def test_merge_eval_methods_and_jobs_from_the_command_line(tmp_path, tiny_base, 
         from_yaml = cli_json("merge", "--recipe", str(tmp_path / "r.yaml"), "--out", "fin/merged-yaml", env=env)
         assert from_yaml["cached"] is True  # the YAML round trip is the same recipe
 
-        lora = cli_json("merge", "magmax", "fin/lora", "--out", "fin/mm", "--form", "adapter", "--rank", "2", env=env)
+        lora = cli_json("merge", "magmax", "fin/lora", "--out", "fin/mm", "--form", "adapter", "--rank", "2", "--max-error", "1", env=env)
         assert lora["revision"]["kind"] == "adapter" and lora["metrics"]["max_rank"] == 2
 
         ev = cli_json("eval", "fin/lora", "--data", "fin/data", env=env)

@@ -357,6 +357,20 @@ def test_dora_merges_exactly_in_full_delta_space(world, folders, tmp_path):
     # into an adapter with leave: measured and reported per parameter
     ad = hub.merge("linear", ["ad/dora"], out="m/dora-ad", form="adapter", max_error=1)
     assert ad.metrics["max_parameter_error"] > 0 and ad.metrics["parameter_errors"]
+    # DoRA on an embedding too (peft saves the layer beside it): one magnitude per embedding dimension
+    model = AutoModelForCausalLM.from_pretrained(folders["base"])
+    emb = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_dora=True, init_lora_weights=False,
+                                           target_modules=["embed_tokens", "q_proj"]))
+    with torch.no_grad():
+        for name, p in emb.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.1 * torch.randn_like(p))
+    emb.save_pretrained(tmp_path / "dora-emb")
+    hub.push(tmp_path / "dora-emb", "ad/dora-emb", kind="adapter", base="base/tiny")
+    got = weights_of(hub.pull(hub.merge("linear", ["ad/dora-emb"], out="m/dora-emb").revision.spec, tmp_path / "e"))
+    want = _peft_merged(folders["base"], tmp_path / "dora-emb")
+    assert not torch.allclose(want["model.embed_tokens.weight"], base["model.embed_tokens.weight"], atol=1e-3)
+    assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5
 
 
 def _run_mergekit(config: dict, out: Path) -> dict[str, torch.Tensor]:

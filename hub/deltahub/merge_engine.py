@@ -160,8 +160,6 @@ class MergeEngine:
         files = self.store.local_files(rev)
         if CONFIG_FILE not in files or not load_json(files[CONFIG_FILE], CONFIG_FILE).get("use_dora"):
             return
-        with ExitStack() as stack:  # the header only: refuses DoRA on an embedding, which is not merged
-            AdapterSource(spec, files, stack)
         if req.form == "adapter" and req.max_error is None:
             raise PreconditionError(
                 f"input {spec} is a DoRA adapter: its merged delta is full rank, which a LoRA adapter holds only "

@@ -14,7 +14,8 @@ Adapter deltas follow peft's own formulas: LoRA ``scale * B @ A`` with
 ``modules_to_save`` tensor is a replacement, so its delta is ``saved - base``.
 DoRA (peft's ``use_dora``) on a linear layer merges to
 ``W' = m / ||W0 + dW||_row * (W0 + dW)`` with ``dW`` the LoRA's delta and
-``m`` the stored magnitude (one per output feature), so its delta
+``m`` the stored magnitude (one per output feature; on an embedding, one per
+embedding dimension, the norm taken over the vocabulary), so its delta
 ``W' - W0`` is exact given the base, and full rank: it has no factors.
 Tests compare each against peft's ``merge_and_unload``.
 """
@@ -174,11 +175,6 @@ class AdapterSource(DeltaSource):
             if a_key:
                 self.ranks[module] = shapes[a_key][0]
             mod.scale = self._scale(module, self.ranks.get(module, 0))
-        dora_embeddings = sorted(m for m, mod in self._modules.items()
-                                 if "lora_magnitude_vector" in mod.parts and "lora_embedding_A" in mod.parts)
-        if dora_embeddings:
-            raise PreconditionError(f"input {label} has DoRA on embedding module(s) {dora_embeddings[:3]}, which "
-                                    "deltahub does not merge; train DoRA on linear layers only, or merge models")
 
     def _scale(self, module: str, rank: int) -> float:
         c = self.config
@@ -219,13 +215,16 @@ class AdapterSource(DeltaSource):
             return None
         return self._low_rank(name)
 
-    def _dora_delta(self, base: torch.Tensor, low: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-        """peft's DoRA merge less the base: the weight norm is taken per output feature, in float32."""
+    def _dora_delta(self, base: torch.Tensor, low: torch.Tensor, magnitude: torch.Tensor, *,
+                    per_column: bool | None = None) -> torch.Tensor:
+        """peft's DoRA merge less the base, in float32: the weight norm is taken per output feature of a
+        linear layer (per column of a ``fan_in_fan_out`` one, and of an embedding)."""
+        per_column = self._fan_in_fan_out if per_column is None else per_column
         w0 = base.to(torch.float32)
         w = w0 + low
-        rows = w.T if self._fan_in_fan_out else w  # (out, in)
+        rows = w.T if per_column else w
         merged = (magnitude / torch.linalg.norm(rows, dim=1))[:, None] * rows
-        return (merged.T if self._fan_in_fan_out else merged) - w0
+        return (merged.T if per_column else merged) - w0
 
     @property
     def saved_params(self) -> set[str]:
@@ -251,6 +250,10 @@ class AdapterSource(DeltaSource):
                 A = self._io.get(self._path, mod.parts["lora_embedding_A"]).to(torch.float32)
                 B = self._io.get(self._path, mod.parts["lora_embedding_B"]).to(torch.float32)
                 low = (B @ A).T * mod.scale
+                magnitude = self._magnitude(name)
+                if magnitude is not None:  # DoRA on an embedding: norms per embedding dimension (peft's layout)
+                    under = base if whole is None else base.to(whole.dtype) + whole  # the layer it saved, if any
+                    low = self._dora_delta(under, low, magnitude, per_column=True)
         if whole is not None and low is not None:  # a LoRA on top of the layer it saved (an embedding)
             return whole + low.to(whole.dtype)
         return whole if whole is not None else low

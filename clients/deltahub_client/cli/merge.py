@@ -1,26 +1,16 @@
-"""``deltahub merge``, ``methods`` and ``eval``: the merge engine from the command line (jobs: ``cli_jobs``)."""
+"""``deltahub merge``, ``methods``, ``eval`` and ``mergekit-yaml``: the merge engine from the command line."""
 
 from __future__ import annotations
 
 import click
 
-from deltahub.errors import InvalidInputError
-from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, _load_card, main, parse_pairs
-from deltahub_client.cli_jobs import job_doc
+from deltahub_client.cli.app import comma_floats, hub_command, load_card, main, parse_pairs
+from deltahub_client.cli.text import job_doc
 
 FORMS = ["model", "task_vector", "adapter"]
 
 
-def _weights(text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        return [float(w) for w in text.split(",")]
-    except ValueError:
-        raise InvalidInputError(f"--weights must be comma-separated numbers, got {text!r}") from None
-
-
-@main.command()
+@hub_command(quiet_help="No progress bar.")
 @click.argument("method", required=False)
 @click.argument("inputs", nargs=-1)
 @click.option("--recipe", "recipe_file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -45,12 +35,8 @@ def _weights(text: str | None) -> list[float] | None:
 @click.option("--key", "idempotency_key", default=None,
               help="Idempotency key: a repeated merge is one job; another request with it is refused.")
 @click.option("--no-wait", is_flag=True, help="Print the job id and return at once (follow: deltahub jobs watch ID).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@_hub_options
-@_json_option
-@click.pass_context
-def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, max_error,
-          dtype, card_file, tags, labels, idempotency_key, no_wait, quiet, hub_address, token, as_json):
+def merge(hub, ui, method, inputs, recipe_file, base, out, weights, params, form, data, rank, energy, device, max_error,
+          dtype, card_file, tags, labels, idempotency_key, no_wait):
     """Merge stored models, task vectors or adapters: METHOD INPUT... (see `deltahub methods`)."""
     if recipe_file and (method or inputs):
         raise click.UsageError("give either --recipe FILE or METHOD INPUT..., not both")
@@ -58,16 +44,15 @@ def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, da
         raise click.UsageError("give METHOD and at least one INPUT (or --recipe FILE)")
     options = dict(out=out, form=form, data=data, rank=rank, energy=energy, device=device, tags=tags, max_error=max_error,
                    **({"dtype": dtype} if dtype else {}),
-                   card=_load_card(card_file), labels=parse_pairs(labels), idempotency_key=idempotency_key,
+                   card=load_card(card_file), labels=parse_pairs(labels), idempotency_key=idempotency_key,
                    wait=not no_wait)
-    with _hub(ctx, hub_address, token, quiet=quiet or as_json) as hub:
-        if recipe_file:
-            result = hub.merge_recipe(recipe_file, **options)
-        else:
-            result = hub.merge(method, list(inputs), base=base, weights=_weights(weights), params=parse_pairs(params, "--param"),
-                               **options)
+    if recipe_file:
+        result = hub.merge_recipe(recipe_file, **options)
+    else:
+        result = hub.merge(method, list(inputs), base=base, weights=comma_floats(weights, "--weights"),
+                           params=parse_pairs(params, "--param"), **options)
     if no_wait:
-        _emit(as_json, job_doc(result), result.id if not result.finished
+        ui.emit(job_doc(result), result.id if not result.finished
               else f"{result.id} ({result.state.lower()}: {result.result.get('artifact', '')})")
         return
     rev = result.revision
@@ -81,41 +66,33 @@ def merge(ctx, method, inputs, recipe_file, base, out, weights, params, form, da
     worst = (result.metrics.get("parameter_errors") or [])[:5]
     if worst:
         text += "\n  largest per parameter: " + ", ".join(f"{name} {e:.3g}" for name, e in worst)
-    _emit(as_json, doc, text)
+    ui.emit(doc, text)
 
 
-@main.command()
-@_hub_options
-@_json_option
-@click.pass_context
-def methods(ctx, hub_address, token, as_json):
+@hub_command()
+def methods(hub, ui):
     """List the merge methods the hub knows, with their papers and parameters."""
-    with _hub(ctx, hub_address, token) as hub:
-        found = hub.merge_methods()
+    found = hub.merge_methods()
     lines = []
     for m in found:
         params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"])
         lines.append(f"{m['name']:<20} {m['source']:<9} {m['title']}" + (f"  [{params}]" if params else ""))
-    _emit(as_json, found, "\n".join(lines))
+    ui.emit(found, "\n".join(lines))
 
 
-@main.command(name="eval")
+@hub_command("eval")
 @click.argument("target")
 @click.option("--data", "--eval", "data", required=True, help="Dataset revision to evaluate on.")
 @click.option("--device", default="auto", show_default=True)
-@_hub_options
-@_json_option
-@click.pass_context
-def evaluate(ctx, target, data, device, hub_address, token, as_json):
+def evaluate(hub, ui, target, data, device):
     """The held-out metric of a model, adapter or task vector (what greedy_soup uses)."""
-    with _hub(ctx, hub_address, token) as hub:
-        r = hub.evaluate(target, data, device=device)
+    r = hub.evaluate(target, data, device=device)
     doc = {k: v for k, v in vars(r).items() if v is not None}
     if r.metric == "accuracy":
         text = f"{r.target} on {r.data}: accuracy {r.accuracy:.4f} over {r.samples} rows"
     else:
         text = f"{r.target} on {r.data}: loss {r.loss:.4f}, perplexity {r.perplexity:.3f} over {r.samples} rows"
-    _emit(as_json, doc, text)
+    ui.emit(doc, text)
 
 
 @main.command("mergekit-yaml", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

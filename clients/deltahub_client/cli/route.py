@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from deltahub.errors import InvalidInputError
-from deltahub_client.cli import _emit, _hub, _hub_options, _json_option, main, parse_pairs
-from deltahub_client.cli_merge import FORMS, _weights
+from deltahub_client.cli.app import comma_floats, hub_command, parse_pairs
+from deltahub_client.cli.merge import FORMS
 
 
 def _route_options(fn):
@@ -29,27 +29,23 @@ def _adapter_lines(adapters) -> list[str]:
     return [f"  {a.weight:6.3f}  {a.artifact}@{a.digest[:12]}  (score {a.score:.3f})" for a in adapters]
 
 
-@main.command()
+@hub_command()
 @click.argument("queries", nargs=-1, required=True)
 @_route_options
-@_hub_options
-@_json_option
-@click.pass_context
-def route(ctx, queries, k, base, namespace, labels, temperature, min_score, scoring, hub_address, token, as_json):
+def route(hub, ui, queries, k, base, namespace, labels, temperature, min_score, scoring):
     """Print the adapters that fit each QUERY, with scores and weights (or that none fits)."""
-    with _hub(ctx, hub_address, token) as hub:
-        result = hub.route(list(queries), k=k, base=base, namespace=namespace, labels=parse_pairs(labels),
-                           temperature=temperature, min_score=min_score, scoring=scoring)
+    result = hub.route(list(queries), k=k, base=base, namespace=namespace, labels=parse_pairs(labels),
+                       temperature=temperature, min_score=min_score, scoring=scoring)
     lines = []
     for r in result.routes:
         lines.append(f"{r.query}")
         lines.extend(_adapter_lines(r.adapters) if r.adapters else [f"  no adapter: {r.reason}"])
     if result.unrouted_count:
         lines.append(f"({result.unrouted_count} adapter(s) not routable: {result.unrouted_reason})")
-    _emit(as_json, result.to_dict(), "\n".join(lines))
+    ui.emit(result.to_dict(), "\n".join(lines))
 
 
-@main.command()
+@hub_command()
 @click.argument("query", required=False)
 @click.option("--adapters", default=None, help="A,B,...: merge these revisions instead of routing a query.")
 @click.option("--weights", default=None, help="W1,W2,...: weights for --adapters (default equal).")
@@ -61,35 +57,27 @@ def route(ctx, queries, k, base, namespace, labels, temperature, min_score, scor
 @click.option("--energy", type=float, default=0.0, help="... or to this share of energy (0-1].")
 @click.option("--out", default=None, help="NAMESPACE/NAME of the result (default assembled/<recipe hash>).")
 @_route_options
-@_hub_options
-@_json_option
-@click.pass_context
-def assemble(ctx, query, adapters, weights, method, form, params, rank, energy, out, k, base, namespace, labels,
-             temperature, min_score, scoring, hub_address, token, as_json):
+def assemble(hub, ui, query, adapters, weights, method, form, params, rank, energy, out, k, base, namespace, labels,
+             temperature, min_score, scoring):
     """Route QUERY (or take --adapters), merge the chosen adapters, print the merged revision."""
     if not query and not adapters:
         raise InvalidInputError("give a QUERY to route, or --adapters A,B,...")
-    with _hub(ctx, hub_address, token) as hub:
-        result = hub.assemble(
-            query, adapters=[a for a in (adapters or "").split(",") if a] or None, weights=_weights(weights),
-            method=method, form=form, params=parse_pairs(params, "--param"), rank=rank, energy=energy, out=out,
-            k=k, base=base, namespace=namespace, labels=parse_pairs(labels), temperature=temperature,
-            min_score=min_score, scoring=scoring)
+    result = hub.assemble(
+        query, adapters=[a for a in (adapters or "").split(",") if a] or None,
+        weights=comma_floats(weights, "--weights"), method=method, form=form, params=parse_pairs(params, "--param"),
+        rank=rank, energy=energy, out=out, k=k, base=base, namespace=namespace, labels=parse_pairs(labels),
+        temperature=temperature, min_score=min_score, scoring=scoring)
     if result.serve_base:
         text = f"no adapter fits: {result.reason}\nserve the base: {result.base or '(give --base to name it)'}"
     else:
         text = "\n".join([f"{result.spec}  ({'cached' if result.cached else 'built'}; {result.method} -> {result.form})",
                           *_adapter_lines(result.adapters)])
-    _emit(as_json, result.to_dict(), text)
+    ui.emit(result.to_dict(), text)
 
 
-@main.command()
-@_hub_options
-@_json_option
-@click.pass_context
-def router(ctx, hub_address, token, as_json):
+@hub_command()
+def router(hub, ui):
     """Show the router's embedder, index size and search kind."""
-    with _hub(ctx, hub_address, token) as hub:
-        s = hub.router_status()
-    _emit(as_json, s, f"embedder {s['embedder']} (dim {s['dim']}), {s['indexed']} adapter(s) indexed, "
-                      f"{s['unrouted']} without a card, {s['search']} search" + (f"\nerror: {s['error']}" if s["error"] else ""))
+    s = hub.router_status()
+    ui.emit(s, f"embedder {s['embedder']} (dim {s['dim']}), {s['indexed']} adapter(s) indexed, "
+               f"{s['unrouted']} without a card, {s['search']} search" + (f"\nerror: {s['error']}" if s["error"] else ""))
