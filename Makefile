@@ -31,6 +31,9 @@ test-gpu: install
 # becomes hub/deltahub/v1/x_pb2.py, imported as deltahub.v1.x_pb2, unpatched.
 proto: install
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=hub --pyi_out=hub --grpc_python_out=hub $(PROTOS)
+	# every file with its comments, for reflection (grpcurl describe shows what each field means)
+	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
+	  --descriptor_set_out=hub/deltahub/v1/descriptors.binpb $(PROTOS)
 
 proto-check: proto
 	git diff --exit-code -- hub/deltahub/v1 || (echo "generated code is stale: run make proto and commit" >&2; exit 1)

@@ -166,3 +166,34 @@ def test_health_and_reflection(server):
     with grpc.insecure_channel(address) as channel:
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     assert {"deltahub.v1.Registry", "deltahub.v1.Transfer", "grpc.health.v1.Health"} <= services
+
+
+def test_reflection_v1_and_v1alpha_describe_fields_with_their_comments(server):
+    """What a generic client (grpcurl describe) reads: both protocol versions, every file, and the comments."""
+    import grpc
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from grpc_reflection.v1alpha import reflection_pb2
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    _, _, address = server
+    with grpc.insecure_channel(address) as channel:
+        for version in ("v1", "v1alpha"):
+            call = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+            listed, found = call(iter([
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="deltahub.v1.MergeRequest"),
+            ]), timeout=10)
+            names = {s.name for s in listed.list_services_response.service}
+            assert {"deltahub.v1.Merge", "grpc.reflection.v1.ServerReflection",
+                    "grpc.reflection.v1alpha.ServerReflection", "grpc.health.v1.Health"} <= names
+            files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+                     for b in found.file_descriptor_response.file_descriptor_proto]
+            merge = next(f for f in files if f.name == "deltahub/v1/merge.proto")
+            comments = " ".join(loc.leading_comments + loc.trailing_comments for loc in merge.source_code_info.location)
+            assert "largest relative Frobenius error" in comments  # MergeRequest.max_error's comment
+        # the whole API resolves through reflection alone (imports included), as a generic client needs
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        assert "max_error" in pool.FindMessageTypeByName("deltahub.v1.MergeRequest").fields_by_name
+        assert pool.FindServiceByName("grpc.health.v1.Health").methods_by_name["Check"]

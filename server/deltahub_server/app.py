@@ -20,7 +20,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from deltahub.auth import TokenTable
 from deltahub.errors import InvalidInputError
@@ -45,6 +44,7 @@ from deltahub.v1 import (
     transfer_pb2_grpc,
 )
 from deltahub_server.auth import AuthInterceptor
+from deltahub_server.discovery import enable_reflection
 from deltahub_server.merge import MergeServicer
 from deltahub_server.jobs import JobBoard, JobsServicer
 from deltahub_server.registry import RegistryServicer
@@ -241,7 +241,7 @@ def create_server(
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
         try:
             if credentials is not None:
                 port = server.add_secure_port(config.address, credentials)
