@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.events import RefMove
 from deltahub.jobs.model import Job
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import jobs_pb2 as jpb
@@ -89,3 +90,8 @@ def merge_request_to_pb(method: str, inputs, *, out: str, base, weights, params,
         device=device, ref=ref, tags=list(tags), card=card_to_pb(card), labels=labels or {},
         idempotency_key=idempotency_key or "", dtype=dtype or "",
     )
+
+
+def ref_move_from_pb(msg) -> RefMove:
+    return RefMove(seq=msg.seq, artifact=msg.artifact, ref=msg.ref, digest=msg.revision,
+                   at=msg.at.ToNanoseconds() / 1e9)

@@ -8,6 +8,7 @@ server's message, so callers catch ``NotFoundError`` and not ``RpcError``.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import grpc
 
@@ -27,6 +28,16 @@ def translate(err: grpc.RpcError, *, address: str = "") -> DeltahubError:
 
 def translated(fn):
     """Decorates a Hub method so RpcErrors surface as deltahub errors."""
+
+    if inspect.isgeneratorfunction(fn):  # a stream: errors surface where the caller iterates
+        @functools.wraps(fn)
+        def stream(self, *args, **kwargs):
+            try:
+                yield from fn(self, *args, **kwargs)
+            except grpc.RpcError as err:
+                raise translate(err, address=self.address) from None
+
+        return stream
 
     @functools.wraps(fn)
     def call(self, *args, **kwargs):

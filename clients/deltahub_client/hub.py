@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from deltahub import hf_cache
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.errors import AlreadyExistsError, IntegrityError
+from deltahub.events import EVENT_SEQ_HEADER, RefMove
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.hashing import sha256_file
 from deltahub.v1 import merge_pb2_grpc as mgrpc
@@ -333,6 +334,29 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         resp = self._unary(self._registry.DeleteRef, rpb.DeleteRefRequest(
             artifact=artifact, ref=ref, **_expected_kw(expected_revision)))
         return resp.digest
+
+    @translated
+    def watch_refs(self, namespace: str | None = None, *, artifact: str | None = None,
+                   after: int = 0) -> Iterator[RefMove]:
+        """Every ref move and deletion (``digest`` empty) from now on, or after event ``after``, in the
+        namespaces this token reads (one namespace or artifact when given); runs until the caller stops.
+
+        The hub ends a watch after a while (``--max-watch``); this watches again from the last event seen,
+        so no move is missed. A serving layer that caches adapters by revision id drops an entry when a
+        ref it serves moves.
+        """
+        while True:
+            call = self._registry.WatchRefs(rpb.WatchRefsRequest(namespace=namespace or "", artifact=artifact or "",
+                                                                 after=after), metadata=self._metadata)
+            try:
+                if not after:  # "from now": where the hub's log stood, so the next watch resumes there
+                    after = int(dict(call.initial_metadata()).get(EVENT_SEQ_HEADER, 0))
+                for msg in call:
+                    move = convert.ref_move_from_pb(msg)
+                    after = move.seq
+                    yield move
+            finally:
+                call.cancel()  # a caller that stops reading ends the stream on the hub too
 
     @staticmethod
     def _deleted(resp) -> DeleteResult:

@@ -18,6 +18,8 @@ from typing import Protocol
 log = logging.getLogger("deltahub.events")
 
 STREAM = "deltahub:events"
+# initial metadata of a ref watch: the event log position it starts after (what a client resumes from)
+EVENT_SEQ_HEADER = "deltahub-event-seq"
 STREAM_MAXLEN = 100_000
 
 
@@ -26,6 +28,21 @@ class Event:
     kind: str      # commit | ref | delete | card
     artifact: str
     digest: str
+
+
+@dataclass(frozen=True)
+class RefMove:
+    """A ref moved to a revision, or deleted (``digest`` empty): what a cache keyed by revision id follows."""
+
+    seq: int       # the event's place in the catalog's log: resume after it
+    artifact: str
+    ref: str
+    digest: str
+    at: float
+
+    @property
+    def deleted(self) -> bool:
+        return not self.digest
 
 
 class EventSink(Protocol):

@@ -31,7 +31,7 @@ from deltahub.artifacts import (
 from deltahub.cache import exclusive
 from deltahub.deltas.lowrank import check_target
 from deltahub.deltas.task_vector import check_compatible
-from deltahub.events import RedisEventSink
+from deltahub.events import RedisEventSink, RefMove
 from deltahub.errors import (
     InvalidInputError,
     PermissionDeniedError,
@@ -41,7 +41,7 @@ from deltahub.errors import (
     StaleRefError,
 )
 from deltahub.formats.model import BaseModelInfo, validate_model
-from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_ref, looks_like_digest
+from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_namespace, check_ref, looks_like_digest
 from deltahub.jobs.specs import TaskVectorSpec
 from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_card
 from deltahub.storage import BlobStore, Catalog, UploadWriter
@@ -426,6 +426,20 @@ class HubStore:
             previous = self._cas(db, name, ref, expected)
             self.catalog.set_ref(db, name, ref, rev.digest)
         return rev.digest, previous
+
+    def ref_moves(self, after: int, *, namespace: str | None = None, artifact: str | None = None,
+                  limit: int = 1000) -> list[RefMove]:
+        """Ref moves and deletions after event ``after`` (0: none of the past), oldest first; one namespace or
+        artifact when given. Callers filter by what the reader may read."""
+        if artifact:
+            artifact = str(ArtifactName.parse(artifact))
+        if namespace:
+            check_namespace(namespace)
+        rows = self.catalog.ref_events(after, namespace, artifact, limit)
+        return [RefMove(r["seq"], r["artifact"], r["ref"], r["digest"], r["at"]) for r in rows]
+
+    def last_event(self) -> int:
+        return self.catalog.last_event()
 
     def delete_ref(self, artifact: str, ref: str, expected: object = UNSET) -> str:
         name = str(ArtifactName.parse(artifact))

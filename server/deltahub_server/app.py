@@ -229,7 +229,7 @@ def create_server(
                 ("grpc.keepalive_timeout_ms", 20_000),
             ],
         )
-        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store, board, blocking), server)
+        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(store, board, blocking, streams), server)
         transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(store, blocking, streams), server)
         merge_pb2_grpc.add_MergeServicer_to_server(MergeServicer(engine, board, blocking), server)
         router_pb2_grpc.add_RouterServicer_to_server(

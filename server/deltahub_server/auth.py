@@ -74,6 +74,14 @@ def _assemble(req) -> Needs:
     return [(out, Scope.WRITE), *_route(req), *((_ns(a), Scope.READ) for a in req.adapters)]
 
 
+def _watch_refs(req) -> Needs:
+    # moves are filtered to the namespaces the caller reads; a filter names one it must read
+    needs: Needs = [(req.namespace or None, Scope.READ)]
+    if req.artifact:
+        needs.append((_ns(req.artifact), Scope.READ))
+    return needs
+
+
 def _submit_job(req) -> Needs:
     reads = [req.base, *req.datasets, *req.replay, *([req.resume_from] if req.resume_from else [])]
     return [(_ns(req.out), Scope.WRITE), *((_ns(x), Scope.READ) for x in reads if x)]
@@ -87,6 +95,7 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Registry/GetRevision": _on("spec", Scope.READ),
     "/deltahub.v1.Registry/UpdateRef": _on("artifact", Scope.WRITE),
     "/deltahub.v1.Registry/DeleteRef": _on("artifact", Scope.WRITE),
+    "/deltahub.v1.Registry/WatchRefs": _watch_refs,
     "/deltahub.v1.Registry/DeleteRevision": _on("artifact", Scope.ADMIN),
     "/deltahub.v1.Registry/DeleteArtifact": _on("artifact", Scope.ADMIN),
     "/deltahub.v1.Registry/UpdateCard": _on("spec", Scope.WRITE),

@@ -37,6 +37,11 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
+def ref_move_to_pb(move) -> rpb_registry.RefEvent:
+    return rpb_registry.RefEvent(seq=move.seq, artifact=move.artifact, ref=move.ref, revision=move.digest,
+                                 at=timestamp(move.at))
+
+
 def files_from_pb(entries) -> list[FileEntry]:
     return [FileEntry(e.path, e.sha256, int(e.size)) for e in entries]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from deltahub.artifacts import DomainCard
 from deltahub.jobs import TASK_VECTOR
-from deltahub.names import check_namespace
+from deltahub.names import ArtifactName, check_namespace
 from deltahub.store import UNSET, CommitRequest, HubStore
 from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
@@ -12,8 +15,12 @@ from deltahub_server import convert
 from deltahub_server.auth import current_principal
 from deltahub_server.errors import rpc_method
 from deltahub_server.jobs import JobBoard
-from deltahub_server.runtime import Blocking
+from deltahub_server.runtime import Blocking, StreamBudget, write_within
 from deltahub.auth import Scope
+from deltahub.errors import InvalidInputError
+from deltahub.events import EVENT_SEQ_HEADER
+
+REF_POLL_S = 0.2  # how often a ref watch looks at the catalog's event log (a read of the newest rows)
 
 
 def _expected(request, field: str = "expected_revision"):
@@ -21,10 +28,36 @@ def _expected(request, field: str = "expected_revision"):
 
 
 class RegistryServicer(rgrpc.RegistryServicer):
-    def __init__(self, store: HubStore, board: JobBoard, blocking: Blocking) -> None:
+    def __init__(self, store: HubStore, board: JobBoard, blocking: Blocking, streams: StreamBudget) -> None:
         self.store = store
         self.board = board
         self.blocking = blocking
+        self.streams = streams
+
+    @rpc_method
+    async def WatchRefs(self, request, context):
+        principal = current_principal()
+        if request.namespace:  # read scope on it was checked with the call (auth.RULES)
+            check_namespace(request.namespace)
+        if request.artifact:
+            ArtifactName.parse(request.artifact)
+        if request.after < 0:
+            raise InvalidInputError(f"after must be an event seq (0: from now), not {request.after}")
+        cursor = request.after or await self.blocking.run(self.store.last_event)
+        limits = self.streams.limits
+        async with self.streams.hold(principal.name, "watch of refs"):
+            await context.send_initial_metadata(((EVENT_SEQ_HEADER, str(cursor)),))
+            deadline = time.monotonic() + limits.max_watch_s
+            while not context.done() and time.monotonic() < deadline:
+                moves = await self.blocking.run(lambda: self.store.ref_moves(
+                    cursor, namespace=request.namespace or None, artifact=request.artifact or None))
+                for move in moves:
+                    cursor = move.seq
+                    if principal.allows(move.artifact.split("/", 1)[0], Scope.READ):
+                        await write_within(context, convert.ref_move_to_pb(move), limits.stream_idle_s,
+                                           "watch of refs")
+                if not moves:
+                    await asyncio.sleep(REF_POLL_S)
 
     @rpc_method
     def CommitRevision(self, request, context):

@@ -1,7 +1,11 @@
 """``deltahub push``, ``pull``, ``ls``, ``show``, ``tag``, ``rm``, ``card``, ``task-vector``, ``import-hf``,
-``export-hf``, ``gc`` and ``health``: artifacts and revisions from the command line."""
+``export-hf``, ``watch-refs``, ``gc`` and ``health``: artifacts and revisions from the command line."""
 
 from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
 
 import click
 
@@ -198,3 +202,21 @@ def health(hub, ui):
     """Check that the hub answers."""
     status = hub.health()
     ui.emit({"address": hub.address, "status": status}, f"{hub.address}: {status}")
+
+
+@hub_command("watch-refs")
+@click.argument("namespace", required=False)
+@click.option("--artifact", default=None, help="Only this artifact's refs (NAMESPACE/NAME).")
+@click.option("--after", type=int, default=0, help="Resume after this event seq (0: from now).")
+@click.option("--count", type=int, default=0, help="Exit after this many events (0: run until stopped).")
+def watch_refs(hub, ui, namespace, artifact, after, count):
+    """Print every ref move (and deletion) as it happens: one line, or one JSON object, per event."""
+    for i, move in enumerate(hub.watch_refs(namespace, artifact=artifact, after=after), start=1):
+        if ui.json:
+            click.echo(json.dumps(asdict(move), sort_keys=True), nl=True)
+        else:
+            where = "deleted" if move.deleted else move.digest
+            click.echo(f"{move.seq}  {move.artifact}@{move.ref} -> {where}")
+        sys.stdout.flush()
+        if count and i >= count:
+            return

@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS events (
     at REAL NOT NULL,
     kind TEXT NOT NULL,
     artifact TEXT NOT NULL,
-    digest TEXT NOT NULL
+    digest TEXT NOT NULL,
+    ref TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -119,6 +120,9 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        # catalogs written before ref events named their ref (a versioned migration path is issue 16's)
+        if "ref" not in {row["name"] for row in self._db.execute("PRAGMA table_info(events)")}:
+            self._db.execute("ALTER TABLE events ADD COLUMN ref TEXT NOT NULL DEFAULT ''")
         # Reads outside a transaction use a connection per thread: under WAL they see the last
         # commit without waiting for a writer's fsync, so small reads do not queue behind pushes.
         self._local = threading.local()
@@ -339,7 +343,8 @@ class Catalog:
     def drop_if_empty(self, db: sqlite3.Connection, artifact: str) -> None:
         """An artifact lives as long as it has revisions: drop it (and its refs) when it has none."""
         if not db.execute("SELECT 1 FROM revisions WHERE artifact=? LIMIT 1", (artifact,)).fetchone():
-            db.execute("DELETE FROM refs WHERE artifact=?", (artifact,))
+            for (name,) in db.execute("SELECT name FROM refs WHERE artifact=?", (artifact,)).fetchall():
+                self.delete_ref(db, artifact, name)
             db.execute("DELETE FROM artifacts WHERE name=?", (artifact,))
 
     # -- refs --------------------------------------------------------------
@@ -357,10 +362,11 @@ class Catalog:
             (artifact, name, digest, time.time()),
         )
         db.execute("UPDATE artifacts SET updated_at=? WHERE name=?", (time.time(), artifact))
-        self.record_event(db, "ref", artifact, digest)
+        self.record_event(db, "ref", artifact, digest, ref=name)
 
     def delete_ref(self, db: sqlite3.Connection, artifact: str, name: str) -> None:
-        db.execute("DELETE FROM refs WHERE artifact=? AND name=?", (artifact, name))
+        if db.execute("DELETE FROM refs WHERE artifact=? AND name=?", (artifact, name)).rowcount:
+            self.record_event(db, "ref", artifact, "", ref=name)
 
     # -- blobs -------------------------------------------------------------
     def blob_in_use(self, sha256: str) -> bool:
@@ -454,9 +460,22 @@ class Catalog:
         return self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
 
     # -- change events (the router and caches follow these) ---------------------
-    def record_event(self, db: sqlite3.Connection, kind: str, artifact: str, digest: str) -> None:
-        db.execute("INSERT INTO events(at, kind, artifact, digest) VALUES (?,?,?,?)", (time.time(), kind, artifact, digest))
+    def record_event(self, db: sqlite3.Connection, kind: str, artifact: str, digest: str, ref: str = "") -> None:
+        """``ref`` events name the ref; a deleted ref's digest is empty."""
+        db.execute("INSERT INTO events(at, kind, artifact, digest, ref) VALUES (?,?,?,?,?)",
+                   (time.time(), kind, artifact, digest, ref))
         self._pending.append(Event(kind, artifact, digest))
+
+    def ref_events(self, after: int, namespace: str | None = None, artifact: str | None = None,
+                   limit: int = 1000) -> list[sqlite3.Row]:
+        """Ref moves and deletions after event ``after``, oldest first."""
+        sql, args = "SELECT * FROM events WHERE seq > ? AND kind = 'ref'", [after]
+        if artifact:
+            sql, args = sql + " AND artifact = ?", [*args, artifact]
+        elif namespace:
+            prefix = namespace + "/"
+            sql, args = sql + " AND substr(artifact, 1, ?) = ?", [*args, len(prefix), prefix]
+        return self._query(sql + " ORDER BY seq LIMIT ?", (*args, limit))
 
     def events_since(self, seq: int) -> list[sqlite3.Row]:
         return self._query("SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,))

@@ -1,4 +1,7 @@
+import datetime
+
 from deltahub.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -225,3 +228,27 @@ class CollectGarbageResponse(_message.Message):
     bytes_freed: int
     partial_uploads_removed: int
     def __init__(self, blobs_removed: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., partial_uploads_removed: _Optional[int] = ...) -> None: ...
+
+class WatchRefsRequest(_message.Message):
+    __slots__ = ("namespace", "artifact", "after")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    artifact: str
+    after: int
+    def __init__(self, namespace: _Optional[str] = ..., artifact: _Optional[str] = ..., after: _Optional[int] = ...) -> None: ...
+
+class RefEvent(_message.Message):
+    __slots__ = ("seq", "artifact", "ref", "revision", "at")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    artifact: str
+    ref: str
+    revision: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, seq: _Optional[int] = ..., artifact: _Optional[str] = ..., ref: _Optional[str] = ..., revision: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

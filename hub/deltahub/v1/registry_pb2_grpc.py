@@ -71,6 +71,11 @@ class RegistryStub:
                 request_serializer=deltahub_dot_v1_dot_registry__pb2.DeleteRefRequest.SerializeToString,
                 response_deserializer=deltahub_dot_v1_dot_registry__pb2.DeleteRefResponse.FromString,
                 _registered_method=True)
+        self.WatchRefs = channel.unary_stream(
+                '/deltahub.v1.Registry/WatchRefs',
+                request_serializer=deltahub_dot_v1_dot_registry__pb2.WatchRefsRequest.SerializeToString,
+                response_deserializer=deltahub_dot_v1_dot_registry__pb2.RefEvent.FromString,
+                _registered_method=True)
         self.DeleteRevision = channel.unary_unary(
                 '/deltahub.v1.Registry/DeleteRevision',
                 request_serializer=deltahub_dot_v1_dot_registry__pb2.DeleteRevisionRequest.SerializeToString,
@@ -148,6 +153,16 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRefs(self, request, context):
+        """Every ref move and deletion, as it happens, in the namespaces the caller
+        reads (one namespace or artifact when given): what an adapter cache keyed
+        by revision id invalidates on. The stream ends after --max-watch; watch
+        again with `after` = the last seq seen, and no move is missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteRevision(self, request, context):
         """Deletes a revision no ref points to, or a whole artifact; collects the
         blobs no remaining revision uses.
@@ -221,6 +236,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.DeleteRef,
                     request_deserializer=deltahub_dot_v1_dot_registry__pb2.DeleteRefRequest.FromString,
                     response_serializer=deltahub_dot_v1_dot_registry__pb2.DeleteRefResponse.SerializeToString,
+            ),
+            'WatchRefs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRefs,
+                    request_deserializer=deltahub_dot_v1_dot_registry__pb2.WatchRefsRequest.FromString,
+                    response_serializer=deltahub_dot_v1_dot_registry__pb2.RefEvent.SerializeToString,
             ),
             'DeleteRevision': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRevision,
@@ -438,6 +458,33 @@ class Registry:
             '/deltahub.v1.Registry/DeleteRef',
             deltahub_dot_v1_dot_registry__pb2.DeleteRefRequest.SerializeToString,
             deltahub_dot_v1_dot_registry__pb2.DeleteRefResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRefs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/deltahub.v1.Registry/WatchRefs',
+            deltahub_dot_v1_dot_registry__pb2.WatchRefsRequest.SerializeToString,
+            deltahub_dot_v1_dot_registry__pb2.RefEvent.FromString,
             options,
             channel_credentials,
             insecure,
