@@ -45,6 +45,7 @@ from deltahub.v1 import (
 )
 from deltahub_server.auth import AuthInterceptor
 from deltahub_server.discovery import enable_reflection
+from deltahub_server.hfapi import HfEndpoint, bound_port, start_http
 from deltahub_server.merge import MergeServicer
 from deltahub_server.jobs import JobBoard, JobsServicer
 from deltahub_server.registry import RegistryServicer
@@ -93,6 +94,7 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA: clients must present a certificate it signed (mutual TLS)
     insecure: bool = False            # allow tokens in plaintext off loopback (behind a TLS proxy, say)
+    http_address: str | None = None   # HOST:PORT of the Hugging Face-compatible download API (hfapi.py)
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
@@ -102,6 +104,10 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
+
+
+def host_of(address: str) -> str:
+    return address.rsplit(":", 1)[0]
 
 
 def is_loopback(address: str) -> bool:
@@ -120,6 +126,10 @@ def check_exposure(config: ServerConfig) -> None:
         raise InvalidInputError("TLS needs both --tls-cert and --tls-key")
     if config.tls_client_ca and not config.tls:
         raise InvalidInputError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if config.http_address and not is_loopback(config.http_address) and not (config.tokens and config.insecure):
+        raise InvalidInputError(
+            f"refusing to serve the download API on {config.http_address}: it speaks plaintext HTTP, so off "
+            "loopback it needs tokens and --insecure (behind a proxy that terminates TLS)")
     if is_loopback(config.address):
         return
     if not config.tokens:
@@ -152,6 +162,8 @@ class RunningServer:
         self._blocking, self._health = blocking, health_servicer
         self._own_store = own_store
         self._stopped = False
+        self.http = None  # the download API's runner, when it serves one
+        self.http_port = 0
 
     def _call(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -163,6 +175,8 @@ class RunningServer:
         self._stopped = True
         self.loop.call_soon_threadsafe(self._sweeper.cancel)
         self._call(self._health.enter_graceful_shutdown())
+        if self.http is not None:
+            self._call(self.http.cleanup())
         self._call(self.server.stop(grace))
         self.workers.stop()  # in-process workers leave their jobs at the next step (queued again on restart)
         self._blocking.shutdown()
@@ -254,8 +268,16 @@ def create_server(
         if port == 0:
             raise InvalidInputError(f"could not bind {config.address}")
         await server.start()
+        http = None
+        if config.http_address:
+            endpoint = HfEndpoint(store, config.tokens, blocking, idle_s=config.streams.stream_idle_s)
+            try:
+                http = await start_http(endpoint, config.http_address)
+            except (OSError, ValueError) as err:
+                await server.stop(None)
+                raise InvalidInputError(f"could not bind --http-address {config.http_address}: {err}") from None
         sweeper = asyncio.get_running_loop().create_task(sweep())
-        return server, port, inner, health_servicer, sweeper
+        return server, port, inner, health_servicer, sweeper, http
 
     async def sweep() -> None:
         """Expired partial uploads and push sessions go, so abandoned uploads do not hold a principal's
@@ -274,7 +296,7 @@ def create_server(
                 log.exception("sweeping expired uploads and old jobs failed")
 
     try:
-        server, port, inner, health_servicer, sweeper = asyncio.run_coroutine_threadsafe(start(), loop).result()
+        server, port, inner, health_servicer, sweeper, http = asyncio.run_coroutine_threadsafe(start(), loop).result()
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
@@ -283,7 +305,10 @@ def create_server(
             store.close()
         raise
     workers.start(inner, config.tokens)
-    return RunningServer(loop, thread, server, port, store, workers, blocking, health_servicer, own_store, sweeper)
+    running = RunningServer(loop, thread, server, port, store, workers, blocking, health_servicer, own_store, sweeper)
+    if http is not None:
+        running.http, running.http_port = http, bound_port(http)
+    return running
 
 
 def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None:
@@ -318,6 +343,9 @@ def serve(config: ServerConfig, *, ready: threading.Event | None = None) -> None
         host, port, Path(config.data_dir).resolve(), reach, tls_hint, reach,
         f"; from other machines use {socket.gethostname()}:{port}" if wildcard else "",
     )
+    if running.http is not None:
+        log.info("Hugging Face download API on http://%s:%d (HF_ENDPOINT=http://%s:%d)", host_of(config.http_address),
+                 running.http_port, host_of(config.http_address), running.http_port)
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -17,6 +17,8 @@ from deltahub_client.cli.app import hub_command, limit_options, main
 @click.option("--data-dir", default="./data", show_default=True, type=click.Path(file_okay=False),
               help="Folder for blobs and the SQLite catalog.")
 @click.option("--address", default="127.0.0.1:50051", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--http-address", envvar="DELTAHUB_HTTP_ADDRESS", default=None,
+              help="HOST:PORT for the Hugging Face Hub download API (HF_ENDPOINT=http://HOST:PORT); off by default.")
 @click.option("--redis", "redis_url", envvar="DELTAHUB_REDIS_URL", default=None,
               help="Redis URL for jobs, events and the merge cache (in-process when absent).")
 @click.option("--tokens", "tokens_file", envvar="DELTAHUB_TOKENS_FILE", default=None,
@@ -45,7 +47,7 @@ from deltahub_client.cli.app import hub_command, limit_options, main
               help="Threads for heavy calls (checking merges and jobs before they are queued, GC).")
 @limit_options
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
+def serve(data_dir, address, http_address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
           device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, log_level, **limit_values):
     """Run the hub server on its embedded defaults (blobs + SQLite under --data-dir)."""
     from deltahub.auth import TokenTable
@@ -54,7 +56,7 @@ def serve(data_dir, address, redis_url, tokens_file, max_blob_bytes, max_revisio
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     groups = limits.from_flags(limit_values)
-    run(ServerConfig(data_dir=Path(data_dir), address=address, tokens=TokenTable.load(tokens_file),
+    run(ServerConfig(data_dir=Path(data_dir), address=address, http_address=http_address, tokens=TokenTable.load(tokens_file),
                      redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes,
                      embedder=embedder, local_workers=local_workers, worker_device=device,
                      tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
