@@ -270,7 +270,7 @@ def create_server(
         await server.start()
         http = None
         if config.http_address:
-            endpoint = HfEndpoint(store, config.tokens, blocking, idle_s=config.streams.stream_idle_s)
+            endpoint = HfEndpoint(store, config.tokens, blocking, streams)
             try:
                 http = await start_http(endpoint, config.http_address)
             except (OSError, ValueError) as err:

@@ -29,8 +29,8 @@ from aiohttp import web
 from deltahub import auth as access
 from deltahub.artifacts import Revision
 from deltahub.auth import TokenTable
-from deltahub.errors import (DeltahubError, InvalidInputError, NotFoundError, PermissionDeniedError,
-                             UnauthenticatedError)
+from deltahub.errors import (DeltahubError, InvalidInputError, LimitExceededError, NotFoundError,
+                             PermissionDeniedError, UnauthenticatedError)
 from deltahub.store import HubStore
 
 COMMIT_CHARS = 40
@@ -54,8 +54,11 @@ def _error(status: int, message: str, code: str | None = None) -> web.Response:
 
 
 class HfEndpoint:
-    def __init__(self, store: HubStore, tokens: TokenTable, blocking, *, idle_s: float) -> None:
-        self.store, self.tokens, self.blocking, self.idle_s = store, tokens, blocking, idle_s
+    def __init__(self, store: HubStore, tokens: TokenTable, blocking, streams) -> None:
+        """``streams``: the gRPC side's stream budget, so a download here counts against the same
+        --max-streams-per-principal and --stream-idle-timeout as one over gRPC."""
+        self.store, self.tokens, self.blocking, self.streams = store, tokens, blocking, streams
+        self.idle_s = streams.limits.stream_idle_s
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
@@ -82,11 +85,16 @@ class HfEndpoint:
             return _error(404, str(err), err.code)
         except InvalidInputError as err:
             return _error(400, str(err))
-        except DeltahubError as err:
-            return _error(err.http_status if hasattr(err, "http_status") else 400, str(err))
+        except LimitExceededError as err:
+            return _error(429, str(err))
+        except DeltahubError as err:  # any other refusal of the request (the gRPC side's FAILED_PRECONDITION, ...)
+            return _error(400, str(err))
 
     # -- lookups ---------------------------------------------------------------------
     async def _revision(self, request) -> Revision:
+        return (await self._lookup(request))[1]
+
+    async def _lookup(self, request):
         principal = self.tokens.authenticate(_bearer(request))
         repo_id = f"{request.match_info['namespace']}/{request.match_info['name']}"
         revision = request.match_info.get("revision") or "main"
@@ -102,7 +110,7 @@ class HfEndpoint:
             except NotFoundError as err:
                 raise _NotFound("RevisionNotFound", f"Invalid rev id: {revision}: {err}") from None
 
-        return await self.blocking.run(find)
+        return principal, await self.blocking.run(find)
 
     # -- routes ----------------------------------------------------------------------
     async def model_info(self, request) -> web.Response:
@@ -141,7 +149,11 @@ class HfEndpoint:
         return web.json_response(listing + sorted(entries, key=lambda e: e["path"]))
 
     async def resolve(self, request) -> web.StreamResponse:
-        rev = await self._revision(request)
+        principal, rev = await self._lookup(request)
+        async with self.streams.hold(principal.name, f"download of {request.match_info['filename'][:100]}"):
+            return await self._send(request, rev)
+
+    async def _send(self, request, rev: Revision) -> web.StreamResponse:
         filename = request.match_info["filename"]
         entry = next((f for f in rev.files if f.path == filename), None)
         if entry is None:
