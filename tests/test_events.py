@@ -13,8 +13,9 @@ def test_events_are_recorded_in_the_catalog(server, pushed_base, tiny_adapter):
     hub.push(tiny_adapter, "finance/lora", kind="adapter", base="base/tiny-llama")
     hub.update_card("finance/lora", card={"description": "d", "samples": []})
     hub.delete_artifact("finance/lora")
-    kinds = [r["kind"] for r in store.catalog.events_since(0) if r["artifact"] == "finance/lora"]
-    assert kinds == ["commit", "ref", "card", "delete"]
+    rows = [r for r in store.catalog.events_since(0) if r["artifact"] == "finance/lora"]
+    assert [r["kind"] for r in rows] == ["commit", "ref", "card", "ref", "delete"]
+    assert (rows[1]["ref"], rows[3]["ref"], rows[3]["digest"]) == ("main", "main", "")  # moved, then deleted
 
 
 def test_events_reach_a_redis_stream(tmp_path, redis_url, tiny_base):

@@ -90,8 +90,9 @@ for what, call in [('repo', lambda: snapshot_download('nobody/here', cache_dir='
         errors[what] = [c.__name__ for c in type(err).__mro__]
 out['errors'] = errors
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from peft import PeftModel
+out['tokens'] = AutoTokenizer.from_pretrained('base/tiny', cache_dir='{tmp_path}/c4')('the market rallied')['input_ids']
 model = AutoModelForCausalLM.from_pretrained('base/tiny', cache_dir='{tmp_path}/c4')
 ids = torch.tensor([[1, 2, 3, 4]])
 out['base_logits'] = model(ids).logits.flatten()[:16].tolist()
@@ -116,6 +117,9 @@ out['merged_logits'] = merged(ids).logits.flatten()[:16].tolist()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(base)("the market rallied")["input_ids"] == out["tokens"]
     model = AutoModelForCausalLM.from_pretrained(base)
     ids = torch.tensor([[1, 2, 3, 4]])
     assert model(ids).logits.flatten()[:16].tolist() == out["base_logits"]
