@@ -177,3 +177,30 @@ except Exception as err:
         denied = _client(port, code, tmp=tmp_path)["error"]
         assert denied and "HfHubHTTPError" in denied  # the client's own error, never the file
         assert _client(port, code, token="adm", tmp=tmp_path)["error"] is None
+
+
+def test_serve_command_starts_the_endpoint_and_refuses_to_expose_it(tmp_path):
+    import socket
+
+    from deltahub.errors import InvalidInputError
+    from deltahub_server import ServerConfig
+    from deltahub_server.app import check_exposure
+    from tests.helpers import ServeProcess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ServeProcess(tmp_path / "d", "--http-address", f"127.0.0.1:{port}")
+    try:
+        missing = _http("GET", f"http://127.0.0.1:{port}/api/models/no/such")
+        assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "RepoNotFound"
+        import time
+
+        deadline = time.time() + 10  # the log line may still be on its way through the drain thread
+        while not any(f"HF_ENDPOINT=http://127.0.0.1:{port}" in line for line in server.log):
+            assert time.time() < deadline, "".join(server.log)
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    with pytest.raises(InvalidInputError, match="plaintext HTTP"):
+        check_exposure(ServerConfig(data_dir=tmp_path / "x", http_address="0.0.0.0:8080"))
