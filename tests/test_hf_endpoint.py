@@ -165,6 +165,8 @@ def test_tokens_gate_the_files(tmp_path, tiny_base):
         assert _http("GET", url).status_code == 401
         assert _http("GET", url, {"Authorization": "Bearer wrong"}).status_code == 401
         assert _http("GET", url, {"Authorization": "Bearer oth"}).status_code == 403
+        missing = url.replace("base/tiny", "base/none")  # no existence leak to a token without read scope
+        assert _http("GET", missing, {"Authorization": "Bearer oth"}).status_code == 403
         assert _http("GET", url, {"Authorization": "Bearer adm"}).status_code == 200
         code = f"""
 from huggingface_hub import hf_hub_download

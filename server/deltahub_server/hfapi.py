@@ -28,7 +28,7 @@ from aiohttp import web
 
 from deltahub import auth as access
 from deltahub.artifacts import Revision
-from deltahub.auth import TokenTable
+from deltahub.auth import Scope, TokenTable
 from deltahub.errors import (DeltahubError, InvalidInputError, LimitExceededError, NotFoundError,
                              PermissionDeniedError, UnauthenticatedError)
 from deltahub.store import HubStore
@@ -101,6 +101,8 @@ class HfEndpoint:
 
         def find() -> Revision:
             access.set_caller(principal)
+            # scope first: a token that cannot read the namespace learns nothing of what is in it
+            access.require(request.match_info["namespace"], Scope.READ)
             try:
                 self.store.artifact(repo_id)
             except (NotFoundError, InvalidInputError) as err:
