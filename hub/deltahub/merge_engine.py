@@ -13,7 +13,6 @@ does all of it in this process, for library users and benchmarks.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,7 +28,6 @@ from deltahub.merging import MERGE_METHODS
 from deltahub.merging import executor
 from deltahub.merging.outputs import DEFAULT_MAX_ERROR, DEFAULT_SHARD_BYTES
 from deltahub.merging.recipe import Recipe
-from deltahub.merging.sources import AdapterSource
 from deltahub.merging.settings import TensorSettings
 from deltahub.names import DEFAULT_REF, ArtifactName
 from deltahub.store import CommitRequest, HubStore

@@ -129,9 +129,7 @@ class MergekitMethod(MergeMethod):
 
         from deltahub.errors import InvalidInputError
 
-        glob = settings.structured_params
-        inputs = settings.structured_inputs or [{}] * (settings.n or 0)
-        n = len(inputs) if settings.input_params else (len(settings.weights) if settings.weights else None)
+        glob, inputs = settings.structured_params, settings.structured_inputs
         out: dict[str, Any] = {}
         weights = None
         try:
@@ -143,11 +141,11 @@ class MergekitMethod(MergeMethod):
                     continue
                 values = [resolve_parameter(p, (own, glob), tensor_name=name, t=t) for own in inputs]
                 out[p.name] = values if any(v != values[0] for v in values) else values[0]
-            if self.spec.takes_weights and (settings.input_params or settings.weights is not None):
+            if self.spec.takes_weights and settings.n:
                 spec = next(p for p in self._method.spec.parameters if p.name == "weight")
-                plain = settings.weights or [1.0] * n
+                plain = settings.weights or [1.0] * settings.n
                 weights = [float(resolve_parameter(spec, (own, {"weight": w}), tensor_name=name, t=t))
-                           for own, w in zip(inputs if settings.input_params else [{}] * n, plain)]
+                           for own, w in zip(inputs, plain)]
         except RuntimeError as err:  # mergekit's resolver: a required value that no setting gives this tensor
             raise InvalidInputError(f"{err}; give it for every tensor (a filter entry without `filter` is the "
                                     "default)") from None

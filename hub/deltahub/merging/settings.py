@@ -139,13 +139,14 @@ class TensorSettings:
         self.params = dict(params)
         self.input_params = [dict(p) for p in input_params] if input_params else None
         self.weights = list(weights) if weights is not None else None
-        self.n = len(self.input_params) if self.input_params else None
+        # inputs, when the settings say (per-input parameters or weights); None: the method's own default
+        self.n = len(self.input_params) if self.input_params else (len(self.weights) if self.weights else None)
         every = [self.params, *(self.input_params or [])]
         self._static = not any(is_tensor_dependent(v) for p in every for v in p.values())
         # mergekit's resolver takes its own pydantic forms; None (a required value not given) is left out
         self.structured_params = {k: structured(v) for k, v in self.params.items() if v is not None}
         self.structured_inputs = [{k: structured(v) for k, v in p.items() if v is not None}
-                                  for p in (self.input_params or [])]
+                                  for p in self.input_params] if self.input_params else [{}] * (self.n or 0)
         self._t = layer_positions(names)
         self._memo: dict[str, tuple[dict, list[float] | None]] = {}
 
