@@ -206,3 +206,20 @@ def test_serve_command_starts_the_endpoint_and_refuses_to_expose_it(tmp_path):
         server.stop()
     with pytest.raises(InvalidInputError, match="plaintext HTTP"):
         check_exposure(ServerConfig(data_dir=tmp_path / "x", http_address="0.0.0.0:8080"))
+
+
+def test_odd_requests_get_client_errors_never_500(endpoint):
+    _, port, _, _ = endpoint
+    root = f"http://127.0.0.1:{port}"
+    for path, status in [
+        ("/api/models/bad%20ns/x", 404),                                   # not a name: no such repo
+        ("/api/models/base/tiny/revision/%2E%2E%2Fmain", 404),
+        ("/api/models/base/tiny/revision/" + "a" * 3000, 404),
+        ("/base/tiny/resolve/main/..%2Fconfig.json", 404),                 # only the revision's own paths
+        ("/api/models/base/tiny/tree/main/no/such/dir", 404),
+    ]:
+        got = _http("GET", root + path)
+        assert got.status_code == status, (path, got.status_code, got.content[:200])
+    url = root + "/base/tiny/resolve/main/config.json"
+    for bad in ("bytes=abc", "bytes=-", "items=0-1", "bytes=5-2"):
+        assert _http("GET", url, {"Range": bad}).status_code == 416, bad

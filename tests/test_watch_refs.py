@@ -80,3 +80,47 @@ def test_ref_moves_stream_resume_and_stay_in_readable_namespaces(tmp_path, tiny_
             out, _ = proc.communicate(timeout=60)
             assert proc.returncode == 0 and '"ref": "v2"' in out and rev.digest in out
     assert run_cli("watch-refs", "--help").returncode == 0
+
+
+def test_hostile_ref_watches_get_statuses_not_errors_and_stalled_ones_are_bounded(tmp_path):
+    """Raw gRPC, as any client may send it: bad fields are INVALID_ARGUMENT (never INTERNAL), another tenant's
+    namespace PERMISSION_DENIED, and watches past the per-token stream limit RESOURCE_EXHAUSTED."""
+    import grpc
+
+    from deltahub.limits import StreamLimits
+    from deltahub.v1 import registry_pb2, registry_pb2_grpc
+
+    with local_hub(tmp_path / "d", tokens=TokenTable.parse(TOKENS),
+                   streams=StreamLimits(max_streams_per_principal=2)) as (_, _, address):
+        with grpc.insecure_channel(address) as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            meta = (("authorization", "Bearer fr"),)
+
+            def first(request, metadata=meta):
+                call = stub.WatchRefs(request, metadata=metadata, timeout=5)
+                try:
+                    next(call)
+                except grpc.RpcError as err:
+                    return err.code(), err.details()
+                finally:
+                    call.cancel()
+
+            admin = (("authorization", "Bearer adm"),)  # malformed fields: refused whoever asks
+            for request, code, metadata in [
+                (registry_pb2.WatchRefsRequest(after=-5), grpc.StatusCode.INVALID_ARGUMENT, admin),
+                (registry_pb2.WatchRefsRequest(namespace="../etc"), grpc.StatusCode.INVALID_ARGUMENT, admin),
+                (registry_pb2.WatchRefsRequest(artifact="fin"), grpc.StatusCode.INVALID_ARGUMENT, admin),
+                (registry_pb2.WatchRefsRequest(artifact="med/lora"), grpc.StatusCode.PERMISSION_DENIED, meta),
+                (registry_pb2.WatchRefsRequest(namespace="med"), grpc.StatusCode.PERMISSION_DENIED, meta),
+            ]:
+                got, details = first(request, metadata)
+                assert got == code, (request, got, details)
+            assert first(registry_pb2.WatchRefsRequest(), metadata=())[0] == grpc.StatusCode.UNAUTHENTICATED
+            # stalled watches that read nothing: two are held, the third is refused with what to do
+            held = [stub.WatchRefs(registry_pb2.WatchRefsRequest(), metadata=meta) for _ in range(2)]
+            for call in held:
+                call.initial_metadata()  # each watch is open on the hub
+            got, details = first(registry_pb2.WatchRefsRequest())
+            assert got == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-streams-per-principal" in details
+            for call in held:
+                call.cancel()

@@ -109,7 +109,7 @@ class HfEndpoint:
                 raise _NotFound("RepoNotFound", f"Repository {repo_id} not found: {err}") from None
             try:
                 return self.store.resolve(f"{repo_id}@{revision}")
-            except NotFoundError as err:
+            except (NotFoundError, InvalidInputError) as err:  # huggingface.co: an unknown or malformed rev id
                 raise _NotFound("RevisionNotFound", f"Invalid rev id: {revision}: {err}") from None
 
         return principal, await self.blocking.run(find)
