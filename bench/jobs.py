@@ -160,7 +160,7 @@ def main() -> None:
         print(f"  remote worker      {r:7.2f} s   {r / d:.2f}x direct; {r / (d + c):.2f}x direct + disk copy "
               f"({c:.2f} s) of what it moves")
         from deltahub.jobs.redis_queue import RedisQueue
-        from deltahub.jobs.sqlite_queue import CatalogQueue
+        from deltahub.jobs.catalog_queue import CatalogQueue
         from deltahub.storage.catalog import Catalog
 
         client.flushdb()

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from deltahub.errors import ChecksumMismatchError, ConflictError, InvalidInputError, LimitExceededError
-from deltahub.storage import BlobStore
+from deltahub.storage import LocalBlobStore as BlobStore
 
 
 def test_upload_in_two_streams_resumes_and_verifies(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from deltahub.errors import InvalidInputError, PreconditionError, StaleRefError, error_record
 from deltahub.jobs import EVALUATE, FAILED, MERGE, QUEUED, RUNNING, SUCCEEDED, TRAIN
-from deltahub.jobs.sqlite_queue import CatalogQueue
+from deltahub.jobs.catalog_queue import CatalogQueue
 from deltahub.storage.catalog import Catalog
 from tests.conftest import run_cli
 from tests.helpers import ServeProcess, make_dataset, make_tiny_llama

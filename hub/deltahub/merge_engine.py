@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 from deltahub.artifacts import DomainCard, Kind, Lineage, Revision
 from deltahub.builds import FLOAT_DTYPES, STORED_DTYPES, Progress, build_merge
-from deltahub.cache import SingleFlight
 from deltahub.deltas.lowrank import check_target
 from deltahub.errors import InvalidInputError, PreconditionError
 from deltahub.formats.adapter import CONFIG_FILE
@@ -88,7 +87,6 @@ class MergeEngine:
 
     def __init__(self, store: HubStore) -> None:
         self.store = store
-        self.flights = SingleFlight(store.config.data_dir / "locks")
 
     # -- checking --------------------------------------------------------------
     def resolve(self, req: MergeRequest) -> Resolved:
@@ -244,8 +242,11 @@ class MergeEngine:
             raise
 
     def once(self, recipe_hash: str, reuse: Callable[[tuple[str, str]], Any], build: Callable[[], Any]) -> Any:
-        """Builds a recipe once: under its lock, ``reuse((artifact, digest))`` of an earlier build, else ``build()``."""
-        with self.flights.hold(recipe_hash):
+        """Builds a recipe once: under its lock, ``reuse((artifact, digest))`` of an earlier build, else ``build()``.
+
+        The lock is the catalog's, so it holds across every replica sharing it: a second request for the
+        recipe, on any of them, waits and then finds the first one's result in the catalog."""
+        with self.store.catalog.lock(f"recipe:{recipe_hash}"):
             cached = self.store.catalog.revisions_with_recipe(recipe_hash)
             return reuse(cached[0]) if cached else build()
 

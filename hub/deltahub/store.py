@@ -1,14 +1,16 @@
 """HubStore: the hub's state and every operation on it, with no transport.
 
 The gRPC servicers are thin adapters over this class; tests may also drive
-it directly. It owns a :class:`BlobStore` and a :class:`Catalog` under one
-data folder and keeps three promises:
+it directly. It owns a :class:`BlobStore` and a :class:`Catalog` (by default both
+in one data folder; PostgreSQL and S3 let several replicas share them) and keeps
+three promises:
 
 * a revision becomes visible only after every file is stored and validated
   (validation first, then one catalog transaction);
 * a rejected commit leaves no new blob and no catalog row behind;
 * blobs are removed only when no revision uses them, under a lock that
-  commits also take, so a commit never references a blob being removed.
+  commits also take (the catalog's, so it holds across replicas), so a commit
+  never references a blob being removed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from deltahub.auth import Scope
 from deltahub.artifacts import (
     ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision, check_sha256, manifest_digest,
 )
-from deltahub.cache import exclusive
 from deltahub.deltas.lowrank import check_target
 from deltahub.deltas.task_vector import check_compatible
 from deltahub.events import RedisEventSink, RefMove
@@ -44,7 +45,7 @@ from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_namespace, check_ref, looks_like_digest
 from deltahub.jobs.specs import TaskVectorSpec
 from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_card
-from deltahub.storage import BlobStore, Catalog, UploadWriter
+from deltahub.storage import Catalog, UploadWriter, open_blob_store
 
 UNSET = object()  # "no compare-and-swap": distinct from "" (= the ref must not exist)
 RESERVED_LABEL_PREFIX = "deltahub."  # labels the hub sets; clients cannot
@@ -53,7 +54,10 @@ ALLOW_CODE_LABEL = "deltahub.allow_code"
 
 @dataclass
 class StoreConfig:
-    data_dir: Path
+    data_dir: Path                           # this replica's own folder (scratch and cache when shared)
+    catalog: str | None = None               # None: data_dir/catalog.sqlite; or postgresql://...
+    blob_store: str | None = None            # None: data_dir; or s3://bucket/prefix
+    blob_cache_bytes: int | None = None      # local copies of an object store's blobs kept at most
     max_blob_bytes: int | None = None        # per file
     max_revision_bytes: int | None = None    # per revision
     gc_grace_s: float = 3600.0               # unreferenced blobs younger than this survive a full GC
@@ -85,6 +89,18 @@ class CommitRequest:
     index_recipe: bool = False
 
 
+def _replica_id(data_dir: Path) -> str:
+    """This replica's name, kept in its folder: what its in-process workers are called by, so that a
+    restart takes back its own running jobs and never another replica's."""
+    path = data_dir / "replica-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        name = f"{os.uname().nodename.split('.')[0]}-{uuid.uuid4().hex[:8]}"
+        path.write_text(name + "\n")
+        return name
+
+
 def check_labels_settable(labels: dict[str, str]) -> None:
     reserved = sorted(k for k in labels if str(k).startswith(RESERVED_LABEL_PREFIX))
     if reserved:
@@ -98,10 +114,11 @@ class HubStore:
         config.data_dir = Path(config.data_dir).resolve()
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(config.data_dir, max_blob_bytes=config.max_blob_bytes)
         sink = RedisEventSink(config.redis_url) if config.redis_url else None
-        self.catalog = Catalog(config.data_dir / "catalog.sqlite", sink=sink)
-        self._gc_lock_path = config.data_dir / "gc.lock"
+        self.catalog = Catalog(config.catalog or config.data_dir / "catalog.sqlite", sink=sink)
+        self.blobs = open_blob_store(config.blob_store, config.data_dir, locks=self.catalog.lock,
+                                     max_blob_bytes=config.max_blob_bytes, cache_bytes=config.blob_cache_bytes)
+        self.replica = _replica_id(config.data_dir)
         self._base_cache: OrderedDict[str, BaseModelInfo] = OrderedDict()
         self._base_cache_lock = threading.Lock()
 
@@ -113,9 +130,8 @@ class HubStore:
         self.catalog.close()
 
     def _blob_lock(self):
-        # flock is per open file description: it excludes threads of this
-        # process and other server processes on the same data folder alike.
-        return exclusive(self._gc_lock_path)
+        """Blob removal against commits, across every process sharing the catalog."""
+        return self.catalog.lock("blobs")
 
     # -- push --------------------------------------------------------------
     def check_manifest(self, artifact: str, kind: Kind | str, files: list[FileEntry],
@@ -226,7 +242,7 @@ class HubStore:
             actual = self.blobs.size(f.sha256)
             if actual != f.size:
                 raise InvalidInputError(f"{f.path}: declared size {f.size} but its blob holds {actual} bytes")
-        local = {f.path: self.blobs.path(f.sha256) for f in req.files}
+        local = {f.path: self.blobs.require(f.sha256) for f in req.files}
         for f in req.files:
             formats.check_contents(f.path, local[f.path])
         formats.validate(kind, local, self.base_info(base_rev) if base_rev else None, self.config.inputs)
@@ -517,11 +533,7 @@ class HubStore:
         max_age = self.config.uploads.partial_ttl_s if max_age_s is None else max_age_s
         with self.catalog.transaction() as db:
             self.catalog.expire_sessions(db, time.time() - max_age)
-        partials = 0
-        for part in self.blobs.stale_uploads(max_age):
-            part.unlink(missing_ok=True)
-            partials += 1
-        return partials
+        return self.blobs.expire_uploads(max_age)
 
     # -- annotations -----------------------------------------------------------
     def update_card(

@@ -73,7 +73,10 @@ DEFAULT_MAX_REVISION_BYTES = 512 << 30   # a 70B model in fp32 with room to spar
 
 @dataclass
 class ServerConfig:
-    data_dir: Path = Path("./data")
+    data_dir: Path = Path("./data")   # this replica's folder: everything, or scratch and cache when shared
+    catalog: str | None = None        # postgresql://... shared by replicas; None: SQLite in data_dir
+    blob_store: str | None = None     # s3://bucket/prefix shared by replicas; None: data_dir
+    blob_cache_bytes: int | None = None
     address: str = DEFAULT_ADDRESS
     tokens: TokenTable = field(default_factory=TokenTable)
     redis_url: str | None = None
@@ -97,7 +100,8 @@ class ServerConfig:
     http_address: str | None = None   # HOST:PORT of the Hugging Face-compatible download API (hfapi.py)
 
     def store_config(self) -> StoreConfig:
-        return StoreConfig(Path(self.data_dir), max_blob_bytes=self.max_blob_bytes,
+        return StoreConfig(Path(self.data_dir), catalog=self.catalog, blob_store=self.blob_store,
+                           blob_cache_bytes=self.blob_cache_bytes, max_blob_bytes=self.max_blob_bytes,
                            max_revision_bytes=self.max_revision_bytes, redis_url=self.redis_url,
                            uploads=self.uploads, inputs=self.inputs)
 

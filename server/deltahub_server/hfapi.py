@@ -160,7 +160,6 @@ class HfEndpoint:
         entry = next((f for f in rev.files if f.path == filename), None)
         if entry is None:
             raise _NotFound("EntryNotFound", f"{filename} does not exist in {rev.artifact}@{commit_id(rev)}")
-        path = await self.blocking.run(self.store.blobs.require, entry.sha256)
         start, end = 0, entry.size - 1
         status = 200
         if "Range" in request.headers and entry.size:
@@ -185,16 +184,15 @@ class HfEndpoint:
         await response.prepare(request)
         if request.method == "HEAD" or not entry.size:
             return response
-        with open(path, "rb") as fh:
-            left = end - start + 1
-            fh.seek(start)
-            while left:
-                chunk = await self.blocking.run(fh.read, min(CHUNK_BYTES, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
+        # streamed from the blob store (an object store answers the range itself), one chunk at a time
+        chunks = self.store.blobs.read_chunks(entry.sha256, offset=start, length=end - start + 1,
+                                              chunk_size=CHUNK_BYTES)
+        try:
+            while chunk := await self.blocking.run(next, chunks, b""):
                 # a reader that takes nothing for the stream idle timeout ends the download
                 await asyncio.wait_for(response.write(chunk), timeout=self.idle_s)
+        finally:
+            chunks.close()
         await response.write_eof()
         return response
 

@@ -40,7 +40,7 @@ class WorkerPool:
     def start(self, port: int, tokens: TokenTable) -> None:
         if not self.shared:
             # this queue's workers live in this process: what the last one left running, it left for good
-            recovered = self.queue.recover()
+            recovered = self.queue.recover(f"{self.store.replica}/")
             if recovered:
                 log.info("jobs: %d job(s) left running by the last run are queued again", recovered)
             if not self.local_workers:
@@ -59,7 +59,7 @@ class WorkerPool:
             tokens.add(token, Principal("in-process-worker", {ANY_NAMESPACE: Scope.WRITE}))
         for i in range(self.local_workers):
             hub = Hub(f"127.0.0.1:{port}", token, progress=False, timeout=600)
-            worker = Worker(hub, self.queue, device=self.device, name=f"in-process-{i}",
+            worker = Worker(hub, self.queue, device=self.device, name=f"{self.store.replica}/in-process-{i}",
                             workspace=StoreWorkspace(self.store))
             # a thread of its own has no caller: jobs were authorised when submitted, and reading the
             # store is the hub's own work

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from deltahub.artifacts import FileEntry, Revision
 from deltahub.formats.model import BaseModelInfo, validate_model
-from deltahub.storage.blobs import BlobStore
+from deltahub.storage.blobs import LocalBlobStore
 
 VERIFIED = ".deltahub-verified"  # written into a cached revision folder once every file checked out
 
@@ -21,7 +21,7 @@ class HubWorkspace:
     def __init__(self, hub, cache: Path) -> None:
         self.hub = hub
         self.cache = Path(cache)
-        self.blobs = BlobStore(self.cache / "outputs")
+        self.blobs = LocalBlobStore(self.cache / "outputs")
         self.tmp = self.cache / "tmp"
         self._infos: dict[str, BaseModelInfo] = {}
 

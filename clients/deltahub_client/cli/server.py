@@ -14,8 +14,17 @@ from deltahub_client.cli.app import hub_command, limit_options, main
 
 
 @main.command()
-@click.option("--data-dir", default="./data", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for blobs and the SQLite catalog.")
+@click.option("--data-dir", envvar="DELTAHUB_DATA_DIR", default="./data", show_default=True,
+              type=click.Path(file_okay=False),
+              help="This server's folder: blobs and the SQLite catalog by default; scratch and cache otherwise.")
+@click.option("--catalog", envvar="DELTAHUB_CATALOG", default=None,
+              help="Catalog database: postgresql://user@host:port/db, shared by replicas "
+                   "(default: a SQLite file in --data-dir).")
+@click.option("--blob-store", envvar="DELTAHUB_BLOB_STORE", default=None,
+              help="Where blobs live: s3://bucket/prefix (endpoint and credentials from AWS_ENDPOINT_URL, "
+                   "AWS_ACCESS_KEY_ID, AWS_PROFILE...), shared by replicas (default: --data-dir).")
+@click.option("--blob-cache-bytes", envvar="DELTAHUB_BLOB_CACHE_BYTES", type=int, default=20 << 30,
+              show_default=True, help="Local copies of an object store's blobs kept at most (in --data-dir).")
 @click.option("--address", default="127.0.0.1:50051", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--http-address", envvar="DELTAHUB_HTTP_ADDRESS", default=None,
               help="HOST:PORT for the Hugging Face Hub download API (HF_ENDPOINT=http://HOST:PORT); off by default.")
@@ -47,16 +56,18 @@ from deltahub_client.cli.app import hub_command, limit_options, main
               help="Threads for heavy calls (checking merges and jobs before they are queued, GC).")
 @limit_options
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(data_dir, address, http_address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
+def serve(data_dir, catalog, blob_store, blob_cache_bytes, address, http_address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
           device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, log_level, **limit_values):
-    """Run the hub server on its embedded defaults (blobs + SQLite under --data-dir)."""
+    """Run the hub server: on its embedded defaults (blobs + SQLite under --data-dir), or as one of several
+    replicas sharing --catalog postgresql://... and --blob-store s3://..."""
     from deltahub.auth import TokenTable
     from deltahub_server import ServerConfig
     from deltahub_server import serve as run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     groups = limits.from_flags(limit_values)
-    run(ServerConfig(data_dir=Path(data_dir), address=address, http_address=http_address, tokens=TokenTable.load(tokens_file),
+    run(ServerConfig(data_dir=Path(data_dir), catalog=catalog, blob_store=blob_store,
+                     blob_cache_bytes=blob_cache_bytes, address=address, http_address=http_address, tokens=TokenTable.load(tokens_file),
                      redis_url=redis_url, max_blob_bytes=max_blob_bytes, max_revision_bytes=max_revision_bytes,
                      embedder=embedder, local_workers=local_workers, worker_device=device,
                      tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,

@@ -16,7 +16,7 @@ def open_queue(redis_url: str | None, *, catalog=None, lease_s: float = DEFAULT_
         return RedisQueue(redis_url, lease_s=lease_s)
     if catalog is None:
         raise ValueError("without Redis, jobs are kept in the catalog: give the hub's catalog")
-    from deltahub.jobs.sqlite_queue import CatalogQueue
+    from deltahub.jobs.catalog_queue import CatalogQueue
 
     return CatalogQueue(catalog, lease_s=lease_s)
 

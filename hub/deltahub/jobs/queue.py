@@ -9,7 +9,7 @@ sees on its next report. Flights make work that two jobs would both do
 (one merge recipe asked twice) run once: a flight is held by a job, for as
 long as that job is running under a live lease.
 
-Implementations: :class:`deltahub.jobs.sqlite_queue.CatalogQueue` (the
+Implementations: :class:`deltahub.jobs.catalog_queue.CatalogQueue` (the
 embedded default: jobs in the catalog, they survive restarts) and
 :class:`deltahub.jobs.redis_queue.RedisQueue` (``--redis``: shared by
 ``deltahub worker`` processes).

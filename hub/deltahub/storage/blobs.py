@@ -1,6 +1,6 @@
-"""sha256-addressed files on local disk.
+"""sha256-addressed blobs: the interface every blob store offers, and the local-disk one.
 
-Layout under the root: ``blobs/ab/<sha256>`` for verified blobs,
+:class:`LocalBlobStore` (the embedded default) lays them out under its root: ``blobs/ab/<sha256>`` for verified blobs,
 ``uploads/<sha256>.part`` for uploads in progress (their size is the offset a
 client resumes from), ``tmp/`` for files being written. A blob becomes
 visible only by ``os.replace`` after fsync, so a crash leaves either the whole
@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
 
@@ -36,9 +37,70 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class BlobStore:
+class BlobStore(ABC):
+    """Blobs by sha256: verified on the way in, immutable once there, removed only by the hub's GC."""
+
+    max_blob_bytes: int | None = None
+    url: str = ""
+
+    @abstractmethod
+    def has(self, sha256: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, sha256: str) -> int:
+        """Raises NotFoundError for a blob not in the store."""
+
+    @abstractmethod
+    def require(self, sha256: str) -> Path:
+        """A local file holding the blob (for readers that need a path: validation, merges, checkouts)."""
+
+    @abstractmethod
+    def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
+                    chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The blob's bytes from ``offset`` (``length`` of them, or to the end), streamed."""
+
+    @abstractmethod
+    def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """(sha256, size, mtime) of every stored blob."""
+
+    @abstractmethod
+    def upload_offset(self, sha256: str) -> int:
+        """Bytes of an unfinished upload the store holds: where a client resumes."""
+
+    @abstractmethod
+    def open_upload(self, sha256: str, size: int, offset: int):
+        """A writer for a client's upload (``write``, ``finish``, ``close``, ``offset``, ``complete``)."""
+
+    @abstractmethod
+    def expire_uploads(self, max_age_s: float) -> int:
+        """Removes unfinished uploads untouched for ``max_age_s``; how many went."""
+
+    @abstractmethod
+    def writer(self):
+        """Context manager writing a new blob whose hash is learned as it is written (``sha256``, ``size``)."""
+
+    @abstractmethod
+    def delete(self, sha256: str) -> int | None:
+        """Removes a blob; its size, or None when it was not there."""
+
+    def check_size(self, size: int) -> None:
+        if size < 0:
+            raise InvalidInputError(f"blob size {size} is negative")
+        if self.max_blob_bytes is not None and size > self.max_blob_bytes:
+            raise LimitExceededError(
+                f"blob of {size} bytes exceeds the configured limit of {self.max_blob_bytes} bytes per file"
+            )
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        with self.writer() as w:
+            w.write(data)
+        return w.sha256, w.size
+
+
+class LocalBlobStore(BlobStore):
     def __init__(self, root: str | os.PathLike, *, max_blob_bytes: int | None = None) -> None:
         self.root = Path(root)
+        self.url = str(self.root)
         self.max_blob_bytes = max_blob_bytes
         self._blobs = self.root / "blobs"
         self._uploads = self.root / "uploads"
@@ -65,15 +127,17 @@ class BlobStore:
     def size(self, sha256: str) -> int:
         return self.require(sha256).stat().st_size
 
-    def read_chunks(self, sha256: str, *, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
+                    chunk_size: int = 1 << 20) -> Iterator[bytes]:
         path = self.require(sha256)
+        left = length if length is not None else float("inf")
         with open(path, "rb", buffering=0) as fh:
             fh.seek(offset)
-            while chunk := fh.read(chunk_size):
+            while left > 0 and (chunk := fh.read(int(min(chunk_size, left)))):
+                left -= len(chunk)
                 yield chunk
 
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
-        """(sha256, size, mtime) of every stored blob."""
         for sub in self._blobs.iterdir():
             for path in sub.iterdir():
                 st = path.stat()
@@ -100,23 +164,26 @@ class BlobStore:
         self.check_size(size)
         return UploadWriter(self, sha256, size, offset)
 
-    def stale_uploads(self, max_age_s: float) -> Iterator[Path]:
-        now = time.time()
+    def expire_uploads(self, max_age_s: float) -> int:
+        now, removed = time.time(), 0
         for part in self._uploads.glob("*.part"):
             try:
                 if now - part.stat().st_mtime > max_age_s:
-                    yield part
+                    part.unlink()
+                    removed += 1
             except FileNotFoundError:
                 continue
+        return removed
+
+    def truncate_upload(self, sha256: str, size: int) -> None:
+        """Drops an unfinished upload's bytes past ``size`` (a mirror of it kept fewer)."""
+        part = self._uploads / f"{check_sha256(sha256)}.part"
+        if part.exists():
+            os.truncate(part, size)
 
     # -- writing server-made content -----------------------------------------
     def writer(self) -> "BlobWriter":
         return BlobWriter(self)
-
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        with self.writer() as w:
-            w.write(data)
-        return w.sha256, w.size
 
     def _install(self, tmp_path: Path, sha256: str) -> None:
         dest = self.path(sha256)
@@ -125,7 +192,6 @@ class BlobStore:
         _fsync_dir(dest.parent)
 
     def delete(self, sha256: str) -> int | None:
-        """Removes a blob; its size, or None when it was not there."""
         path = self.path(sha256)
         try:
             size = path.stat().st_size
@@ -138,7 +204,7 @@ class BlobStore:
 class BlobWriter:
     """Writes a new blob whose hash is learned as it is written."""
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
         fd, name = tempfile.mkstemp(dir=store._tmp, prefix="w-")
         self._fh = os.fdopen(fd, "wb")
@@ -181,7 +247,7 @@ class UploadWriter:
     waits, bounded, for the first to finish before answering it).
     """
 
-    def __init__(self, store: BlobStore, sha256: str, size: int, offset: int) -> None:
+    def __init__(self, store: LocalBlobStore, sha256: str, size: int, offset: int) -> None:
         self._store = store
         self.sha256 = sha256
         self.size = size

@@ -1,193 +1,78 @@
-"""The catalog: artifacts, revisions, their files and refs, in SQLite.
+"""The catalog: artifacts, revisions, their files and refs, in SQLite or PostgreSQL.
 
-Every write runs in one ``BEGIN IMMEDIATE`` transaction, so a process killed
-mid-commit leaves the previous state. WAL mode lets readers in other
-processes see a consistent snapshot while one writer works.
+Every write runs in one transaction of :meth:`Database.begin`, so a process killed mid-commit leaves
+the previous state, and writers take turns across every process sharing the database (replicas).
+The schema is versioned (:mod:`deltahub.storage.schema`) and upgraded in place on open.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.events import Event, EventSink, NullSink
+from deltahub.storage.database import Database, open_database
+from deltahub.storage.schema import upgrade
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS artifacts (
-    name TEXT PRIMARY KEY,
-    namespace TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS artifacts_namespace ON artifacts(namespace);
-CREATE TABLE IF NOT EXISTS revisions (
-    artifact TEXT NOT NULL REFERENCES artifacts(name),
-    digest TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    base TEXT NOT NULL,
-    card TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    lineage TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    created_by TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (artifact, digest)
-);
-CREATE INDEX IF NOT EXISTS revisions_base ON revisions(base);
-CREATE TABLE IF NOT EXISTS files (
-    artifact TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    path TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (artifact, digest, path)
-);
-CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
-CREATE TABLE IF NOT EXISTS refs (
-    artifact TEXT NOT NULL,
-    name TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (artifact, name)
-);
-CREATE TABLE IF NOT EXISTS recipes (
-    hash TEXT NOT NULL,
-    artifact TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (hash, artifact, digest)
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    artifact TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    embedder TEXT NOT NULL,
-    card_sha TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    vectors BLOB NOT NULL,
-    PRIMARY KEY (artifact, digest, embedder)
-);
--- blobs kept alive outside any revision: a training job's checkpoint, owned by the job id
-CREATE TABLE IF NOT EXISTS pins (
-    owner TEXT NOT NULL,
-    path TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (owner, path)
-);
-CREATE INDEX IF NOT EXISTS pins_sha ON pins (sha256);
--- push sessions: who planned or uploaded each not-yet-committed blob (a refused
--- commit removes a blob only when its own session is the only one that did)
-CREATE TABLE IF NOT EXISTS upload_sessions (
-    session TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    principal TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (session, sha256)
-);
-CREATE INDEX IF NOT EXISTS upload_sessions_sha ON upload_sessions (sha256);
-CREATE INDEX IF NOT EXISTS upload_sessions_principal ON upload_sessions (principal);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    artifact TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    ref TEXT NOT NULL DEFAULT ''
-);
-"""
+Row = Any  # a result row: by column name or position (Row, or the PostgreSQL side's)
+Tx = Any   # what a transaction yields: ``execute`` and ``executemany``
 
 
 class Catalog:
-    def __init__(self, path: str | Path, *, sink: "EventSink | None" = None) -> None:
-        self.path = str(path)
+    def __init__(self, database: "str | Path | Database", *, sink: "EventSink | None" = None) -> None:
+        self.db = database if isinstance(database, Database) else open_database(database)
+        self.url = self.db.url
         self.sink = sink or NullSink()
         self._pending: list[Event] = []
         # called (no arguments) after a transaction that recorded events commits:
         # in-process followers such as the router wake up at once
         self.listeners: list[Callable[[], None]] = []
-        self.closed = False
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        # catalogs written before ref events named their ref (a versioned migration path is issue 16's)
-        if "ref" not in {row["name"] for row in self._db.execute("PRAGMA table_info(events)")}:
-            self._db.execute("ALTER TABLE events ADD COLUMN ref TEXT NOT NULL DEFAULT ''")
-        # Reads outside a transaction use a connection per thread: under WAL they see the last
-        # commit without waiting for a writer's fsync, so small reads do not queue behind pushes.
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self.migrations = upgrade(self.db)  # applied now: empty when the schema was current
+
+    @property
+    def closed(self) -> bool:
+        return self.db.closed
 
     def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            self._db.close()
-        with self._readers_lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
-
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "reader", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA query_only=ON")
-            with self._readers_lock:  # not the writer's lock: a thread's first read must not wait for a commit
-                if self.closed:
-                    conn.close()
-                    raise sqlite3.ProgrammingError("the catalog is closed")
-                self._readers.append(conn)
-            self._local.reader = conn
-        return conn
+        self.db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[Tx]:
+        with self.db.begin() as tx:
             self._pending = []
-            self._local.in_tx = True  # reads inside see this transaction's writes: the writer's connection
+            self._local.tx = tx  # reads inside see this transaction's writes
             try:
-                yield self._db
+                yield tx
             except BaseException:
-                self._db.execute("ROLLBACK")
                 self._pending = []
                 raise
-            else:
-                self._db.execute("COMMIT")
-                events, self._pending = self._pending, []
             finally:
-                self._local.in_tx = False
+                self._local.tx = None
+            events, self._pending = self._pending, []
         self.sink.publish(events)
         if events:
             for listener in list(self.listeners):
                 listener()
 
-    def add_schema(self, script: str) -> None:
-        """Tables another module keeps in this database (the job queue's)."""
-        with self._lock:
-            self._db.executescript(script)
+    def lock(self, key: str, *, wait: bool = True):
+        """A named lock across every process sharing this catalog (see :meth:`Database.lock`)."""
+        return self.db.lock(key, wait=wait)
 
-    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple = ()) -> list[Row]:
         """A read, outside a transaction on this thread's reader, inside one on the writer."""
         return self._query(sql, args)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        if getattr(self._local, "in_tx", False):
-            with self._lock:
-                return self._db.execute(sql, args).fetchall()
-        return self._reader().execute(sql, args).fetchall()
+    def _query(self, sql: str, args: tuple = ()) -> list[Row]:
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            return tx.execute(sql, args).fetchall()
+        return self.db.read(sql, args)
 
     # -- artifacts -----------------------------------------------------------
     def artifact_kind(self, name: str) -> Kind | None:
@@ -203,7 +88,7 @@ class Catalog:
                 args.append(value)
         rows = self._query(
             "SELECT a.*, (SELECT COUNT(*) FROM revisions r WHERE r.artifact=a.name) AS n,"
-            " (SELECT COALESCE(SUM(f.size),0) FROM files f WHERE f.artifact=a.name) AS size"
+            " (SELECT CAST(COALESCE(SUM(f.size), 0) AS BIGINT) FROM files f WHERE f.artifact=a.name) AS size"
             f" FROM artifacts a WHERE 1=1{where} ORDER BY a.name",
             tuple(args),
         )
@@ -233,7 +118,7 @@ class Catalog:
         return found[0] if found else None
 
     # -- revisions -----------------------------------------------------------
-    def _revision(self, row: sqlite3.Row, refs: dict[str, str] | None = None) -> Revision:
+    def _revision(self, row: Row, refs: dict[str, str] | None = None) -> Revision:
         files = tuple(
             FileEntry(r["path"], r["sha256"], r["size"])
             for r in self._query(
@@ -262,8 +147,8 @@ class Catalog:
 
     def digests_with_prefix(self, artifact: str, prefix: str) -> list[str]:
         rows = self._query(
-            "SELECT digest FROM revisions WHERE artifact=? AND digest >= ? AND digest < ?",
-            (artifact, prefix, prefix + "g"),
+            "SELECT digest FROM revisions WHERE artifact=? AND substr(digest, 1, CAST(? AS INTEGER)) = ?",
+            (artifact, len(prefix), prefix),
         )
         return [r["digest"] for r in rows]
 
@@ -272,12 +157,12 @@ class Catalog:
         rows = self._query("SELECT * FROM revisions WHERE artifact=? ORDER BY seq DESC", (artifact,))
         return [self._revision(r, refs) for r in rows]
 
-    def dependents(self, db: sqlite3.Connection, base: str) -> list[str]:
+    def dependents(self, db: Tx, base: str) -> list[str]:
         """Revisions (``name@digest``) whose base is the revision ``base`` (``name@digest``)."""
         rows = db.execute("SELECT artifact, digest FROM revisions WHERE base = ?", (base,)).fetchall()
         return [f"{r['artifact']}@{r['digest']}" for r in rows]
 
-    def insert_revision(self, db: sqlite3.Connection, rev: Revision, *, index_recipe: bool = False) -> None:
+    def insert_revision(self, db: Tx, rev: Revision, *, index_recipe: bool = False) -> None:
         now = time.time()
         ns = rev.artifact.split("/")[0]
         db.execute(
@@ -310,10 +195,10 @@ class Catalog:
             self.add_recipe(db, rev)
         self.record_event(db, "commit", rev.artifact, rev.digest)
 
-    def add_recipe(self, db: sqlite3.Connection, rev: Revision) -> None:
+    def add_recipe(self, db: Tx, rev: Revision) -> None:
         """The recipe cache answers from ``rev`` for its lineage's recipe hash."""
         if recipe_hash := rev.lineage.recipe.get("hash"):
-            db.execute("INSERT OR IGNORE INTO recipes(hash, artifact, digest) VALUES (?,?,?)",
+            db.execute("INSERT INTO recipes(hash, artifact, digest) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                        (recipe_hash, rev.artifact, rev.digest))
 
     def revisions_with_recipe(self, recipe_hash: str) -> list[tuple[str, str]]:
@@ -323,14 +208,14 @@ class Catalog:
             " WHERE r.hash=? ORDER BY v.created_at", (recipe_hash,))
         return [(row["artifact"], row["digest"]) for row in rows]
 
-    def update_annotations(self, db: sqlite3.Connection, artifact: str, digest: str, card: DomainCard, labels: dict) -> None:
+    def update_annotations(self, db: Tx, artifact: str, digest: str, card: DomainCard, labels: dict) -> None:
         db.execute(
             "UPDATE revisions SET card=?, labels=? WHERE artifact=? AND digest=?",
             (json.dumps(card.to_dict()), json.dumps(labels, sort_keys=True), artifact, digest),
         )
         self.record_event(db, "card", artifact, digest)
 
-    def delete_revision(self, db: sqlite3.Connection, artifact: str, digest: str) -> list[str]:
+    def delete_revision(self, db: Tx, artifact: str, digest: str) -> list[str]:
         """Deletes one revision; returns the sha256s its files used."""
         shas = [r[0] for r in db.execute("SELECT sha256 FROM files WHERE artifact=? AND digest=?", (artifact, digest))]
         db.execute("DELETE FROM files WHERE artifact=? AND digest=?", (artifact, digest))
@@ -340,7 +225,7 @@ class Catalog:
         self.record_event(db, "delete", artifact, digest)
         return shas
 
-    def drop_if_empty(self, db: sqlite3.Connection, artifact: str) -> None:
+    def drop_if_empty(self, db: Tx, artifact: str) -> None:
         """An artifact lives as long as it has revisions: drop it (and its refs) when it has none."""
         if not db.execute("SELECT 1 FROM revisions WHERE artifact=? LIMIT 1", (artifact,)).fetchone():
             for (name,) in db.execute("SELECT name FROM refs WHERE artifact=?", (artifact,)).fetchall():
@@ -351,11 +236,11 @@ class Catalog:
     def refs(self, artifact: str) -> dict[str, str]:
         return {r["name"]: r["digest"] for r in self._query("SELECT name, digest FROM refs WHERE artifact=? ORDER BY name", (artifact,))}
 
-    def ref(self, db: sqlite3.Connection, artifact: str, name: str) -> str | None:
+    def ref(self, db: Tx, artifact: str, name: str) -> str | None:
         row = db.execute("SELECT digest FROM refs WHERE artifact=? AND name=?", (artifact, name)).fetchone()
         return row[0] if row else None
 
-    def set_ref(self, db: sqlite3.Connection, artifact: str, name: str, digest: str) -> None:
+    def set_ref(self, db: Tx, artifact: str, name: str, digest: str) -> None:
         db.execute(
             "INSERT INTO refs(artifact, name, digest, updated_at) VALUES (?,?,?,?)"
             " ON CONFLICT(artifact, name) DO UPDATE SET digest=excluded.digest, updated_at=excluded.updated_at",
@@ -364,7 +249,7 @@ class Catalog:
         db.execute("UPDATE artifacts SET updated_at=? WHERE name=?", (time.time(), artifact))
         self.record_event(db, "ref", artifact, digest, ref=name)
 
-    def delete_ref(self, db: sqlite3.Connection, artifact: str, name: str) -> None:
+    def delete_ref(self, db: Tx, artifact: str, name: str) -> None:
         if db.execute("DELETE FROM refs WHERE artifact=? AND name=?", (artifact, name)).rowcount:
             self.record_event(db, "ref", artifact, "", ref=name)
 
@@ -377,7 +262,7 @@ class Catalog:
         return {r[0] for r in self._query("SELECT sha256 FROM files UNION SELECT sha256 FROM pins")}
 
     # -- pins: blobs a training job's checkpoint holds --------------------------------
-    def set_pins(self, db: sqlite3.Connection, owner: str, files: list[FileEntry]) -> None:
+    def set_pins(self, db: Tx, owner: str, files: list[FileEntry]) -> None:
         """Replaces what ``owner`` pins (a new checkpoint supersedes the last)."""
         db.execute("DELETE FROM pins WHERE owner=?", (owner,))
         db.executemany("INSERT INTO pins (owner, path, sha256, size) VALUES (?, ?, ?, ?)",
@@ -387,13 +272,13 @@ class Catalog:
         return [FileEntry(r["path"], r["sha256"], r["size"])
                 for r in self._query("SELECT path, sha256, size FROM pins WHERE owner=? ORDER BY path", (owner,))]
 
-    def drop_pins(self, db: sqlite3.Connection, owner: str) -> list[str]:
+    def drop_pins(self, db: Tx, owner: str) -> list[str]:
         shas = [r[0] for r in db.execute("SELECT sha256 FROM pins WHERE owner=?", (owner,)).fetchall()]
         db.execute("DELETE FROM pins WHERE owner=?", (owner,))
         return shas
 
     # -- push sessions ---------------------------------------------------------------
-    def join_session(self, db: sqlite3.Connection, session: str, principal: str,
+    def join_session(self, db: Tx, session: str, principal: str,
                      blobs: list[tuple[str, int]]) -> None:
         db.executemany(
             "INSERT INTO upload_sessions (session, sha256, principal, size, at) VALUES (?, ?, ?, ?, ?) "
@@ -408,14 +293,14 @@ class Catalog:
         return {r[0]: r[1] for r in self._query(
             "SELECT sha256, MAX(size) FROM upload_sessions WHERE principal=? GROUP BY sha256", (principal,))}
 
-    def end_session(self, db: sqlite3.Connection, session: str) -> None:
+    def end_session(self, db: Tx, session: str) -> None:
         db.execute("DELETE FROM upload_sessions WHERE session=?", (session,))
 
-    def expire_sessions(self, db: sqlite3.Connection, older_than: float) -> None:
+    def expire_sessions(self, db: Tx, older_than: float) -> None:
         db.execute("DELETE FROM upload_sessions WHERE at < ?", (older_than,))
 
     # -- routing: the revision each artifact routes to, card embeddings ---------------
-    def routed_revisions(self, kinds: tuple[str, ...], artifact: str | None = None) -> list[sqlite3.Row]:
+    def routed_revisions(self, kinds: tuple[str, ...], artifact: str | None = None) -> list[Row]:
         """Per artifact of these kinds, the revision ``main`` points to, else its newest.
 
         Rows carry artifact, digest, kind, base, card, labels and lineage (JSON).
@@ -430,7 +315,7 @@ class Catalog:
             " SELECT r.artifact, r.digest, r.kind, r.base, r.card, r.labels, r.lineage, ROW_NUMBER() OVER ("
             "  PARTITION BY r.artifact ORDER BY (f.digest IS NOT NULL) DESC, r.seq DESC) AS pick"
             " FROM revisions r LEFT JOIN refs f ON f.artifact=r.artifact AND f.name='main' AND f.digest=r.digest"
-            f" WHERE {where}) WHERE pick=1",
+            f" WHERE {where}) picked WHERE pick=1",
             tuple(args),
         )
 
@@ -444,38 +329,34 @@ class Catalog:
 
     def save_embeddings(self, embedder: str, rows: list[tuple[str, str, str, int, bytes]]) -> None:
         """Stores (artifact, digest, card_sha, dim, vectors) rows; no event (derived data)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO embeddings(artifact, digest, embedder, card_sha, dim, vectors)"
-                    " SELECT ?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM revisions WHERE artifact=? AND digest=?)",
-                    [(a, d, embedder, sha, dim, vec, a, d) for a, d, sha, dim, vec in rows])
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self.db.begin() as tx:
+            tx.executemany(
+                "INSERT INTO embeddings(artifact, digest, embedder, card_sha, dim, vectors)"
+                " SELECT ?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM revisions WHERE artifact=? AND digest=?)"
+                " ON CONFLICT (artifact, digest, embedder) DO UPDATE SET card_sha=excluded.card_sha,"
+                " dim=excluded.dim, vectors=excluded.vectors",
+                [(a, d, embedder, sha, dim, vec, a, d) for a, d, sha, dim, vec in rows])
 
     def last_event(self) -> int:
         return self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
 
     # -- change events (the router and caches follow these) ---------------------
-    def record_event(self, db: sqlite3.Connection, kind: str, artifact: str, digest: str, ref: str = "") -> None:
+    def record_event(self, db: Tx, kind: str, artifact: str, digest: str, ref: str = "") -> None:
         """``ref`` events name the ref; a deleted ref's digest is empty."""
         db.execute("INSERT INTO events(at, kind, artifact, digest, ref) VALUES (?,?,?,?,?)",
                    (time.time(), kind, artifact, digest, ref))
         self._pending.append(Event(kind, artifact, digest))
 
     def ref_events(self, after: int, namespace: str | None = None, artifact: str | None = None,
-                   limit: int = 1000) -> list[sqlite3.Row]:
+                   limit: int = 1000) -> list[Row]:
         """Ref moves and deletions after event ``after``, oldest first."""
         sql, args = "SELECT * FROM events WHERE seq > ? AND kind = 'ref'", [after]
         if artifact:
             sql, args = sql + " AND artifact = ?", [*args, artifact]
         elif namespace:
             prefix = namespace + "/"
-            sql, args = sql + " AND substr(artifact, 1, ?) = ?", [*args, len(prefix), prefix]
+            sql, args = sql + " AND substr(artifact, 1, CAST(? AS INTEGER)) = ?", [*args, len(prefix), prefix]
         return self._query(sql + " ORDER BY seq LIMIT ?", (*args, limit))
 
-    def events_since(self, seq: int) -> list[sqlite3.Row]:
+    def events_since(self, seq: int) -> list[Row]:
         return self._query("SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,))

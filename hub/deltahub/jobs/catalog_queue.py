@@ -1,6 +1,6 @@
-"""The job queue of the embedded default: jobs kept in the catalog's SQLite database.
+"""The job queue without Redis: jobs kept in the catalog's database (SQLite or PostgreSQL).
 
-Each transition is one ``BEGIN IMMEDIATE`` transaction, so a process killed
+Its tables are the catalog schema's (migration 3). Each transition is one catalog transaction, so a process killed
 at any moment leaves every job as its last transition left it: after a
 restart, the jobs submitted before are listed again and the running ones
 (their workers died with the process) are claimable at once
@@ -21,26 +21,6 @@ from deltahub.jobs.model import Job
 from deltahub.jobs.queue import DEFAULT_LEASE_S, JobQueue
 from deltahub.storage.catalog import Catalog
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    namespace TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    lease_until REAL NOT NULL,
-    created_at REAL NOT NULL,
-    finished_at REAL NOT NULL,
-    key TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (namespace, key) WHERE key != '';
-CREATE TABLE IF NOT EXISTS job_flights (
-    key TEXT PRIMARY KEY,
-    job TEXT NOT NULL
-);
-"""
 POLL_S = 0.5
 
 
@@ -49,7 +29,6 @@ class CatalogQueue(JobQueue):
         self.catalog = catalog
         self.lease_s = lease_s
         self._changed = threading.Condition()
-        catalog.add_schema(SCHEMA)
 
     @staticmethod
     def _row(job: Job) -> tuple:
@@ -115,16 +94,21 @@ class CatalogQueue(JobQueue):
             db.executemany("DELETE FROM jobs WHERE id=?", [(r["id"],) for r in old])
         return len(old)
 
-    def recover(self) -> int:
-        """Jobs left running by a process that died (this queue's workers live in the hub's process):
-        claimable now rather than when their leases lapse. Call before the workers start."""
+    def recover(self, worker_prefix: str = "") -> int:
+        """Jobs left running by this process's workers when it died (their names start with
+        ``worker_prefix``): claimable now rather than when their leases lapse. Call before the workers start.
+        Jobs of other replicas sharing the catalog are theirs, left to their leases."""
         with self.catalog.transaction() as db:
             rows = db.execute("SELECT doc FROM jobs WHERE state=?", (m.RUNNING,)).fetchall()
-            now = time.time()
+            now, recovered = time.time(), 0
             for row in rows:
-                job = m.orphaned(Job.from_json(row["doc"]), now)
+                job = Job.from_json(row["doc"])
+                if not job.worker.startswith(worker_prefix):
+                    continue
+                job = m.orphaned(job, now)
                 db.execute("UPDATE jobs SET lease_until=?, doc=? WHERE id=?", (job.lease_until, job.to_json(), job.id))
-        return len(rows)
+                recovered += 1
+        return recovered
 
     # -- workers ---------------------------------------------------------------
     def claim(self, worker: str, device: str, *, timeout_s: float = 1.0) -> Job | None:
@@ -165,5 +149,5 @@ class CatalogQueue(JobQueue):
             if new is None:
                 db.execute("DELETE FROM job_flights WHERE key=?", (key,))
             else:
-                db.execute("INSERT OR REPLACE INTO job_flights VALUES (?,?)", (key, new))
+                db.execute("INSERT INTO job_flights VALUES (?,?) ON CONFLICT (key) DO UPDATE SET job=excluded.job", (key, new))
             return new
