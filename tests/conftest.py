@@ -21,6 +21,16 @@ from tests.helpers import local_hub, make_adapter, make_dataset, make_tiny_llama
 REDIS_URL = os.environ.get("DELTAHUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
+PG_ADMIN_URL = os.environ.get("DELTAHUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_generate_tests(metafunc):
+    """``@pytest.mark.backends("embedded", "shared")`` runs a test over each catalog and blob store pair."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="no CUDA device on this machine")
@@ -50,10 +60,72 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("dataset"), ["the market rallied", "bonds fell", "rates rose"])
 
 
+@pytest.fixture(scope="session")
+def pg_database():
+    """A database of this test run on the local PostgreSQL, dropped at the end; tests take a schema each."""
+    import psycopg
+
+    name = f"deltahub_test_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture()
-def server(tmp_path):
+def pg_url(pg_database):
+    """A catalog URL over a fresh, empty schema."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """moto's standalone S3 server on loopback, with the standard AWS variables pointing at it."""
+    from tests.helpers import MotoServer
+
+    with MotoServer(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture()
+def s3_url(s3_endpoint):
+    """A fresh bucket on the S3 server: ``s3://bucket/prefix``."""
+    import uuid
+
+    import boto3
+
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/hub"
+
+
+@pytest.fixture()
+def backend(request):
+    """embedded: SQLite and a local folder; shared: PostgreSQL and S3, as replicas run."""
+    return getattr(request, "param", "embedded")
+
+
+@pytest.fixture()
+def backend_config(backend, request) -> dict:
+    if backend == "embedded":
+        return {}
+    return {"catalog": request.getfixturevalue("pg_url"), "blob_store": request.getfixturevalue("s3_url")}
+
+
+@pytest.fixture()
+def server(tmp_path, backend_config):
     """A real server on 127.0.0.1:0 over a fresh data folder; yields (hub client, store, address)."""
-    with local_hub(tmp_path / "data") as world:
+    with local_hub(tmp_path / "data", **backend_config) as world:
         yield world
 
 

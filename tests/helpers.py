@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -96,6 +97,51 @@ def local_hub(data_dir: Path, **config) -> Iterator[tuple[object, object, str]]:
     finally:
         hub.close()
         running.stop(grace=None)
+
+
+class MotoServer:
+    """moto's standalone S3 server on a free loopback port; sets AWS_ENDPOINT_URL and test credentials."""
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+
+    def __enter__(self) -> str:
+        import urllib.request
+
+        exe = Path(sys.executable).with_name("moto_server")
+        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], cwd=self.workdir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.1)
+        self._saved = {k: os.environ.get(k) for k in MOTO_ENV}
+        os.environ.update({**MOTO_ENV, "AWS_ENDPOINT_URL": self.endpoint})
+        return self.endpoint
+
+    def __exit__(self, *exc) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+MOTO_ENV = {"AWS_ENDPOINT_URL": "", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 class ServeProcess:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from deltahub.storage import Catalog
 
 
-def test_reads_see_commits_and_do_not_wait_for_a_writer(tmp_path):
-    catalog = Catalog(tmp_path / "c.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path):
+    return str(tmp_path / "c.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_reads_see_commits_and_do_not_wait_for_a_writer(catalog_url):
+    catalog = Catalog(catalog_url)
     try:
         seen_outside: list[int] = []
         inside = threading.Event()

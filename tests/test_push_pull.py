@@ -10,6 +10,9 @@ from safetensors.torch import load_file
 from deltahub.artifacts import Kind
 from deltahub.errors import NotFoundError, PreconditionError, StaleRefError
 
+# every test here runs on the embedded default and on PostgreSQL + S3
+pytestmark = pytest.mark.backends("embedded", "shared")
+
 
 def test_push_model_then_repush_sends_nothing(server, tiny_base):
     hub, store, _ = server

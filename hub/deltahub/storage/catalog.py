@@ -33,7 +33,11 @@ class Catalog:
         # in-process followers such as the router wake up at once
         self.listeners: list[Callable[[], None]] = []
         self._local = threading.local()
-        self.migrations = upgrade(self.db)  # applied now: empty when the schema was current
+        try:
+            self.migrations = upgrade(self.db)  # applied now: empty when the schema was current
+        except BaseException:
+            self.db.close()
+            raise
 
     @property
     def closed(self) -> bool:

@@ -200,8 +200,13 @@ class S3BlobStore(BlobStore):
         upload_id = found[-1]["UploadId"]
         parts: list[dict] = []
         pages = self.s3.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        for page in pages:
-            parts += page.get("Parts", [])
+        try:
+            for page in pages:
+                parts += page.get("Parts", [])
+        except self._client_error as err:
+            if self._missing(err):  # completed or aborted since it was listed: nothing left to resume
+                return None, []
+            raise
         # parts arrive in order, each full but the last; a run of them from 1 is what a resume builds on
         run = []
         for i, part in enumerate(sorted(parts, key=lambda p: p["PartNumber"]), start=1):

@@ -1,0 +1,104 @@
+"""The catalog's versioned schema: fresh databases, in-place upgrades, and named locks, on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from deltahub.errors import PreconditionError
+from deltahub.storage import Catalog
+from deltahub.storage.database import LockBusy, open_database
+from deltahub.storage.schema import LATEST, MIGRATIONS, current_version, upgrade
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path):
+    return str(tmp_path / "c.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_a_fresh_catalog_is_at_the_latest_version(catalog_url):
+    catalog = Catalog(catalog_url)
+    try:
+        assert [m.version for m in catalog.migrations] == [m.version for m in MIGRATIONS]
+        assert current_version(catalog.db) == LATEST
+    finally:
+        catalog.close()
+    again = Catalog(catalog_url)  # opened again: nothing to apply
+    assert again.migrations == []
+    again.close()
+
+
+def test_a_catalog_of_an_older_version_is_upgraded_in_place(catalog_url):
+    db = open_database(catalog_url)
+    assert [m.version for m in upgrade(db, target=1)] == [1]
+    with db.begin() as tx:
+        tx.execute("INSERT INTO artifacts VALUES (?,?,?,?,?)", ("a/b", "a", "dataset", 1.0, 1.0))
+        tx.execute("INSERT INTO events (at, kind, artifact, digest) VALUES (?,?,?,?)", (1.0, "commit", "a/b", "d"))
+    db.close()
+    catalog = Catalog(catalog_url)
+    try:
+        assert [m.version for m in catalog.migrations] == list(range(2, LATEST + 1))
+        assert catalog.get_artifact("a/b") is not None  # the rows stay
+        assert [dict(zip(r.keys(), r))["ref"] for r in catalog.events_since(0)] == [""]  # the new column
+    finally:
+        catalog.close()
+
+
+def test_a_catalog_from_before_versioning_is_adopted(tmp_path):
+    """Catalogs made before the schema had versions: tables there, no schema_migrations, no events.ref."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE artifacts (name TEXT PRIMARY KEY, namespace TEXT NOT NULL, kind TEXT NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL);
+        CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+            artifact TEXT NOT NULL, digest TEXT NOT NULL);
+        INSERT INTO artifacts VALUES ('a/b', 'a', 'dataset', 1, 1);
+    """)
+    conn.commit()
+    conn.close()
+    catalog = Catalog(path)
+    try:
+        assert current_version(catalog.db) == LATEST and catalog.get_artifact("a/b") is not None
+        assert catalog.db.has_column(catalog.db._db, "events", "ref")
+    finally:
+        catalog.close()
+
+
+def test_a_catalog_a_newer_deltahub_upgraded_is_refused(catalog_url):
+    Catalog(catalog_url).close()
+    db = open_database(catalog_url)
+    with db.begin() as tx:
+        tx.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (LATEST + 1, "from the future", 0.0))
+    db.close()
+    with pytest.raises(PreconditionError, match=f"schema version {LATEST + 1}, newer than this deltahub"):
+        Catalog(catalog_url)
+
+
+def test_named_locks_hold_across_catalog_connections(catalog_url):
+    one, two = Catalog(catalog_url), Catalog(catalog_url)
+    try:
+        with one.lock("recipe:x"):
+            with pytest.raises(LockBusy):
+                with two.lock("recipe:x", wait=False):
+                    pass
+            with two.lock("recipe:y", wait=False):  # another name is free
+                pass
+        with two.lock("recipe:x", wait=False):  # released
+            pass
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_unknown_catalog_scheme_says_what_is_supported(tmp_path):
+    from deltahub.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="postgresql://"):
+        open_database("mysql://root@localhost/hub")
+
+
+def test_an_unreachable_postgresql_says_what_to_check():
+    with pytest.raises(PreconditionError, match="check --catalog"):
+        open_database("postgresql://postgres@127.0.0.1:1/nothing")
