@@ -6,6 +6,9 @@
 # Listening beyond loopback requires tokens (DELTAHUB_TOKENS, the file's text, or DELTAHUB_TOKENS_FILE) and
 # TLS (or DELTAHUB_INSECURE=1 behind a proxy that terminates it); the DELTAHUB_TLS_* variables let the
 # health check dial 127.0.0.1. BASE_IMAGE and TORCH_INDEX_URL let a build use a mirror.
+# Several replicas share a PostgreSQL catalog and an S3 store: DELTAHUB_CATALOG=postgresql://...,
+# DELTAHUB_BLOB_STORE=s3://bucket/prefix, AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+# (or AWS_PROFILE); /data then holds only this replica's scratch and cache (README: "Running more than one").
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

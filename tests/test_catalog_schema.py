@@ -102,3 +102,41 @@ def test_an_unknown_catalog_scheme_says_what_is_supported(tmp_path):
 def test_an_unreachable_postgresql_says_what_to_check():
     with pytest.raises(PreconditionError, match="check --catalog"):
         open_database("postgresql://postgres@127.0.0.1:1/nothing")
+
+
+def test_deltahub_migrate_says_what_is_missing_and_applies_it(tmp_path, pg_url):
+    from tests.conftest import run_cli
+
+    for where in (("--data-dir", str(tmp_path / "data")), ("--catalog", pg_url)):
+        check = run_cli("migrate", *where, "--check")
+        assert check.returncode == 1 and f"schema version 0 of {LATEST}" in check.stdout
+        assert "missing 2: ref events name their ref" in check.stdout
+        done = run_cli("migrate", *where)
+        assert done.returncode == 0 and f"applied {LATEST}:" in done.stdout
+        assert run_cli("migrate", *where, "--check").returncode == 0
+    refused = run_cli("migrate", "--catalog", "mysql://x")
+    assert refused.returncode != 0 and "postgresql://" in refused.stderr
+
+
+def test_a_postgresql_catalog_reconnects_and_a_lost_one_is_unavailable(pg_url):
+    import psycopg
+
+    from deltahub.errors import UnavailableError
+
+    catalog = Catalog(pg_url)
+    try:
+        catalog.list_artifacts()
+        kill = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() " \
+               "AND datname = current_database() AND application_name = ''"
+        with psycopg.connect(pg_url, autocommit=True, application_name="killer") as admin:
+            admin.execute(kill)
+        assert catalog.list_artifacts() == []  # dropped connections are replaced, reads and writes go on
+        with catalog.transaction() as tx:
+            catalog.record_event(tx, "commit", "a/b", "d")
+        catalog.db.url = "postgresql://postgres@127.0.0.1:1/gone"
+        with psycopg.connect(pg_url, autocommit=True, application_name="killer") as admin:
+            admin.execute(kill)
+        with pytest.raises(UnavailableError, match="retry"):
+            catalog.list_artifacts()
+    finally:
+        catalog.close()

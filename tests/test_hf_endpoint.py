@@ -53,9 +53,12 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture()
-def endpoint(tmp_path, tiny_base):
-    with local_hub(tmp_path / "d", http_address="127.0.0.1:0") as (hub, store, address):
+@pytest.fixture(params=["embedded", "shared"])
+def endpoint(request, tmp_path, tiny_base):
+    """The download API over the embedded default, and over PostgreSQL + S3 (ranges answered by S3)."""
+    shared = {} if request.param == "embedded" else {
+        "catalog": request.getfixturevalue("pg_url"), "blob_store": request.getfixturevalue("s3_url")}
+    with local_hub(tmp_path / "d", http_address="127.0.0.1:0", **shared) as (hub, store, address):
         from deltahub_server.app import RunningServer  # the fixture's server: its bound HTTP port
         import gc
 

@@ -212,26 +212,37 @@ def test_kill_9_of_a_replica_mid_push_leaves_nothing_a_gc_misses(tmp_path, pg_ur
     try:
         from deltahub_client import Hub
 
-        folder = tmp_path / "big"
-        folder.mkdir()
-        (folder / "train.jsonl").write_bytes(b'{"text": "x"}\n' * (3 * DEFAULT_PART_BYTES // 14))
-        hub = Hub(doomed.address, progress=False)
-        pushing = threading.Thread(target=lambda: _quietly(lambda: hub.push(folder, "d/big", kind="dataset")))
+        data = os.urandom(3 * DEFAULT_PART_BYTES)
+        sha = hashlib.sha256(data).hexdigest()
+        hold = threading.Event()
+
+        def two_parts_then_wait():  # a push stalled mid-blob, two parts in S3, when its replica dies
+            for at in range(0, 2 * DEFAULT_PART_BYTES + (1 << 20), 1 << 20):
+                first = {"sha256": sha, "size": len(data), "offset": 0} if at == 0 else {}
+                yield transfer_pb2.UploadChunk(data=data[at:at + (1 << 20)], **first)
+            hold.wait(60)
+
+        channel = grpc.insecure_channel(doomed.address)
+        pushing = threading.Thread(target=lambda: _quietly(
+            lambda: transfer_pb2_grpc.TransferStub(channel).UploadBlob(two_parts_then_wait())))
         pushing.start()
-        deadline = time.time() + 30
-        while not _uploads(s3_url) and time.time() < deadline:  # a multipart upload under way
-            time.sleep(0.05)
+        deadline = time.time() + 60
+        while _status(survivor.address, sha).offset < 2 * DEFAULT_PART_BYTES:
+            assert time.time() < deadline, "".join(doomed.log)
+            time.sleep(0.1)
         doomed.kill()
+        hold.set()
         pushing.join(30)
-        hub.close()
+        channel.close()
         with Hub(survivor.address, progress=False) as other:
             assert other.list_artifacts() == []  # no partial revision
-            report = other.collect_garbage(partial_upload_max_age_s=0)
+            # the survivor resumes it where S3 holds it, or the next sweep aborts it
+            assert _status(survivor.address, sha).offset == 2 * DEFAULT_PART_BYTES
+            time.sleep(1.1)
+            report = other.collect_garbage(partial_upload_max_age_s=1)
         assert report["partial_uploads_removed"] >= 1
-        assert not _uploads(s3_url) and not _keys(s3_url, "uploads/")
-        # no blob was named but by a verified upload; one the kill left unreferenced is the grace period's
-        for key in _keys(s3_url, "blobs/"):
-            assert key.rsplit("/", 1)[-1] == hashlib.sha256((folder / "train.jsonl").read_bytes()).hexdigest()
+        assert not _uploads(s3_url) and not _keys(s3_url, "uploads/") and not _keys(s3_url, "blobs/")
+        assert _status(survivor.address, sha).offset == 0
     finally:
         for proc in (doomed, survivor):
             if proc.proc.poll() is None:

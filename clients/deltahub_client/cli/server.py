@@ -76,6 +76,41 @@ def serve(data_dir, catalog, blob_store, blob_cache_bytes, address, http_address
                      training_limits=groups[limits.TrainingLimits], jobs=groups[limits.JobLimits]))
 
 
+@main.command()
+@click.option("--catalog", envvar="DELTAHUB_CATALOG", default=None,
+              help="postgresql://... or a SQLite path (default: the SQLite file in --data-dir).")
+@click.option("--data-dir", envvar="DELTAHUB_DATA_DIR", default="./data", show_default=True,
+              type=click.Path(file_okay=False))
+@click.option("--check", is_flag=True, help="Only say which migrations are missing (exit 1 if any).")
+def migrate(catalog, data_dir, check):
+    """Upgrade the catalog's schema in place (servers do this when they start; run it first to upgrade
+    a shared catalog before replicas of a new version roll out)."""
+    from deltahub.errors import DeltahubError
+    from deltahub.storage.database import open_database
+    from deltahub.storage.schema import LATEST, MIGRATIONS, current_version, upgrade
+
+    url = catalog or str(Path(data_dir) / "catalog.sqlite")
+    try:
+        db = open_database(url)
+        try:
+            have = current_version(db)
+            missing = [m for m in MIGRATIONS if m.version > have]
+            where = getattr(db, "safe_url", db.url)
+            if check or not missing:
+                click.echo(f"catalog {where}: schema version {have} of {LATEST}")
+                for m in missing:
+                    click.echo(f"  missing {m.version}: {m.name}")
+                if check and missing:
+                    raise SystemExit(1)
+                return
+            for m in upgrade(db):
+                click.echo(f"applied {m.version}: {m.name}")
+            click.echo(f"catalog {where}: schema version {LATEST}")
+        finally:
+            db.close()
+    except DeltahubError as err:
+        raise click.ClickException(str(err)) from None
+
 
 @hub_command(json_output=False, bars=False)
 @click.option("--redis", "redis_url", envvar="DELTAHUB_REDIS_URL", required=True,

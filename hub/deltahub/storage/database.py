@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from deltahub.errors import ConflictError, InvalidInputError, PreconditionError
+from deltahub.errors import ConflictError, InvalidInputError, PreconditionError, UnavailableError
 
 # table definitions say {text}, {int}, {real}, {blob} and {serial}; each dialect fills them in. Text
 # compares byte by byte in both (PostgreSQL's "C" collation), so ordering and prefix ranges agree.
@@ -253,12 +253,27 @@ class PostgresDatabase(Database):
         return conn is not None and not conn.closed and not conn.broken
 
     @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """A database that went away is UNAVAILABLE (retry), not a bug in deltahub."""
+        try:
+            yield
+        except self._psycopg.OperationalError as err:
+            raise UnavailableError(f"the catalog at {self.safe_url} did not answer "
+                                   f"({str(err).strip().splitlines()[0]}); retry shortly") from err
+
+    @contextmanager
     def begin(self) -> Iterator[_PgTx]:
-        with self._write_lock:
+        with self._write_lock, self._answering():
             if not self._alive(self._writer):  # the database restarted: a fresh connection, not an error forever
                 self._writer = self._connect()
+            try:
+                self._writer.execute("BEGIN")
+            except self._psycopg.OperationalError:
+                # an idle connection the server dropped (a restart, a failover) shows only when used:
+                # nothing ran yet, so a fresh one may start the transaction
+                self._writer = self._connect()
+                self._writer.execute("BEGIN")
             conn = self._writer
-            conn.execute("BEGIN")
             try:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
                 yield _PgTx(conn)
@@ -269,38 +284,58 @@ class PostgresDatabase(Database):
             conn.execute("COMMIT")
 
     def read(self, sql: str, args: Sequence = ()) -> list:
-        conn = getattr(self._local, "reader", None)
-        if not self._alive(conn):
-            conn = self._connect()
-            with self._conns_lock:
-                if self.closed:
-                    conn.close()
-                    raise self._psycopg.InterfaceError("the catalog is closed")
-                self._conns.append(conn)
-            self._local.reader = conn
-        return conn.execute(_pg_sql(sql), tuple(args) or None).fetchall()
+        with self._answering():
+            return self._read(sql, args)
+
+    def _read(self, sql: str, args: Sequence) -> list:
+        for attempt in (1, 2):
+            conn = getattr(self._local, "reader", None)
+            if not self._alive(conn):
+                dead, conn = conn, self._connect()
+                with self._conns_lock:
+                    if dead is not None and dead in self._conns:
+                        self._conns.remove(dead)
+                    if self.closed:
+                        conn.close()
+                        raise self._psycopg.InterfaceError("the catalog is closed")
+                    self._conns.append(conn)
+                self._local.reader = conn
+            try:
+                return conn.execute(_pg_sql(sql), tuple(args) or None).fetchall()
+            except self._psycopg.OperationalError:
+                if attempt == 2 or not conn.broken:  # a read is safe to repeat on a fresh connection, once
+                    raise
 
     @contextmanager
     def lock(self, key: str, *, wait: bool = True) -> Iterator[None]:
         with self._conns_lock:
             conn = self._idle_lock_conns.pop() if self._idle_lock_conns else None
-        if not self._alive(conn):
-            conn = self._connect()
         lock_id = _lock_id(key)
         try:
-            if wait:
-                conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
-            elif not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()[0]:
-                raise LockBusy(f"{key} is held by another request")
+            if not self._alive(conn):
+                with self._answering():
+                    conn = self._connect()
+            with self._answering():
+                self._take(conn, lock_id, key, wait)
         except BaseException:
-            self._release_conn(conn)
+            if conn is not None:
+                self._release_conn(conn)
             raise
         try:
             yield
         finally:
             if self._alive(conn):
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+                except self._psycopg.OperationalError:
+                    pass  # the connection died: the lock went with it
             self._release_conn(conn)
+
+    def _take(self, conn, lock_id: int, key: str, wait: bool) -> None:
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
+        elif not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()[0]:
+            raise LockBusy(f"{key} is held by another request")
 
     def _release_conn(self, conn) -> None:
         with self._conns_lock:

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 from deltahub.artifacts import check_sha256
 from deltahub.errors import (
-    ChecksumMismatchError, ConflictError, InvalidInputError, NotFoundError, PreconditionError,
+    ChecksumMismatchError, ConflictError, InvalidInputError, NotFoundError, PreconditionError, UnavailableError,
 )
 from deltahub.storage.blobs import BlobStore, LocalBlobStore
 
@@ -40,6 +40,54 @@ MAX_PARTS = 10_000
 DEFAULT_CACHE_BYTES = 20 << 30
 
 Locks = Callable[..., AbstractContextManager]  # (key, wait=...) -> a lock across replicas (Catalog.lock)
+
+
+class _Answering:
+    """The boto3 client, with an object store that does not answer (connection refused or dropped, a
+    timeout, 5xx, throttling past boto3's own retries) raised as UnavailableError: retry, not a bug."""
+
+    def __init__(self, client, url: str) -> None:
+        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+        self._client, self._url = client, url
+        self._down = (BotoConnectionError, HTTPClientError)
+        self._client_error = ClientError
+
+    def _convert(self, err: Exception) -> Exception:
+        if isinstance(err, self._down) or (isinstance(err, self._client_error) and (
+                err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+                or err.response.get("Error", {}).get("Code") in ("SlowDown", "RequestTimeout", "Throttling"))):
+            return UnavailableError(f"the blob store {self._url} did not answer ({err}); retry shortly")
+        return err
+
+    def guard(self, call, *args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - converted or re-raised as is
+            converted = self._convert(err)
+            if converted is err:
+                raise
+            raise converted from err
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if name == "get_paginator":
+            return lambda op: _Pages(self, method(op))
+        return lambda *args, **kwargs: self.guard(method, *args, **kwargs)
+
+
+class _Pages:
+    def __init__(self, guard: _Answering, paginator) -> None:
+        self._guard, self._paginator = guard, paginator
+
+    def paginate(self, **kwargs):
+        pages = iter(self._paginator.paginate(**kwargs))
+        while True:
+            try:
+                page = self._guard.guard(next, pages)
+            except StopIteration:
+                return
+            yield page
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -74,13 +122,14 @@ class S3BlobStore(BlobStore):
         self.locks = locks
         self.cache = LocalBlobStore(Path(scratch) / "s3-cache", max_blob_bytes=max_blob_bytes)
         self._cache_lock = threading.Lock()
-        self.s3 = client or boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5},
-                                                             max_pool_connections=32))
+        self.s3 = _Answering(client or boto3.client("s3", config=Config(
+            retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32, connect_timeout=10,
+            read_timeout=60)), url)
         self.transfer = TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes,
                                        max_concurrency=8)
         try:
             self.s3.head_bucket(Bucket=self.bucket)
-        except self._errors as err:
+        except (*self._errors, UnavailableError) as err:
             raise PreconditionError(f"cannot use bucket {self.bucket!r} of blob store {url}: {err}; create it, or "
                                     "check AWS_ENDPOINT_URL and the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE)")
 
@@ -140,8 +189,10 @@ class S3BlobStore(BlobStore):
             if err.response.get("Error", {}).get("Code") == "InvalidRange":
                 return
             raise
+        chunks = body.iter_chunks(chunk_size)
         try:
-            yield from body.iter_chunks(chunk_size)
+            while chunk := self.s3.guard(next, chunks, b""):
+                yield chunk
         finally:
             body.close()
 
@@ -384,7 +435,8 @@ class S3UploadWriter:
         """A resume from another replica: the sha256 of the assembled object, read back before it is named."""
         digest = hashlib.sha256()
         body = self._store.s3.get_object(Bucket=self._store.bucket, Key=key)["Body"]
-        for chunk in body.iter_chunks(8 << 20):
+        chunks = body.iter_chunks(8 << 20)
+        while chunk := self._store.s3.guard(next, chunks, b""):
             digest.update(chunk)
         if digest.hexdigest() != self.sha256:
             raise ChecksumMismatchError(f"blob declared as sha256 {self.sha256} hashes to {digest.hexdigest()}; "

@@ -67,7 +67,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             seq {serial}, at {real} NOT NULL, kind {text} NOT NULL, artifact {text} NOT NULL, digest {text} NOT NULL)""",
     )),
     Migration(2, "ref events name their ref", add_columns=(("events", "ref", "TEXT NOT NULL DEFAULT ''"),)),
-    Migration(3, "the job queue of the embedded default", (
+    Migration(3, "the job queue kept in the catalog (without Redis)", (
         """CREATE TABLE IF NOT EXISTS jobs (
             id {text} PRIMARY KEY, namespace {text} NOT NULL, kind {text} NOT NULL, state {text} NOT NULL,
             lease_until {real} NOT NULL, created_at {real} NOT NULL, finished_at {real} NOT NULL,
