@@ -101,3 +101,19 @@ def test_concurrent_writers_of_the_same_content(tmp_path):
         t.join()
     assert len({r[0] for r in results}) == 1
     assert store.path(results[0][0]).read_bytes() == b"same" * 1000
+
+
+def test_opening_a_shared_folder_leaves_other_writers_temp_files_alone(tmp_path):
+    import os
+    import time
+
+    store = BlobStore(tmp_path)
+    with store.writer() as w:
+        w.write(b"being written by this process")
+        BlobStore(tmp_path)  # another process opens the folder meanwhile
+    assert store.has(w.sha256)
+    dead = store._tmp / "w-left-by-a-dead-writer"
+    dead.write_bytes(b"x")
+    os.utime(dead, (time.time() - 7200,) * 2)
+    BlobStore(tmp_path)
+    assert not dead.exists()

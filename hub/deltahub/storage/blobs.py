@@ -29,6 +29,9 @@ from deltahub.errors import (
     NotFoundError,
 )
 
+STALE_TMP_S = 3600.0  # a temp file untouched this long was left by a writer that died
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -107,9 +110,16 @@ class LocalBlobStore(BlobStore):
         self._tmp = self.root / "tmp"
         for d in (self._blobs, self._uploads, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
-        # Temp files left by a process that died mid-write are garbage by construction.
+        # Temp files left by a process that died mid-write are garbage by construction; only old ones
+        # go, since other processes sharing this folder may be writing theirs (a writer touches its file
+        # with every write)
+        now = time.time()
         for stale in self._tmp.iterdir():
-            stale.unlink(missing_ok=True)
+            try:
+                if now - stale.stat().st_mtime > STALE_TMP_S:
+                    stale.unlink()
+            except FileNotFoundError:
+                continue
 
     # -- reading ---------------------------------------------------------
     def path(self, sha256: str) -> Path:
