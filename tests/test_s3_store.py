@@ -82,3 +82,31 @@ def test_an_object_store_that_stops_answering_is_unavailable_not_internal(s3_sto
         s3_store.has(sha)
     with pytest.raises(UnavailableError):
         list(s3_store.iter_blobs())
+
+
+@pytest.mark.parametrize("size", [1000, (8 << 20) + 5])
+def test_an_upload_whose_bytes_are_not_its_sha256_names_nothing(s3_store, size):
+    from deltahub.errors import ChecksumMismatchError
+
+    claimed = hashlib.sha256(b"what the client said").hexdigest()
+    writer = s3_store.open_upload(claimed, size, 0)
+    data = os.urandom(size)
+    for at in range(0, size, 1 << 20):
+        writer.write(data[at:at + (1 << 20)])
+    with pytest.raises(ChecksumMismatchError, match="hashes to"):
+        writer.finish()
+    assert not s3_store.has(claimed) and s3_store.upload_offset(claimed) == 0
+    listing = s3_store.s3.list_objects_v2(Bucket=s3_store.bucket).get("Contents", [])
+    assert listing == [] and not s3_store.s3.list_multipart_uploads(Bucket=s3_store.bucket).get("Uploads")
+
+
+def test_a_blob_of_one_part_is_one_put_and_a_larger_one_is_multipart(s3_store):
+    for size in (8 << 20, (8 << 20) + 1):
+        data = os.urandom(size)
+        sha = hashlib.sha256(data).hexdigest()
+        writer = s3_store.open_upload(sha, size, 0)
+        for at in range(0, size, 1 << 20):
+            writer.write(data[at:at + (1 << 20)])
+        writer.finish()
+        assert writer.complete and s3_store.size(sha) == size
+        assert b"".join(s3_store.read_chunks(sha, offset=size - 3)) == data[-3:]

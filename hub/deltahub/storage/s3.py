@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -38,6 +39,8 @@ MIN_PART = 5 << 20            # S3's smallest part but the last
 DEFAULT_PART_BYTES = 8 << 20  # part size of uploads; a resume loses at most what followed the last part
 MAX_PARTS = 10_000
 DEFAULT_CACHE_BYTES = 20 << 30
+PARTS_IN_FLIGHT = 4           # parts of one upload sent at once
+SINGLE_COPY_BYTES = 1 << 30   # staged uploads up to this size are named by one CopyObject
 
 Locks = Callable[..., AbstractContextManager]  # (key, wait=...) -> a lock across replicas (Catalog.lock)
 
@@ -125,6 +128,7 @@ class S3BlobStore(BlobStore):
         self.s3 = _Answering(client or boto3.client("s3", config=Config(
             retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32, connect_timeout=10,
             read_timeout=60)), url)
+        self.part_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3-parts")
         self.transfer = TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes,
                                        max_concurrency=8)
         try:
@@ -336,6 +340,7 @@ class S3UploadWriter:
             raise ConflictError(f"blob {sha256} is being uploaded by another stream; retry later") from None
         self._open = True
         self._local = None
+        self._in_flight: list = []
         try:
             self._upload_id, self._parts = store.multipart(sha256)
             have = sum(p["Size"] for p in self._parts)
@@ -378,18 +383,37 @@ class S3UploadWriter:
             self._local.write(data)
         self._buffer += data
         self.offset += len(data)
-        while len(self._buffer) >= self.part_bytes:
+        # a full part goes up unless it is the blob's last byte: a blob of one part is one PutObject
+        while len(self._buffer) > self.part_bytes or (len(self._buffer) == self.part_bytes and self.offset < self.size):
             self._send_part(bytes(self._buffer[:self.part_bytes]))
             del self._buffer[:self.part_bytes]
 
     def _send_part(self, data: bytes) -> None:
+        """Hands a part to the store's upload threads: receiving the next ones overlaps with sending this
+        (at most PARTS_IN_FLIGHT per stream, so a fast client is held back rather than buffered)."""
         s3, key = self._store.s3, self._store.staging_key(self.sha256)
         if self._upload_id is None:
             self._upload_id = s3.create_multipart_upload(Bucket=self._store.bucket, Key=key)["UploadId"]
-        number = len(self._parts) + 1
-        etag = s3.upload_part(Bucket=self._store.bucket, Key=key, UploadId=self._upload_id, PartNumber=number,
-                              Body=data)["ETag"]
-        self._parts.append({"PartNumber": number, "ETag": etag, "Size": len(data)})
+        number = len(self._parts) + len(self._in_flight) + 1
+        self._in_flight.append(self._store.part_pool.submit(self._put_part, key, self._upload_id, number, data))
+        while len(self._in_flight) >= PARTS_IN_FLIGHT:
+            self._parts.append(self._in_flight.pop(0).result())
+
+    def _put_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict:
+        etag = self._store.s3.upload_part(Bucket=self._store.bucket, Key=key, UploadId=upload_id,
+                                          PartNumber=number, Body=data)["ETag"]
+        return {"PartNumber": number, "ETag": etag, "Size": len(data)}
+
+    def _settle(self) -> None:
+        """Waits for the parts in flight, in order; the first failure is raised once all have ended."""
+        failure = None
+        while self._in_flight:
+            try:
+                self._parts.append(self._in_flight.pop(0).result())
+            except BaseException as err:  # noqa: BLE001 - raised below, after the rest settled
+                failure = failure or err
+        if failure is not None:
+            raise failure
 
     def finish(self) -> None:
         """Verify the sha256 and move the blob to its key. Raises on a corrupt upload; a short one is kept."""
@@ -397,17 +421,19 @@ class S3UploadWriter:
             if len(self._buffer) >= MIN_PART:  # worth keeping as a part of its own
                 self._send_part(bytes(self._buffer))
             self._buffer.clear()
+            self._settle()  # the resume offset counts what S3 holds
             if self._local is not None:
                 self._local.finish()
             return
         store, s3, key = self._store, self._store.s3, self._store.staging_key(self.sha256)
         try:
-            if self.size == 0:
-                self._finish_empty()
+            if self._upload_id is None:  # the whole blob is here: checked, then put at its key at once
+                self._finish_whole()
                 return
             if self._buffer:
                 self._send_part(bytes(self._buffer))
                 self._buffer.clear()
+            self._settle()
             if self._local is not None:
                 self._local.finish()  # verifies the sha256 (ChecksumMismatchError) and caches the blob
             s3.complete_multipart_upload(
@@ -416,8 +442,11 @@ class S3UploadWriter:
             self._upload_id = None
             if self._local is None:
                 self._verify_staged(key)
-            s3.copy({"Bucket": store.bucket, "Key": key}, store.bucket, store.key(self.sha256),
-                    Config=store.transfer)
+            source = {"Bucket": store.bucket, "Key": key}
+            if self.size <= SINGLE_COPY_BYTES:  # one server-side request
+                s3.copy_object(CopySource=source, Bucket=store.bucket, Key=store.key(self.sha256))
+            else:  # past S3's 5 GiB for one copy, and faster before it: a multipart copy, in parallel
+                s3.copy(source, store.bucket, store.key(self.sha256), Config=store.transfer)
             s3.delete_object(Bucket=store.bucket, Key=key)
         except ChecksumMismatchError:
             self._discard()
@@ -425,11 +454,15 @@ class S3UploadWriter:
         finally:
             self.close()
 
-    def _finish_empty(self) -> None:
-        if self.sha256 != hashlib.sha256(b"").hexdigest():
-            raise ChecksumMismatchError(f"blob declared as sha256 {self.sha256} is empty, which hashes otherwise; "
-                                        "the upload was discarded")
-        self._store.s3.put_object(Bucket=self._store.bucket, Key=self._store.key(self.sha256), Body=b"")
+    def _finish_whole(self) -> None:
+        data = bytes(self._buffer)
+        if self._local is not None:
+            self._local.finish()  # verifies the sha256 (ChecksumMismatchError) and caches the blob
+        elif hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ChecksumMismatchError(f"blob declared as sha256 {self.sha256} hashes to "
+                                        f"{hashlib.sha256(data).hexdigest()}; the upload was discarded")
+        self._store.s3.put_object(Bucket=self._store.bucket, Key=self._store.key(self.sha256), Body=data)
+        self._buffer.clear()
 
     def _verify_staged(self, key: str) -> None:
         """A resume from another replica: the sha256 of the assembled object, read back before it is named."""
@@ -450,6 +483,9 @@ class S3UploadWriter:
         s3.delete_object(Bucket=store.bucket, Key=key)
 
     def close(self) -> None:
+        for future in self._in_flight:  # a stream that failed: its parts end before the lock is let go
+            future.exception()
+        self._in_flight.clear()
         if self._local is not None:
             self._local.close()
         if self._open:
