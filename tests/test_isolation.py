@@ -22,9 +22,13 @@ tokens:
 """
 
 
+# tenants are kept apart the same on the embedded default and on PostgreSQL + S3
+pytestmark = pytest.mark.backends("embedded", "shared")
+
+
 @pytest.fixture()
-def tenants(tmp_path, tiny_base, tiny_adapter):
-    with local_hub(tmp_path / "d", tokens=TokenTable.parse(TOKENS)) as (_, store, address):
+def tenants(tmp_path, tiny_base, tiny_adapter, backend_config):
+    with local_hub(tmp_path / "d", tokens=TokenTable.parse(TOKENS), **backend_config) as (_, store, address):
         with Hub(address, "adm", progress=False) as admin:
             admin.push(tiny_base, "base/tiny", kind="model")
             admin.push(tiny_adapter, "B/lora", kind="adapter", base="base/tiny")

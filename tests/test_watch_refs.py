@@ -47,8 +47,9 @@ def _take(seen: "queue.Queue", n: int) -> list:
     return [seen.get(timeout=20) for _ in range(n)]
 
 
-def test_ref_moves_stream_resume_and_stay_in_readable_namespaces(tmp_path, tiny_base, tiny_adapter):
-    with local_hub(tmp_path / "d", tokens=TokenTable.parse(TOKENS)) as (_, _, address):
+@pytest.mark.backends("embedded", "shared")
+def test_ref_moves_stream_resume_and_stay_in_readable_namespaces(tmp_path, tiny_base, tiny_adapter, backend_config):
+    with local_hub(tmp_path / "d", tokens=TokenTable.parse(TOKENS), **backend_config) as (_, _, address):
         with Hub(address, "adm", progress=False) as admin, Hub(address, "fr", progress=False) as reader:
             admin.push(tiny_base, "base/tiny", kind="model")
             mine = _follow(reader)                      # every namespace the token reads
