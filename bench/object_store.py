@@ -7,6 +7,10 @@ One run, the same files (a model folder of safetensors shards, ~--size-mb), one 
 * `deltahub push` into a `deltahub serve --catalog postgresql://... --blob-store s3://...` replica
   (multipart upload of 8 MiB parts, sha256 verified, staged then server-side copied to its key);
 * `deltahub pull` through a second replica that holds no local copy (streamed from S3, verified by the client);
+* the same push into a replica keeping blobs in a local folder (same catalog): what the object store adds.
+
+moto completes multipart uploads and copies objects in Python, in memory; a real object store does both
+server-side, so these ratios are an upper bound on what S3 costs a push.
 
 each --repeat times into a fresh bucket prefix and catalog schema, best kept. Prints MB/s and the ratios.
 
@@ -59,7 +63,8 @@ def main() -> None:
             bucket = f"bench-{uuid.uuid4().hex[:8]}"
             s3.create_bucket(Bucket=bucket)
             times: dict[str, list[float]] = {"boto3 upload_file": [], "boto3 download_file": [],
-                                             "deltahub push (replica 1)": [], "deltahub pull (replica 2)": []}
+                                             "deltahub push (replica 1)": [], "deltahub pull (replica 2)": [],
+                                             "push, local folder instead": []}
             for run in range(args.repeat):
                 t0 = time.perf_counter()
                 for f in files:
@@ -89,6 +94,15 @@ def main() -> None:
                 finally:
                     one.stop()
                     two.stop()
+                # the same push with the blobs in a local folder: what the object store adds
+                local = ServeProcess(tmp / f"l{run}", *shared[:2], "--workers", "0")
+                try:
+                    with Hub(local.address, progress=False) as hub:
+                        t0 = time.perf_counter()
+                        hub.push(tmp / "model", "bench/local", kind="model")
+                        times["push, local folder instead"].append(time.perf_counter() - t0)
+                finally:
+                    local.stop()
         finally:
             with psycopg.connect(PG, autocommit=True) as admin:
                 admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -99,8 +113,8 @@ def main() -> None:
     print(f"{mb:.0f} MB in {args.shards} shard(s), best of {args.repeat}, S3 at {where}, {os.cpu_count()} cores")
     best = {name: min(ts) for name, ts in times.items()}
     for name, t in best.items():
-        peer = best["boto3 upload_file" if name in ("boto3 upload_file", "deltahub push (replica 1)")
-                    else "boto3 download_file"]
+        peer = best["boto3 download_file" if name in ("boto3 download_file", "deltahub pull (replica 2)")
+                    else "boto3 upload_file"]
         print(f"{name:<28} {t:7.2f} s  {mb / t:8.1f} MB/s  {t / peer:5.2f}x boto3")
 
 

@@ -254,3 +254,46 @@ def _quietly(call):
         call()
     except Exception:  # noqa: BLE001 - the server it talks to is killed under it
         pass
+
+
+def test_kill_9_at_any_point_of_a_push_storm_leaves_whole_revisions_and_collectable_orphans(tmp_path, pg_url, s3_url):
+    from deltahub.store import HubStore, StoreConfig
+
+    doomed = ServeProcess(tmp_path / "a", "--catalog", pg_url, "--blob-store", s3_url)
+    try:
+        from deltahub_client import Hub
+
+        hub = Hub(doomed.address, progress=False)
+        pushed = []
+
+        def storm():
+            for i in range(1000):
+                folder = tmp_path / f"d{i}"
+                folder.mkdir()
+                (folder / "train.jsonl").write_bytes(b'{"text": "%d"}\n' % i * (1 + (i % 3) * 300_000))
+                hub.push(folder, f"d/k{i}", kind="dataset")
+                pushed.append(i)
+
+        pushing = threading.Thread(target=lambda: _quietly(storm))
+        pushing.start()
+        time.sleep(4.0)  # commits, uploads and multipart parts in every phase by now
+        doomed.kill()
+        pushing.join(30)
+        hub.close()
+    finally:
+        if doomed.proc.poll() is None:
+            doomed.stop()
+    assert pushed, "".join(doomed.log)
+    store = HubStore(StoreConfig(tmp_path / "check", catalog=pg_url, blob_store=s3_url, gc_grace_s=0))
+    try:
+        revisions = [r for a in store.list_artifacts() for r in store.catalog.list_revisions(a.name)]
+        assert len(revisions) >= len(pushed)  # every acknowledged push is there (one more may have committed)
+        for rev in revisions:  # whole: every file's blob is in the store, at its size
+            assert all(store.blobs.size(f.sha256) == f.size for f in rev.files)
+        store.expire_uploads(0)
+        store.collect_garbage(partial_upload_max_age_s=0)
+        used = {f.sha256 for rev in revisions for f in rev.files}
+        assert {sha for sha, _, _ in store.blobs.iter_blobs()} == used  # no orphan survives a gc
+        assert not _uploads(s3_url) and not _keys(s3_url, "uploads/")
+    finally:
+        store.close()
