@@ -1,0 +1,196 @@
+"""A safetensors file encoded against its base's files, and rebuilt from that byte for byte.
+
+The file is cut into regions that cover it whole: its header, then each tensor's bytes in file order
+(and any bytes between them). A tensor whose name, dtype and shape a base file holds is encoded
+against that tensor (:mod:`deltahub.deltas.codec` picks XOR or difference per tensor); every other
+region is compressed on its own. Decoding writes the regions back in order, so the rebuilt file has
+the sha256 it had; :func:`decode_file` checks it when given.
+
+Tensors are read through memory maps and encoded on a pool of threads (zstd and numpy release the
+GIL), a bounded window at a time, so memory stays near ``window`` tensors whatever the file's size.
+
+Container: ``DHDL`` | version (u32 LE) | frames | index (JSON) | index length (u64 LE). Frames are
+written as they are made and the index last, so encoding holds no more than its window in memory.
+The index names each base file by sha256, so whoever stores an encoded file knows which blobs it
+depends on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from deltahub.deltas import codec
+from deltahub.errors import IntegrityError
+from deltahub.formats.safetensors_header import DTYPE_SIZES, read_header
+
+MAGIC = b"DHDL"
+VERSION = 1
+PREFIX = struct.Struct("<4sI")
+TRAILER = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class EncodeStats:
+    file_bytes: int
+    stored_bytes: int
+    tensors: int
+    against_base: int  # tensors encoded as deltas
+
+
+class _Maps:
+    """Files mapped read-only, and the views cut from them: on exit the views are released, then the
+    maps closed (a map cannot close while a view of it is alive)."""
+
+    def __enter__(self) -> "_Maps":
+        self._stack = ExitStack()
+        self._views: list[memoryview] = []
+        return self
+
+    def open(self, path: Path) -> memoryview:
+        fh = self._stack.enter_context(open(path, "rb"))
+        if os.fstat(fh.fileno()).st_size == 0:
+            return memoryview(b"")
+        mapped = self._stack.enter_context(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        view = memoryview(mapped)
+        self._views.append(view)
+        return view
+
+    def cut(self, view: memoryview, start: int, end: int) -> memoryview:
+        part = view[start:end]
+        self._views.append(part)
+        return part
+
+    def __exit__(self, *exc) -> None:
+        for view in reversed(self._views):
+            view.release()
+        self._stack.close()
+
+
+def encode_file(path: str | os.PathLike, bases: dict[str, str | os.PathLike], out: BinaryIO, *,
+                level: int = codec.DEFAULT_LEVEL, workers: int | None = None, window: int = 16) -> EncodeStats:
+    """Writes the container of ``path`` to ``out``; ``bases`` maps sha256 -> a base safetensors file."""
+    path = Path(path)
+    header = read_header(path)
+    with _Maps() as maps:
+        data = maps.open(path)
+        base_tensors = {}
+        for sha, base_path in bases.items():  # the first base file holding a name wins
+            base_header = read_header(base_path)
+            base_map = maps.open(Path(base_path))
+            for name, info in base_header.tensors.items():
+                base_tensors.setdefault(name, (sha, info, base_map, base_header.data_offset))
+        regions = [(0, header.data_offset, 1, None)]  # (start, end, item size, (base sha, name, view) or None)
+        at = header.data_offset
+        for name, info in sorted(header.tensors.items(), key=lambda kv: kv[1].begin):
+            start, end = header.data_offset + info.begin, header.data_offset + info.end
+            if start > at:
+                regions.append((at, start, 1, None))
+            ref = None
+            match = base_tensors.get(name)
+            if match is not None:
+                sha, base_info, base_map, base_offset = match
+                if (base_info.dtype, base_info.shape) == (info.dtype, info.shape):
+                    ref = (sha, name, maps.cut(base_map, base_offset + base_info.begin, base_offset + base_info.end))
+            regions.append((start, end, DTYPE_SIZES[info.dtype], ref))
+            at = max(at, end)
+        if at < len(data):
+            regions.append((at, len(data), 1, None))
+
+        def one(region) -> bytes:
+            start, end, size, ref = region
+            with data[start:end] as view:
+                return codec.encode(view, size, ref[2] if ref else None, level=level)
+
+        index = {"file_size": len(data), "sha256": "", "bases": sorted(bases), "regions": []}
+        out.write(PREFIX.pack(MAGIC, VERSION))
+        stored = PREFIX.size
+        digest = hashlib.sha256()
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for i in range(0, len(regions), window):
+                batch = regions[i:i + window]
+                for (start, end, _, ref), frame in zip(batch, pool.map(one, batch)):
+                    with data[start:end] as view:
+                        digest.update(view)
+                    index["regions"].append({"start": start, "length": end - start, "frame": len(frame),
+                                             "base": [ref[0], ref[1]] if ref and codec.needs_base(frame) else None})
+                    out.write(frame)
+                    stored += len(frame)
+        index["sha256"] = digest.hexdigest()
+    raw_index = json.dumps(index, separators=(",", ":")).encode()
+    out.write(raw_index)
+    out.write(TRAILER.pack(len(raw_index)))
+    stored += len(raw_index) + TRAILER.size
+    against = sum(1 for r in index["regions"] if r["base"])
+    return EncodeStats(index["file_size"], stored, len(header.tensors), against)
+
+
+def read_index(container: BinaryIO) -> dict:
+    """The container's index; ``container`` is left where its frames start."""
+    container.seek(0)
+    magic, version = PREFIX.unpack(container.read(PREFIX.size).ljust(PREFIX.size, b"\0"))
+    if magic != MAGIC or version != VERSION:
+        raise IntegrityError(f"not an encoded file of version {VERSION} (magic {magic!r}, version {version})")
+    end = container.seek(0, os.SEEK_END)
+    if end < PREFIX.size + TRAILER.size:
+        raise IntegrityError("encoded file is shorter than its prefix and trailer")
+    container.seek(end - TRAILER.size)
+    (n,) = TRAILER.unpack(container.read(TRAILER.size))
+    if n > end - PREFIX.size - TRAILER.size:
+        raise IntegrityError("encoded file's index length is past its size")
+    container.seek(end - TRAILER.size - n)
+    try:
+        index = json.loads(container.read(n))
+    except ValueError as err:
+        raise IntegrityError(f"encoded file's index is corrupt: {err}") from None
+    container.seek(PREFIX.size)
+    return index
+
+
+def depends_on(container: BinaryIO) -> list[str]:
+    """sha256 of the base files an encoded file needs to be rebuilt."""
+    index = read_index(container)
+    return sorted({r["base"][0] for r in index["regions"] if r["base"]})
+
+
+def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: BinaryIO) -> str:
+    """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded."""
+    index = read_index(container)
+    digest = hashlib.sha256()
+    with _Maps() as maps:
+        base_views = {}
+        for sha in {r["base"][0] for r in index["regions"] if r["base"]}:
+            if sha not in bases:
+                raise IntegrityError(f"the encoded file needs base file {sha}, which was not given")
+            base_path = Path(bases[sha])
+            base_header = read_header(base_path)
+            base_views[sha] = (base_header, maps.open(base_path))
+        written = 0
+        for region in index["regions"]:
+            frame = container.read(region["frame"])
+            ref = None
+            if region["base"]:
+                sha, name = region["base"]
+                header, view = base_views[sha]
+                info = header.tensors.get(name)
+                if info is None:
+                    raise IntegrityError(f"base file {sha} holds no tensor {name!r}")
+                ref = maps.cut(view, header.data_offset + info.begin, header.data_offset + info.end)
+            data = codec.decode(frame, ref)
+            if len(data) != region["length"] or region["start"] != written:
+                raise IntegrityError("encoded file's regions do not tile the file")
+            out.write(data)
+            digest.update(data)
+            written += len(data)
+    if written != index["file_size"] or digest.hexdigest() != index["sha256"]:
+        raise IntegrityError(f"rebuilt file hashes to {digest.hexdigest()}, not the {index['sha256']} it was "
+                             "encoded from")
+    return digest.hexdigest()

@@ -1,0 +1,92 @@
+"""The lossless delta codec: by hand, and bit-identical round trips for every float dtype."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from deltahub.deltas import codec
+from deltahub.errors import IntegrityError, InvalidInputError
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2]
+
+
+def _bytes(t: torch.Tensor) -> bytes:
+    return t.contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def test_byte_planes_by_hand():
+    data = bytes([1, 2, 3, 4, 5, 6, 7, 8])  # two 4-byte items
+    assert codec.planes(data, 4) == bytes([1, 5, 2, 6, 3, 7, 4, 8])
+    assert codec.unplanes(bytes([1, 5, 2, 6, 3, 7, 4, 8]), 4).tobytes() == data
+    assert codec.planes(data, 1) == data
+
+
+def test_xor_and_difference_by_hand():
+    base = struct.pack("<2I", 0x3F800000, 7)       # 1.0f, and an integer 7
+    data = struct.pack("<2I", 0x3F800001, 5)       # one ulp more, and 7 - 2
+    xor, diff = codec._words(data, 4) ^ codec._words(base, 4), codec._words(data, 4) - codec._words(base, 4)
+    assert xor.tolist() == [1, 7 ^ 5] and diff.tolist() == [1, 2 ** 32 - 2]  # differences wrap, and unwrap
+    frame = codec.encode(data * 1000, 4, base * 1000)
+    assert codec.decode(frame, base * 1000) == data * 1000
+
+
+def test_a_close_fine_tune_encodes_small_and_the_same_bytes_as_plain():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(256, 256, generator=g)
+    tuned = base + 1e-4 * torch.randn(256, 256, generator=g)
+    frame = codec.encode(_bytes(tuned), 4, _bytes(base))
+    method, itemsize, length = codec.describe(frame)
+    assert method in ("xor", "diff") and itemsize == 4 and length == tuned.numel() * 4
+    assert len(frame) < 0.7 * length and codec.needs_base(frame)
+    assert codec.decode(frame, _bytes(base)) == _bytes(tuned)
+    unrelated = codec.encode(_bytes(torch.randn(256, 256, generator=g)), 4, _bytes(base))
+    assert codec.describe(unrelated)[0] in ("plain", "planes")  # a delta that does not pay is not used
+    assert len(unrelated) <= HEADER + 256 * 256 * 4
+
+
+HEADER = codec.HEADER.size
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 300), seed=st.integers(0, 2 ** 16), scale=st.sampled_from([0.0, 1e-3, 1.0, 1e3]))
+def test_round_trips_are_bit_identical_for_every_float_dtype(dtype, n, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    base = (torch.randn(n, generator=g) * 3).to(dtype)
+    tuned = (base.to(torch.float64) + scale * torch.randn(n, generator=g, dtype=torch.float64)).to(dtype)
+    if n:  # special values survive too
+        tuned.view(torch.uint8)[: tuned.element_size()] = 0xFF  # a NaN pattern, bit for bit
+    data, ref, size = _bytes(tuned), _bytes(base), tuned.element_size()
+    for against in (ref, None):
+        frame = codec.encode(data, size, against)
+        assert codec.decode(frame, against) == data
+        assert len(frame) <= HEADER + len(data)
+
+
+def test_corruption_and_the_wrong_base_are_detected():
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(4096, generator=g)
+    tuned = base + 1e-5 * torch.randn(4096, generator=g)
+    frame = bytearray(codec.encode(_bytes(tuned), 4, _bytes(base)))
+    assert codec.describe(frame)[0] != "plain"
+    damaged = bytearray(frame)
+    damaged[len(damaged) // 2] ^= 0x40
+    with pytest.raises(IntegrityError):
+        codec.decode(bytes(damaged), _bytes(base))
+    with pytest.raises(IntegrityError, match="header"):
+        codec.decode(b"DHD", _bytes(base))
+    with pytest.raises(IntegrityError, match="not a delta frame"):
+        codec.decode(b"XXXX" + bytes(frame[4:]), _bytes(base))
+    with pytest.raises(IntegrityError, match="encoded against"):
+        codec.decode(bytes(frame), _bytes(base[:100]))
+    with pytest.raises(InvalidInputError, match="against its base"):
+        codec.decode(bytes(frame), None)
+    with pytest.raises(InvalidInputError, match="whole number"):
+        codec.encode(b"abc", 2)
+    with pytest.raises(InvalidInputError, match="no delta between them"):
+        codec.encode(b"abcd", 2, b"ab")

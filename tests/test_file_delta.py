@@ -1,0 +1,72 @@
+"""Safetensors files encoded against their base's, rebuilt byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from deltahub.deltas.filedelta import decode_file, depends_on, encode_file
+from deltahub.errors import IntegrityError
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    def make(dtype):
+        g = torch.Generator().manual_seed(0)
+        base = {f"layers.{i}.w": torch.randn(64, 64, generator=g) for i in range(4)}
+        base["embed"] = torch.randn(100, 64, generator=g)
+        tuned = {k: v + 1e-3 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        tuned["head.new"] = torch.randn(10, 64, generator=g)            # not in the base
+        tuned["embed"] = torch.randn(120, 64, generator=g)              # resized: no delta
+        b, t = tmp_path / f"base-{dtype}.safetensors", tmp_path / f"ft-{dtype}.safetensors"
+        save_file({k: v.to(dtype) for k, v in base.items()}, str(b), metadata={"format": "pt"})
+        save_file({k: v.to(dtype) for k, v in tuned.items()}, str(t), metadata={"format": "pt"})
+        return b, t
+    return make
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
+                                   torch.float8_e5m2, torch.float64], ids=str)
+def test_a_fine_tune_rebuilds_bit_for_bit(pair, tmp_path, dtype):
+    base, tuned = pair(dtype)
+    encoded = io.BytesIO()
+    stats = encode_file(tuned, {_sha(base): base}, encoded, workers=2, window=2)
+    assert stats.file_bytes == tuned.stat().st_size and stats.tensors == 6
+    assert stats.against_base <= 4  # the four matching layers at most; the new and resized tensors never
+    if dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert stats.against_base == 4 and stats.stored_bytes < 0.8 * stats.file_bytes
+    assert depends_on(encoded) == ([_sha(base)] if stats.against_base else [])
+    out = io.BytesIO()
+    assert decode_file(encoded, {_sha(base): base}, out) == _sha(tuned)
+    assert out.getvalue() == tuned.read_bytes()
+
+
+def test_without_its_base_or_with_damage_an_encoded_file_refuses_to_rebuild(pair):
+    base, tuned = pair(torch.float32)
+    encoded = io.BytesIO()
+    encode_file(tuned, {_sha(base): base}, encoded)
+    with pytest.raises(IntegrityError, match="needs base file"):
+        decode_file(encoded, {}, io.BytesIO())
+    raw = bytearray(encoded.getvalue())
+    raw[len(raw) // 3] ^= 0x10
+    with pytest.raises(IntegrityError):
+        decode_file(io.BytesIO(bytes(raw)), {_sha(base): base}, io.BytesIO())
+    with pytest.raises(IntegrityError, match="not an encoded file"):
+        decode_file(io.BytesIO(b"nonsense" * 10), {}, io.BytesIO())
+
+
+def test_a_file_with_no_base_still_round_trips(pair):
+    _, tuned = pair(torch.bfloat16)
+    encoded, out = io.BytesIO(), io.BytesIO()
+    stats = encode_file(tuned, {}, encoded)
+    assert stats.against_base == 0
+    decode_file(encoded, {}, out)
+    assert out.getvalue() == tuned.read_bytes()
