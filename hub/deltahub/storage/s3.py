@@ -125,6 +125,7 @@ class S3BlobStore(BlobStore):
         self.locks = locks
         self.cache = LocalBlobStore(Path(scratch) / "s3-cache", max_blob_bytes=max_blob_bytes)
         self._cache_lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}
         self.s3 = _Answering(client or boto3.client("s3", config=Config(
             retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32, connect_timeout=10,
             read_timeout=60)), url)
@@ -168,6 +169,16 @@ class S3BlobStore(BlobStore):
 
     def require(self, sha256: str) -> Path:
         check_sha256(sha256)
+        with self._cache_lock:  # one download per blob however many ask for it at once
+            fetching = self._fetching.setdefault(sha256, threading.Lock())
+        try:
+            with fetching:
+                return self._require(sha256)
+        finally:
+            with self._cache_lock:
+                self._fetching.pop(sha256, None)
+
+    def _require(self, sha256: str) -> Path:
         if self.cache.has(sha256):
             path = self.cache.path(sha256)
             os.utime(path)  # recently used: trimmed last
