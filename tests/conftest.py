@@ -88,6 +88,12 @@ def pg_url(pg_database):
     return f"{pg_database}?options=-csearch_path%3D{schema}"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path):
+    """A catalog on each backend: a SQLite file, and a fresh PostgreSQL schema."""
+    return str(tmp_path / "c.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """moto's standalone S3 server on loopback, with the standard AWS variables pointing at it."""

@@ -5,14 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from deltahub.storage import Catalog
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request, tmp_path):
-    return str(tmp_path / "c.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 
 def test_reads_see_commits_and_do_not_wait_for_a_writer(catalog_url):

@@ -12,11 +12,6 @@ from deltahub.storage.database import LockBusy, open_database
 from deltahub.storage.schema import LATEST, MIGRATIONS, current_version, upgrade
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request, tmp_path):
-    return str(tmp_path / "c.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
 def test_a_fresh_catalog_is_at_the_latest_version(catalog_url):
     catalog = Catalog(catalog_url)
     try:

@@ -11,7 +11,7 @@ import boto3
 import grpc
 import pytest
 
-from deltahub.errors import ChecksumMismatchError, StaleRefError
+from deltahub.errors import StaleRefError
 from deltahub.storage.s3 import DEFAULT_PART_BYTES
 from deltahub.v1 import common_pb2, transfer_pb2, transfer_pb2_grpc
 from tests.helpers import ServeProcess, local_hub, make_adapter, make_dataset, make_tiny_llama
@@ -123,8 +123,9 @@ def test_the_router_of_one_replica_follows_pushes_through_another(replicas, tmp_
 
 
 def _raw_upload(address: str, data: bytes, sha: str, *, offset: int = 0, stop_after: int | None = None,
-                session: str = ""):
-    """An UploadBlob stream from ``offset``; ``stop_after`` bytes, then the client goes away."""
+                session: str = "", silent_s: float = 0.5):
+    """An UploadBlob stream from ``offset``; ``stop_after`` bytes, ``silent_s`` of silence, then the client
+    goes away."""
     channel = grpc.insecure_channel(address)
     stub = transfer_pb2_grpc.TransferStub(channel)
     end = len(data) if stop_after is None else offset + stop_after
@@ -138,7 +139,7 @@ def _raw_upload(address: str, data: bytes, sha: str, *, offset: int = 0, stop_af
             else:
                 yield transfer_pb2.UploadChunk(data=data[at:min(at + step, end)])
         if stop_after is not None:
-            time.sleep(0.5)  # what was sent arrives before the client goes away
+            time.sleep(silent_s)  # what was sent arrives before the client goes away
             raise ConnectionError("client went away")
 
     try:
@@ -297,3 +298,29 @@ def test_kill_9_at_any_point_of_a_push_storm_leaves_whole_revisions_and_collecta
         assert not _uploads(s3_url) and not _keys(s3_url, "uploads/")
     finally:
         store.close()
+
+
+def test_a_stalled_upload_on_one_replica_holds_its_blob_only_until_the_idle_timeout(tmp_path, pg_url, s3_url):
+    from deltahub.limits import StreamLimits
+
+    shared = {"catalog": pg_url, "blob_store": s3_url, "streams": StreamLimits(stream_idle_s=1.0)}
+    with local_hub(tmp_path / "a", **shared) as (_, store_a, addr_a), \
+            local_hub(tmp_path / "b", **shared) as (_, _, addr_b):
+        data = os.urandom(DEFAULT_PART_BYTES + (2 << 20))
+        sha = hashlib.sha256(data).hexdigest()
+        started = time.time()  # silent for 4 s: the hub ends it after its 1 s idle timeout
+        stalled = _raw_upload(addr_a, data, sha, stop_after=DEFAULT_PART_BYTES + (1 << 20), silent_s=4.0)
+        assert stalled.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.time() - started < 10
+        assert isinstance(stalled, (grpc.RpcError, ConnectionError))
+        # the other replica can take the blob over once the stalled stream ended: not held hostage
+        deadline = time.time() + 20
+        while True:
+            offset = _status(addr_b, sha).offset
+            try:
+                done = _raw_upload(addr_b, data, sha, offset=offset)
+                break
+            except grpc.RpcError as err:
+                assert err.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.INVALID_ARGUMENT), err.details()
+                assert time.time() < deadline, err.details()
+                time.sleep(0.5)
+        assert done.complete and b"".join(store_a.blobs.read_chunks(sha)) == data

@@ -186,8 +186,9 @@ class HubStore:
 
     def _check_allowance(self, principal: str, sha256: str, size: int) -> None:
         limits = self.config.uploads
+        unfinished = self.blobs.uploads_in_progress()  # one look at the store, however many blobs
         partial = {sha: n for sha, n in self.catalog.session_blobs(principal).items()
-                   if sha != sha256 and self.blobs.upload_offset(sha) > 0}
+                   if sha != sha256 and sha in unfinished}
         if len(partial) + 1 > limits.max_partial_uploads:
             raise LimitExceededError(
                 f"{principal or 'this client'} has {len(partial)} partial uploads; the limit is "

@@ -10,7 +10,6 @@ this process signals, and look again every half second.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any, Callable

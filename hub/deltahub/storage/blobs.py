@@ -71,6 +71,10 @@ class BlobStore(ABC):
         """Bytes of an unfinished upload the store holds: where a client resumes."""
 
     @abstractmethod
+    def uploads_in_progress(self) -> set[str]:
+        """sha256 of every unfinished upload holding bytes (one look, not one per blob)."""
+
+    @abstractmethod
     def open_upload(self, sha256: str, size: int, offset: int):
         """A writer for a client's upload (``write``, ``finish``, ``close``, ``offset``, ``complete``)."""
 
@@ -161,18 +165,20 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             return 0
 
-    def check_size(self, size: int) -> None:
-        if size < 0:
-            raise InvalidInputError(f"blob size {size} is negative")
-        if self.max_blob_bytes is not None and size > self.max_blob_bytes:
-            raise LimitExceededError(
-                f"blob of {size} bytes exceeds the configured limit of {self.max_blob_bytes} bytes per file"
-            )
-
     def open_upload(self, sha256: str, size: int, offset: int) -> "UploadWriter":
         check_sha256(sha256)
         self.check_size(size)
         return UploadWriter(self, sha256, size, offset)
+
+    def uploads_in_progress(self) -> set[str]:
+        found = set()
+        for part in self._uploads.glob("*.part"):
+            try:
+                if part.stat().st_size:
+                    found.add(part.stem)
+            except FileNotFoundError:
+                continue
+        return found
 
     def expire_uploads(self, max_age_s: float) -> int:
         now, removed = time.time(), 0
@@ -209,6 +215,26 @@ class LocalBlobStore(BlobStore):
             return size
         except FileNotFoundError:
             return None
+
+
+class ResumableUpload:
+    """What a client upload's writer of any store shares: a stream resumed before the bytes the store
+    holds has its overlap dropped (the sha256 at the end covers every byte, whoever sent it), and none
+    may go past the declared size."""
+
+    sha256: str
+    size: int
+    offset: int
+    _skip: int
+
+    def _accept(self, data: bytes) -> bytes:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        if self.offset + len(data) > self.size:
+            raise InvalidInputError(f"upload of blob {self.sha256} sent more than its declared {self.size} bytes")
+        return data
 
 
 class BlobWriter:
@@ -249,7 +275,7 @@ class BlobWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-class UploadWriter:
+class UploadWriter(ResumableUpload):
     """Appends a client's chunks to ``uploads/<sha>.part``; ``finish`` verifies and installs.
 
     The part file is locked for the life of the stream so two streams cannot
@@ -291,16 +317,9 @@ class UploadWriter:
         self._hasher = StreamHasher(prefix_of=self._part, prefix=have, flush_fd=fd)
 
     def write(self, data: bytes) -> None:
-        if self._skip:
-            dropped = min(self._skip, len(data))
-            self._skip -= dropped
-            data = data[dropped:]
-            if not data:
-                return
-        if self.offset + len(data) > self.size:
-            raise InvalidInputError(
-                f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
-            )
+        data = self._accept(data)
+        if not data:
+            return
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)

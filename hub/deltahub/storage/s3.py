@@ -33,7 +33,7 @@ from deltahub.artifacts import check_sha256
 from deltahub.errors import (
     ChecksumMismatchError, ConflictError, InvalidInputError, NotFoundError, PreconditionError, UnavailableError,
 )
-from deltahub.storage.blobs import BlobStore, LocalBlobStore
+from deltahub.storage.blobs import BlobStore, LocalBlobStore, ResumableUpload
 
 MIN_PART = 5 << 20            # S3's smallest part but the last
 DEFAULT_PART_BYTES = 8 << 20  # part size of uploads; a resume loses at most what followed the last part
@@ -281,6 +281,11 @@ class S3BlobStore(BlobStore):
             run.append(part)
         return upload_id, run
 
+    def uploads_in_progress(self) -> set[str]:
+        pages = self.s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                         Prefix=f"{self.prefix}uploads/")
+        return {u["Key"].rsplit("/", 1)[-1] for page in pages for u in page.get("Uploads", ())}
+
     def upload_offset(self, sha256: str) -> int:
         _, parts = self.multipart(check_sha256(sha256))
         return sum(p["Size"] for p in parts)
@@ -334,7 +339,7 @@ class S3BlobWriter:
             self._store._publish(self.sha256)
 
 
-class S3UploadWriter:
+class S3UploadWriter(ResumableUpload):
     """A client's upload of one blob as an S3 multipart upload; the interface of the local UploadWriter.
 
     One stream per blob across replicas (the catalog's lock ``upload:<sha256>``, held for the stream);
@@ -382,14 +387,9 @@ class S3UploadWriter:
         return self._store.has(self.sha256)
 
     def write(self, data: bytes) -> None:
-        if self._skip:
-            dropped = min(self._skip, len(data))
-            self._skip -= dropped
-            data = data[dropped:]
-            if not data:
-                return
-        if self.offset + len(data) > self.size:
-            raise InvalidInputError(f"upload of blob {self.sha256} sent more than its declared {self.size} bytes")
+        data = self._accept(data)
+        if not data:
+            return
         if self._local is not None:
             self._local.write(data)
         self._buffer += data
