@@ -51,6 +51,8 @@ class InputLimits:
                                               "Bytes of one safetensors header (the safetensors library's own cap).")
     max_lineage_bytes: int = limit(1 << 20, "--max-lineage-bytes", "Bytes of a revision's lineage as JSON.")
     max_labels: int = limit(64, "--max-labels", "Labels on one revision (keys and values up to 256 characters).")
+    max_held_blobs: int = limit(4096, "--max-held-blobs",
+                                "Blobs a client may name as held when it pushes or pulls deltas (--base-dir).")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from deltahub.deltas.lowrank import check_target
 from deltahub.deltas.task_vector import check_compatible
 from deltahub.events import RedisEventSink, RefMove
 from deltahub.errors import (
+    IntegrityError,
     InvalidInputError,
     PermissionDeniedError,
     LimitExceededError,
@@ -45,7 +46,10 @@ from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_namespace, check_ref, looks_like_digest
 from deltahub.jobs.specs import TaskVectorSpec
 from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_card
+from deltahub.deltas.filedelta import read_index
 from deltahub.storage import Catalog, UploadWriter, open_blob_store
+from deltahub.storage.catalog import Encoding
+from deltahub.storage.encoded import DEFAULT_REBUILT_CACHE_BYTES, EncodedBlobStore
 
 UNSET = object()  # "no compare-and-swap": distinct from "" (= the ref must not exist)
 RESERVED_LABEL_PREFIX = "deltahub."  # labels the hub sets; clients cannot
@@ -58,6 +62,8 @@ class StoreConfig:
     catalog: str | None = None               # None: data_dir/catalog.sqlite; or postgresql://...
     blob_store: str | None = None            # None: data_dir; or s3://bucket/prefix
     blob_cache_bytes: int | None = None      # local copies of an object store's blobs kept at most
+    rebuilt_cache_bytes: int = DEFAULT_REBUILT_CACHE_BYTES  # files rebuilt from their deltas kept at most
+    delta_workers: int | None = None         # threads encoding and decoding deltas (None: every core)
     max_blob_bytes: int | None = None        # per file
     max_revision_bytes: int | None = None    # per revision
     gc_grace_s: float = 3600.0               # unreferenced blobs younger than this survive a full GC
@@ -87,6 +93,8 @@ class CommitRequest:
     # the recipe cache answers from this revision: only for builds the hub itself ran (a client's
     # lineage could otherwise claim any recipe's hash and be served to everyone asking for it)
     index_recipe: bool = False
+    # files the client sent as deltas: file sha256 -> the uploaded container that rebuilds it
+    encoded: dict[str, str] = field(default_factory=dict)
 
 
 def _replica_id(data_dir: Path) -> str:
@@ -116,8 +124,10 @@ class HubStore:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         sink = RedisEventSink(config.redis_url) if config.redis_url else None
         self.catalog = Catalog(config.catalog or config.data_dir / "catalog.sqlite", sink=sink)
-        self.blobs = open_blob_store(config.blob_store, config.data_dir, locks=self.catalog.lock,
-                                     max_blob_bytes=config.max_blob_bytes, cache_bytes=config.blob_cache_bytes)
+        stored = open_blob_store(config.blob_store, config.data_dir, locks=self.catalog.lock,
+                                 max_blob_bytes=config.max_blob_bytes, cache_bytes=config.blob_cache_bytes)
+        self.blobs = EncodedBlobStore(stored, self.catalog, config.data_dir, cache_bytes=config.rebuilt_cache_bytes,
+                                      workers=config.delta_workers)
         self.replica = _replica_id(config.data_dir)
         self._base_cache: OrderedDict[str, BaseModelInfo] = OrderedDict()
         self._base_cache_lock = threading.Lock()
@@ -164,6 +174,30 @@ class HubStore:
             if f.sha256 not in missing and not self.blobs.has(f.sha256):
                 missing[f.sha256] = (f.sha256, f.size, self.blobs.upload_offset(f.sha256))
         return list(missing.values())
+
+    def delta_bases(self, have: list[str]) -> list[str]:
+        """Of the blobs a client holds (sha256), those it may encode deltas against: the ones this hub
+        stores as themselves (a rebuild is then one decode)."""
+        return sorted(s for s in self._held(have) if self.blobs.inner.has(s) and self.blobs.encoding(s) is None)
+
+    def _held(self, have: list[str]) -> set[str]:
+        limit = self.config.inputs.max_held_blobs
+        if len(have) > limit:
+            raise LimitExceededError(f"{len(have)} held blobs named; the limit is {limit} (--max-held-blobs): "
+                                     "give a --base-dir holding the base model only")
+        return {check_sha256(s) for s in have}
+
+    def pull_plan(self, spec: str, have: list[str]) -> list[Encoding]:
+        """The files of revision ``spec`` stored as deltas whose every base the client holds: what it may
+        download as containers and rebuild itself."""
+        rev = self.resolve(spec)
+        held = self._held(have)
+        plan = {}
+        for f in rev.files:
+            enc = self.blobs.encoding(f.sha256)
+            if enc is not None and set(enc.bases) <= held and self.blobs.inner.has(enc.container):
+                plan[f.sha256] = enc
+        return list(plan.values())
 
     def open_session(self, principal: str, files: list[FileEntry]) -> str:
         """A push session over the planned files whose blobs no revision holds yet."""
@@ -236,6 +270,7 @@ class HubStore:
         ref = check_ref(req.ref or DEFAULT_REF)
         tags = [check_ref(t) for t in req.tags]
         base_rev = self._resolve_base(kind, req.base)
+        self._adopt_deltas(req)
         missing = [f.path for f in req.files if not self.blobs.has(f.sha256)]
         if missing:
             raise PreconditionError(f"blobs of {missing[:10]} have not been uploaded; upload them, then commit")
@@ -275,6 +310,43 @@ class HubStore:
             if req.session:
                 self.catalog.end_session(db, req.session)
         return self.catalog.get_revision(rev.artifact, digest), created
+
+    def _adopt_deltas(self, req: CommitRequest) -> None:
+        """Files the client sent as deltas (containers against blobs this hub stores as themselves): each
+        is rebuilt and checked against its declared sha256 and size before it counts as uploaded."""
+        declared = {f.sha256: f for f in req.files}
+        for sha, container in req.encoded.items():
+            check_sha256(sha)
+            check_sha256(container)
+            f = declared.get(sha)
+            if f is None:
+                raise InvalidInputError(f"delta {container[:12]} is sent for blob {sha}, which no file of this "
+                                        "revision has")
+            if self.blobs.has(sha):
+                continue
+            if not self.blobs.inner.has(container):
+                raise PreconditionError(f"{f.path}: its delta {container} has not been uploaded; upload it, then "
+                                        "commit")
+            try:
+                with open(self.blobs.inner.require(container), "rb") as fh:
+                    index = read_index(fh)
+            except IntegrityError as err:
+                raise InvalidInputError(f"{f.path}: the delta uploaded for it is not an encoded file ({err})") from None
+            needs = sorted({r["base"][0] for r in index["regions"] if r["base"]})
+            unusable = [b for b in needs if b not in self.delta_bases([b])]
+            if unusable:
+                raise PreconditionError(f"{f.path}: its delta needs base blob {unusable[0]}, which this hub does not "
+                                        "store as itself; push without --base-dir")
+            enc = Encoding(sha, container, f.size, self.blobs.inner.size(container), tuple(needs))
+            try:
+                self.blobs.rebuild(enc)
+            except IntegrityError as err:
+                raise InvalidInputError(f"{f.path}: the delta uploaded for it does not rebuild it ({err})") from None
+            with self._blob_lock(), self.catalog.transaction() as db:
+                if not all(self.blobs.inner.has(b) for b in needs):
+                    raise PreconditionError(f"{f.path}: a base blob its delta needs was removed meanwhile; push "
+                                            "again")
+                self.catalog.set_encoding(db, enc)
 
     def _annotations_from(self, head: str | None, rev: Revision, req: CommitRequest) -> Revision:
         """A new revision keeps the card and labels of the one its ref pointed at, unless the push gives
@@ -317,12 +389,20 @@ class HubStore:
         return rev
 
     def discard_unused(self, shas: list[str]) -> tuple[int, int]:
+        """Removes those of ``shas`` nothing uses; a removed delta's bases go too when nothing else needs them."""
         removed = freed = 0
+        todo = set(shas)
         with self._blob_lock():
-            for sha in set(shas):
-                if not self.catalog.blob_in_use(sha) and (size := self.blobs.delete(sha)) is not None:
+            while todo:
+                sha = todo.pop()
+                if self.catalog.blob_in_use(sha):
+                    continue
+                enc = self.catalog.encoding(sha)
+                if (size := self.blobs.delete(sha)) is not None:
                     removed += 1
                     freed += size
+                if enc is not None:
+                    todo.update(enc.bases)
         return removed, freed
 
     # -- pinned blobs (training checkpoints) ------------------------------------
@@ -515,7 +595,9 @@ class HubStore:
         or while younger than the grace period.
         """
         partials = self.expire_uploads(partial_upload_max_age_s)
-        removed = freed = 0
+        # encodings of blobs nothing uses any more (a process died between removing a revision and them)
+        removed, freed = self.discard_unused([s for s in self.catalog.unused_encodings()
+                                              if not self.catalog.sessions_of(s)])
         now = time.time()
         with self._blob_lock():
             used = self.catalog.blobs_in_use()

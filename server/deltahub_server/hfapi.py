@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import re
 
 from aiohttp import web
@@ -181,12 +182,15 @@ class HfEndpoint:
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
         response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
         if request.method == "HEAD" or not entry.size:
+            await response.prepare(request)
             return response
-        # streamed from the blob store (an object store answers the range itself), one chunk at a time
-        chunks = self.store.blobs.read_chunks(entry.sha256, offset=start, length=end - start + 1,
-                                              chunk_size=CHUNK_BYTES)
+        # streamed from the blob store (an object store answers the range itself), one chunk at a time;
+        # opened before the headers go, so a blob stored as a delta is rebuilt (or found corrupt) first
+        chunks = await self.blocking.run(functools.partial(
+            self.store.blobs.read_chunks, entry.sha256, offset=start, length=end - start + 1,
+            chunk_size=CHUNK_BYTES))
+        await response.prepare(request)
         try:
             while chunk := await self.blocking.run(next, chunks, b""):
                 # a reader that takes nothing for the stream idle timeout ends the download

@@ -107,7 +107,9 @@ class TransferServicer(tgrpc.TransferServicer):
     async def DownloadBlob(self, request, context):
         check_sha256(request.sha256)
         async with self.streams.hold(current_principal().name, "download"):
-            chunks = self.store.blobs.read_chunks(request.sha256, offset=request.offset, chunk_size=CHUNK_SIZE)
+            # opened on the pool: a blob stored as a delta is rebuilt there, off the event loop
+            chunks = await self.blocking.run(functools.partial(
+                self.store.blobs.read_chunks, request.sha256, offset=request.offset, chunk_size=CHUNK_SIZE))
             try:
                 while data := await self.blocking.run(next, chunks, b""):
                     await write_within(context, tpb.BlobChunk(data=data), self.streams.limits.stream_idle_s,

@@ -55,19 +55,28 @@ def _zstd():
     return zstandard
 
 
-def planes(data: bytes | memoryview | np.ndarray, itemsize: int) -> bytes:
+def planes(data: bytes | memoryview | np.ndarray, itemsize: int) -> np.ndarray:
     """Byte planes: byte 0 of every item, then byte 1, ... (``itemsize`` 1 leaves the bytes as they are)."""
     raw = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
     if itemsize == 1:
-        return raw.tobytes()
-    return np.ascontiguousarray(raw.reshape(-1, itemsize).T).tobytes()
+        return raw
+    # one strided copy per plane: 2-3x faster than a transposed ascontiguousarray
+    items = raw.reshape(-1, itemsize)
+    out = np.empty((itemsize, items.shape[0]), dtype=np.uint8)
+    for k in range(itemsize):
+        out[k] = items[:, k]
+    return out.reshape(-1)
 
 
-def unplanes(data: bytes, itemsize: int) -> np.ndarray:
+def unplanes(data: bytes | memoryview, itemsize: int) -> np.ndarray:
     raw = np.frombuffer(data, dtype=np.uint8)
     if itemsize == 1:
-        return raw
-    return np.ascontiguousarray(raw.reshape(itemsize, -1).T).ravel()
+        return raw.copy()  # writable: a delta is added to it in place
+    rows = raw.reshape(itemsize, -1)
+    out = np.empty((rows.shape[1], itemsize), dtype=np.uint8)
+    for k in range(itemsize):
+        out[:, k] = rows[k]
+    return out.reshape(-1)
 
 
 def _words(data, itemsize: int) -> np.ndarray:
@@ -93,7 +102,7 @@ def encode(data: bytes | memoryview, itemsize: int, base: bytes | memoryview | N
     (the base's tensor, same length): the smallest of the methods above."""
     _check(data, itemsize, base)
     compressor = _zstd().ZstdCompressor(level=level, write_checksum=True)
-    best = (PLAIN, bytes(data))
+    best: tuple[int, bytes | memoryview] = (PLAIN, data)
     candidates = [(PLANES, lambda: planes(data, itemsize))]
     if base is not None:
         candidates += [(XOR, lambda: planes(_words(data, itemsize) ^ _words(base, itemsize), itemsize)),
@@ -102,7 +111,7 @@ def encode(data: bytes | memoryview, itemsize: int, base: bytes | memoryview | N
         payload = compressor.compress(shaped())
         if len(payload) < len(best[1]):
             best = (method, payload)
-    return _frame(best[0], itemsize, len(data), best[1])
+    return _frame(best[0], itemsize, len(data), bytes(best[1]))
 
 
 def describe(frame: bytes | memoryview) -> tuple[str, int, int]:
@@ -124,15 +133,20 @@ def _header(frame) -> tuple[int, int, int]:
     return method, itemsize, length
 
 
-def decode(frame: bytes | memoryview, base: bytes | memoryview | None = None) -> bytes:
-    """The bytes ``frame`` encodes; ``base`` is the same base it was encoded against (when it needs one)."""
+def decode(frame: bytes | memoryview, base: bytes | memoryview | None = None) -> memoryview:
+    """The bytes ``frame`` encodes (a flat byte view); ``base`` is the same base it was encoded against
+    (when it needs one)."""
     method, itemsize, length = _header(frame)
-    payload = bytes(frame[HEADER.size:])
+    payload = memoryview(frame)[HEADER.size:]
     if method == PLAIN:
-        out = payload
+        out = np.frombuffer(payload, dtype=np.uint8)
     else:
         zstandard = _zstd()
         try:
+            # a frame may come from a client: one declaring more than its header's length is refused
+            # before anything is allocated for it
+            if zstandard.frame_content_size(payload) not in (length, -1):
+                raise IntegrityError(f"delta frame's payload declares another length than its {length} bytes")
             shaped = zstandard.ZstdDecompressor().decompress(payload, max_output_size=length)
         except zstandard.ZstdError as err:
             raise IntegrityError(f"delta frame is corrupt: {err}") from None
@@ -140,14 +154,18 @@ def decode(frame: bytes | memoryview, base: bytes | memoryview | None = None) ->
             raise IntegrityError(f"delta frame decodes to {len(shaped)} bytes, not the {length} it declares")
         words = unplanes(shaped, itemsize)
         if method == PLANES:
-            out = words.tobytes()
+            out = words
         else:
             if base is None:
                 raise InvalidInputError(f"a {METHODS[method]} frame decodes only against its base tensor")
             if len(base) != length:
                 raise IntegrityError(f"the base holds {len(base)} bytes; the frame was encoded against {length}")
             delta, ref = words.view(_UINT[itemsize]), _words(base, itemsize)
-            out = (delta ^ ref if method == XOR else delta + ref).tobytes()
-    if len(out) != length:
-        raise IntegrityError(f"delta frame holds {len(out)} bytes, not the {length} it declares")
-    return out
+            if method == XOR:
+                np.bitwise_xor(delta, ref, out=delta)
+            else:
+                np.add(delta, ref, out=delta)
+            out = words
+    if out.size != length:
+        raise IntegrityError(f"delta frame holds {out.size} bytes, not the {length} it declares")
+    return memoryview(out)

@@ -44,6 +44,7 @@ class EncodeStats:
     stored_bytes: int
     tensors: int
     against_base: int  # tensors encoded as deltas
+    depends_on: tuple[str, ...] = ()  # sha256 of the base files the container needs
 
 
 class _Maps:
@@ -130,7 +131,8 @@ def encode_file(path: str | os.PathLike, bases: dict[str, str | os.PathLike], ou
     out.write(TRAILER.pack(len(raw_index)))
     stored += len(raw_index) + TRAILER.size
     against = sum(1 for r in index["regions"] if r["base"])
-    return EncodeStats(index["file_size"], stored, len(header.tensors), against)
+    used = tuple(sorted({r["base"][0] for r in index["regions"] if r["base"]}))
+    return EncodeStats(index["file_size"], stored, len(header.tensors), against, used)
 
 
 def read_index(container: BinaryIO) -> dict:
@@ -151,8 +153,29 @@ def read_index(container: BinaryIO) -> dict:
         index = json.loads(container.read(n))
     except ValueError as err:
         raise IntegrityError(f"encoded file's index is corrupt: {err}") from None
+    _check_index(index, end - TRAILER.size - n - PREFIX.size)
     container.seek(PREFIX.size)
     return index
+
+
+def _check_index(index, frame_bytes: int) -> None:
+    """The index is read from bytes a client may have sent: its regions must tile the file it declares,
+    and its frames fit in the container, before anything is decoded."""
+    try:
+        at = frames = 0
+        for region in index["regions"]:
+            if region["start"] != at or int(region["length"]) < 0 or int(region["frame"]) < 0:
+                raise ValueError("regions do not tile the file")
+            base = region["base"]
+            if base is not None and not (isinstance(base, list) and len(base) == 2
+                                         and all(isinstance(b, str) for b in base)):
+                raise ValueError("a region's base is not [sha256, tensor name]")
+            at += region["length"]
+            frames += region["frame"]
+        if at != index["file_size"] or frames != frame_bytes or not isinstance(index["sha256"], str):
+            raise ValueError("regions do not add up to the file and frames declared")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise IntegrityError(f"encoded file's index is malformed: {err}") from None
 
 
 def depends_on(container: BinaryIO) -> list[str]:
@@ -161,8 +184,17 @@ def depends_on(container: BinaryIO) -> list[str]:
     return sorted({r["base"][0] for r in index["regions"] if r["base"]})
 
 
-def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: BinaryIO) -> str:
-    """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded."""
+def _frame_of(frame: bytes, region: dict) -> bytes:
+    if codec.describe(frame)[2] != region["length"]:
+        raise IntegrityError("a frame of the encoded file declares another length than its region")
+    return frame
+
+
+def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: BinaryIO, *,
+                workers: int | None = None, window: int = 16) -> str:
+    """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded.
+
+    Frames are decoded on a pool of threads, ``window`` at a time, and written in order."""
     index = read_index(container)
     digest = hashlib.sha256()
     with _Maps() as maps:
@@ -171,25 +203,30 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
             if sha not in bases:
                 raise IntegrityError(f"the encoded file needs base file {sha}, which was not given")
             base_path = Path(bases[sha])
-            base_header = read_header(base_path)
-            base_views[sha] = (base_header, maps.open(base_path))
+            base_views[sha] = (read_header(base_path), maps.open(base_path))
+
+        def base_of(region) -> memoryview | None:
+            if not region["base"]:
+                return None
+            sha, name = region["base"]
+            header, view = base_views[sha]
+            info = header.tensors.get(name)
+            if info is None:
+                raise IntegrityError(f"base file {sha} holds no tensor {name!r}")
+            return maps.cut(view, header.data_offset + info.begin, header.data_offset + info.end)
+
         written = 0
-        for region in index["regions"]:
-            frame = container.read(region["frame"])
-            ref = None
-            if region["base"]:
-                sha, name = region["base"]
-                header, view = base_views[sha]
-                info = header.tensors.get(name)
-                if info is None:
-                    raise IntegrityError(f"base file {sha} holds no tensor {name!r}")
-                ref = maps.cut(view, header.data_offset + info.begin, header.data_offset + info.end)
-            data = codec.decode(frame, ref)
-            if len(data) != region["length"] or region["start"] != written:
-                raise IntegrityError("encoded file's regions do not tile the file")
-            out.write(data)
-            digest.update(data)
-            written += len(data)
+        regions = index["regions"]
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for i in range(0, len(regions), window):
+                batch = regions[i:i + window]
+                jobs = [(_frame_of(container.read(r["frame"]), r), base_of(r)) for r in batch]
+                for region, data in zip(batch, pool.map(lambda job: codec.decode(*job), jobs)):
+                    if len(data) != region["length"] or region["start"] != written:
+                        raise IntegrityError("encoded file's regions do not tile the file")
+                    out.write(data)
+                    digest.update(data)
+                    written += len(data)
     if written != index["file_size"] or digest.hexdigest() != index["sha256"]:
         raise IntegrityError(f"rebuilt file hashes to {digest.hexdigest()}, not the {index['sha256']} it was "
                              "encoded from")

@@ -143,13 +143,7 @@ class LocalBlobStore(BlobStore):
 
     def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
                     chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        path = self.require(sha256)
-        left = length if length is not None else float("inf")
-        with open(path, "rb", buffering=0) as fh:
-            fh.seek(offset)
-            while left > 0 and (chunk := fh.read(int(min(chunk_size, left)))):
-                left -= len(chunk)
-                yield chunk
+        return file_chunks(open(self.require(sha256), "rb", buffering=0), offset, length, chunk_size)
 
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
         for sub in self._blobs.iterdir():
@@ -215,6 +209,29 @@ class LocalBlobStore(BlobStore):
             return size
         except FileNotFoundError:
             return None
+
+
+def file_chunks(fh, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
+    """``length`` bytes (or to the end) of an open file from ``offset``, streamed; closes it when done."""
+    left = length if length is not None else float("inf")
+    with fh:
+        fh.seek(offset)
+        while left > 0 and (chunk := fh.read(int(min(chunk_size, left)))):
+            left -= len(chunk)
+            yield chunk
+
+
+def trim_lru(cache: LocalBlobStore, max_bytes: int, *, keep: str = "") -> None:
+    """Least recently used blobs of a local cache go until it fits ``max_bytes`` (``keep`` stays; open
+    readers keep theirs)."""
+    blobs = sorted(cache.iter_blobs(), key=lambda b: b[2])
+    total = sum(size for _, size, _ in blobs)
+    for sha, size, _ in blobs:
+        if total <= max_bytes:
+            break
+        if sha != keep:
+            cache.delete(sha)
+            total -= size
 
 
 class ResumableUpload:

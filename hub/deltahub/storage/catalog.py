@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,6 +22,18 @@ from deltahub.storage.schema import upgrade
 
 Row = Any  # a result row: by column name or position (Row, or the PostgreSQL side's)
 Tx = Any   # what a transaction yields: ``execute`` and ``executemany``
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a blob is stored when not as itself: the container blob that rebuilds it, and the base blobs
+    that container needs. ``container`` "" records a blob measured and kept as it is."""
+
+    sha256: str
+    container: str
+    size: int
+    stored: int
+    bases: tuple[str, ...] = ()
 
 
 class Catalog:
@@ -258,12 +271,80 @@ class Catalog:
             self.record_event(db, "ref", artifact, "", ref=name)
 
     # -- blobs -------------------------------------------------------------
+    # A blob is in use while a revision holds it, a job pins it, or a stored encoding needs it (as its
+    # container, or as a base it was encoded against: so deleting a base keeps what its dependants need)
+    _USERS = ("SELECT sha256 FROM files UNION SELECT sha256 FROM pins UNION SELECT base FROM encoding_bases "
+              "UNION SELECT container FROM encodings WHERE container != ''")
+
     def blob_in_use(self, sha256: str) -> bool:
-        return bool(self._query("SELECT 1 FROM files WHERE sha256=? UNION ALL SELECT 1 FROM pins WHERE sha256=? LIMIT 1",
-                                (sha256, sha256)))
+        return bool(self._query(
+            "SELECT 1 FROM files WHERE sha256=? UNION ALL SELECT 1 FROM pins WHERE sha256=? "
+            "UNION ALL SELECT 1 FROM encoding_bases WHERE base=? UNION ALL SELECT 1 FROM encodings WHERE container=? "
+            "LIMIT 1", (sha256,) * 4))
 
     def blobs_in_use(self) -> set[str]:
-        return {r[0] for r in self._query("SELECT sha256 FROM files UNION SELECT sha256 FROM pins")}
+        return {r[0] for r in self._query(self._USERS)}
+
+    # -- encodings: blobs stored as deltas against base blobs --------------------------
+    def encoding(self, sha256: str) -> Encoding | None:
+        rows = self._query("SELECT sha256, container, size, stored FROM encodings WHERE sha256=?", (sha256,))
+        if not rows:
+            return None
+        bases = tuple(r[0] for r in self._query(
+            "SELECT base FROM encoding_bases WHERE sha256=? ORDER BY base", (sha256,)))
+        r = rows[0]
+        return Encoding(r["sha256"], r["container"], r["size"], r["stored"], bases)
+
+    def set_encoding(self, db: Tx, enc: Encoding) -> None:
+        db.execute("DELETE FROM encoding_bases WHERE sha256=?", (enc.sha256,))
+        db.execute("INSERT INTO encodings (sha256, container, size, stored, at) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT (sha256) DO UPDATE SET container=excluded.container, size=excluded.size, "
+                   "stored=excluded.stored, at=excluded.at",
+                   (enc.sha256, enc.container, enc.size, enc.stored, time.time()))
+        db.executemany("INSERT INTO encoding_bases (sha256, base) VALUES (?, ?)",
+                       [(enc.sha256, b) for b in enc.bases])
+
+    def drop_encoding(self, db: Tx, sha256: str) -> Encoding | None:
+        enc = self.encoding(sha256)
+        db.execute("DELETE FROM encoding_bases WHERE sha256=?", (sha256,))
+        db.execute("DELETE FROM encodings WHERE sha256=?", (sha256,))
+        return enc
+
+    def is_base(self, sha256: str) -> bool:
+        return bool(self._query("SELECT 1 FROM encoding_bases WHERE base=? LIMIT 1", (sha256,)))
+
+    def unencoded_files(self, kinds: tuple[str, ...], suffix: str, *, limit: int = 1000) -> list[Row]:
+        """(artifact, digest, sha256, size) of files of revisions of ``kinds`` named ``*suffix`` that no
+        encoding row covers yet, oldest revision first: what a sweep still has to look at."""
+        marks = ",".join("?" * len(kinds))
+        return self._query(
+            f"SELECT f.artifact, f.digest, f.sha256, MAX(f.size) AS size FROM files f "
+            f"JOIN revisions r ON r.artifact=f.artifact AND r.digest=f.digest "
+            f"WHERE r.kind IN ({marks}) AND f.path LIKE ? "
+            f"AND NOT EXISTS (SELECT 1 FROM encodings e WHERE e.sha256=f.sha256) "
+            f"GROUP BY f.artifact, f.digest, f.sha256 ORDER BY MIN(r.created_at) LIMIT ?",
+            (*kinds, "%" + suffix, limit))
+
+    def copies_to_drop(self, before: float) -> list[str]:
+        """Encoded blobs, encoded before ``before``, whose copy as themselves may still be in the store."""
+        return [r[0] for r in self._query(
+            "SELECT sha256 FROM encodings WHERE container != '' AND copy_dropped = 0 AND at < ?", (before,))]
+
+    def copy_dropped(self, db: Tx, sha256: str) -> None:
+        db.execute("UPDATE encodings SET copy_dropped = 1 WHERE sha256=?", (sha256,))
+
+    def revisions_of_kind(self, kind: Kind, *, limit: int) -> list[Revision]:
+        """The newest revisions of ``kind``, newest first (the candidates a file is encoded against)."""
+        rows = self._query("SELECT * FROM revisions WHERE kind=? ORDER BY created_at DESC LIMIT ?",
+                           (kind.value, limit))
+        return [self._revision(r) for r in rows]
+
+    def unused_encodings(self) -> list[str]:
+        """Blobs with an encoding row that nothing uses any more (their revisions and pins are gone)."""
+        return [r[0] for r in self._query(
+            "SELECT sha256 FROM encodings e WHERE NOT EXISTS (SELECT 1 FROM files WHERE sha256=e.sha256) "
+            "AND NOT EXISTS (SELECT 1 FROM pins WHERE sha256=e.sha256) "
+            "AND NOT EXISTS (SELECT 1 FROM encoding_bases WHERE base=e.sha256)")]
 
     # -- pins: blobs a training job's checkpoint holds --------------------------------
     def set_pins(self, db: Tx, owner: str, files: list[FileEntry]) -> None:

@@ -33,7 +33,7 @@ from deltahub.artifacts import check_sha256
 from deltahub.errors import (
     ChecksumMismatchError, ConflictError, InvalidInputError, NotFoundError, PreconditionError, UnavailableError,
 )
-from deltahub.storage.blobs import BlobStore, LocalBlobStore, ResumableUpload
+from deltahub.storage.blobs import BlobStore, LocalBlobStore, ResumableUpload, trim_lru
 
 MIN_PART = 5 << 20            # S3's smallest part but the last
 DEFAULT_PART_BYTES = 8 << 20  # part size of uploads; a resume loses at most what followed the last part
@@ -235,15 +235,8 @@ class S3BlobStore(BlobStore):
         return head["ContentLength"]
 
     def _trim_cache(self) -> None:
-        """Least recently used cached blobs go until the cache fits ``cache_bytes`` (open readers keep theirs)."""
         with self._cache_lock:
-            blobs = sorted(self.cache.iter_blobs(), key=lambda b: b[2])
-            total = sum(size for _, size, _ in blobs)
-            for sha, size, _ in blobs:
-                if total <= self.cache_bytes:
-                    break
-                self.cache.delete(sha)
-                total -= size
+            trim_lru(self.cache, self.cache_bytes)
 
     # -- writing server-made content ---------------------------------------------------------------------
     def writer(self) -> "S3BlobWriter":

@@ -80,6 +80,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "event log read by kind and artifact", (
         "CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq)",
     )),
+    Migration(5, "blobs stored encoded against base blobs (deltas), and what each depends on", (
+        # container '' records a blob measured and kept as it is (its delta did not pay), so no sweep
+        # encodes it again
+        """CREATE TABLE IF NOT EXISTS encodings (
+            sha256 {text} PRIMARY KEY, container {text} NOT NULL, size {int} NOT NULL, stored {int} NOT NULL,
+            at {real} NOT NULL, copy_dropped {int} NOT NULL DEFAULT 0)""",
+        "CREATE INDEX IF NOT EXISTS encodings_container ON encodings (container)",
+        """CREATE TABLE IF NOT EXISTS encoding_bases (
+            sha256 {text} NOT NULL, base {text} NOT NULL, PRIMARY KEY (sha256, base))""",
+        "CREATE INDEX IF NOT EXISTS encoding_bases_base ON encoding_bases (base)",
+    )),
 )
 LATEST = MIGRATIONS[-1].version
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, name {text} NOT NULL, " \

@@ -1,0 +1,150 @@
+"""The hub's blobs as readers see them, whether stored as themselves or as deltas against other blobs.
+
+A blob may be stored as a *container* (:mod:`deltahub.deltas.filedelta`): a blob of its own in the
+underlying store that rebuilds the original byte for byte from the base blobs it was encoded against.
+The catalog's ``encodings`` table says which blobs are stored so and what each needs. Readers never
+see the difference: :meth:`EncodedBlobStore.has`, ``size``, ``require`` and ``read_chunks`` answer
+for the original sha256, rebuilding it on first read into a bounded local cache (verified against its
+sha256, so a corrupted container or base is caught there as :class:`IntegrityError`).
+
+Bases are always blobs stored as themselves: a rebuild is one decode, never a chain of them.
+Uploads, server-made blobs and garbage collection's listing go to the underlying store as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from deltahub.artifacts import check_sha256
+from deltahub.deltas.filedelta import decode_file
+from deltahub.errors import IntegrityError, NotFoundError
+from deltahub.storage.blobs import BlobStore, LocalBlobStore, file_chunks, trim_lru
+from deltahub.storage.catalog import Catalog, Encoding
+
+DEFAULT_REBUILT_CACHE_BYTES = 20 << 30
+
+
+class EncodedBlobStore(BlobStore):
+    def __init__(self, inner: BlobStore, catalog: Catalog, scratch: Path, *,
+                 cache_bytes: int = DEFAULT_REBUILT_CACHE_BYTES, workers: int | None = None) -> None:
+        self.inner = inner
+        self.catalog = catalog
+        self.url = inner.url
+        self.max_blob_bytes = inner.max_blob_bytes
+        self.rebuilt = LocalBlobStore(Path(scratch) / "rebuilt")
+        self.cache_bytes = cache_bytes
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._rebuilding: dict[str, threading.Lock] = {}
+
+    def encoding(self, sha256: str) -> Encoding | None:
+        """How ``sha256`` is stored encoded, or None when it is stored as itself (or not at all)."""
+        enc = self.catalog.encoding(sha256)
+        return enc if enc is not None and enc.container else None
+
+    # -- reading ---------------------------------------------------------------
+    def has(self, sha256: str) -> bool:
+        if self.inner.has(sha256):
+            return True
+        enc = self.encoding(sha256)
+        return enc is not None and self.inner.has(enc.container)
+
+    def size(self, sha256: str) -> int:
+        if self.inner.has(sha256):
+            return self.inner.size(sha256)
+        enc = self.encoding(sha256)
+        if enc is None:
+            raise NotFoundError(f"blob {sha256} is not in the store")
+        return enc.size
+
+    def require(self, sha256: str) -> Path:
+        check_sha256(sha256)
+        if self.inner.has(sha256):
+            return self.inner.require(sha256)
+        with self._lock:  # one rebuild per blob however many readers ask at once
+            rebuilding = self._rebuilding.setdefault(sha256, threading.Lock())
+        try:
+            with rebuilding:
+                return self._rebuild(sha256)
+        finally:
+            with self._lock:
+                self._rebuilding.pop(sha256, None)
+
+    def _rebuild(self, sha256: str) -> Path:
+        if self.rebuilt.has(sha256):
+            path = self.rebuilt.path(sha256)
+            os.utime(path)  # recently used: trimmed last
+            return path
+        enc = self.encoding(sha256)
+        if enc is None:
+            if self.inner.has(sha256):  # kept as itself meanwhile
+                return self.inner.require(sha256)
+            raise NotFoundError(f"blob {sha256} is not in the store")
+        return self.rebuild(enc)
+
+    def rebuild(self, enc: Encoding) -> Path:
+        """Decodes ``enc`` into the rebuilt cache, checking it yields ``enc.sha256``; raises
+        IntegrityError when a part is missing or the bytes are not the blob's."""
+        try:
+            container = self.inner.require(enc.container)
+            bases = {b: self.inner.require(b) for b in enc.bases}
+        except NotFoundError as err:
+            raise IntegrityError(f"blob {enc.sha256} is stored as a delta whose parts are missing ({err}); "
+                                 "restore them from a backup or push the file again") from None
+        with open(container, "rb") as fh, self.rebuilt.writer() as out:
+            decode_file(fh, bases, out, workers=self.workers)
+        if out.sha256 != enc.sha256 or out.size != enc.size:
+            self.rebuilt.delete(out.sha256)
+            raise IntegrityError(f"blob {enc.sha256} rebuilds from its delta as {out.size} bytes of sha256 "
+                                 f"{out.sha256}; restore it from a backup or push the file again")
+        trim_lru(self.rebuilt, self.cache_bytes, keep=enc.sha256)
+        return self.rebuilt.path(enc.sha256)
+
+    def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
+                    chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        if self.inner.has(sha256):
+            return self.inner.read_chunks(sha256, offset=offset, length=length, chunk_size=chunk_size)
+        # opened now: a rebuilt copy trimmed from the cache while this streams stays readable
+        return file_chunks(open(self.require(sha256), "rb", buffering=0), offset, length, chunk_size)
+
+    def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """What the underlying store holds: blobs stored as themselves, and containers."""
+        return self.inner.iter_blobs()
+
+    # -- removing ------------------------------------------------------------------
+    def delete(self, sha256: str) -> int | None:
+        """Removes a blob however it is stored (its copy as itself, its encoding and container, its rebuilt
+        copy); the caller holds the hub's blob lock and has checked nothing uses it."""
+        size = self.inner.delete(sha256)
+        self.rebuilt.delete(sha256)
+        with self.catalog.transaction() as db:
+            enc = self.catalog.drop_encoding(db, sha256)
+        if enc is not None and enc.container and not self.catalog.blob_in_use(enc.container):
+            stored = self.inner.delete(enc.container)
+            if size is None:
+                size = stored
+        return size
+
+    def drop_copy(self, sha256: str) -> int | None:
+        """Removes the copy of an encoded blob stored as itself (its container holds it now)."""
+        return self.inner.delete(sha256)
+
+    # -- everything else is the underlying store's ------------------------------------
+    def upload_offset(self, sha256: str) -> int:
+        return self.inner.upload_offset(sha256)
+
+    def uploads_in_progress(self) -> set[str]:
+        return self.inner.uploads_in_progress()
+
+    def open_upload(self, sha256: str, size: int, offset: int):
+        return self.inner.open_upload(sha256, size, offset)
+
+    def expire_uploads(self, max_age_s: float) -> int:
+        return self.inner.expire_uploads(max_age_s)
+
+    def writer(self):
+        return self.inner.writer()
+
