@@ -6,10 +6,14 @@ fine-tune is encoded tensor by tensor against the base with deltahub's codec (de
 float32 and bfloat16, against zstd alone on the same bytes (the peer). Prints bytes stored / file
 bytes, encode and decode MB/s (one core), and checks every decoded tensor is bit-identical.
 
-The figures are the codec's; a push and pull through the hub that stores and sends deltas is the rest
-of issue 17 (not yet built).
+Then through real servers (two `deltahub serve` processes on loopback, one with --no-delta-encoding as
+the raw peer), per fine-tune and dtype, best of --repeat: bytes the hub stores / file bytes once it has
+stored the fine-tune as a delta; push MB/s raw and with --base-dir (deltas sent); pull MB/s raw, of the
+delta-stored file rebuilt by the hub (first read, then from its cache) and with --base-dir (deltas
+received, rebuilt by the client); and zstd alone on the same file (compress on every core, send the
+compressed bytes; receive them, decompress). MB/s are of the fine-tune's file bytes.
 
-Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1]
+Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1] [--repeat 2] [--no-hub]
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "hub"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 import zstandard  # noqa: E402
@@ -108,11 +114,135 @@ def files_on_all_cores(base: dict, tuned: dict, dtype: torch.dtype, level: int) 
             "copy": mb / t_copy}
 
 
+def _folder(path: Path, tensors: dict, dtype: torch.dtype) -> Path:
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True)
+    save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()},
+              str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    return path
+
+
+def _pushes(hub, folder: Path, base: str, repeat: int, **kw) -> float:
+    """Best time of pushes of ``folder`` that each send it (the artifact is removed between them)."""
+    times = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        hub.push(folder, f"bench/push-{i}", kind="model", base=base, **kw)
+        times.append(time.perf_counter() - t0)
+        hub.delete_artifact(f"bench/push-{i}")
+    return min(times)
+
+
+def _stored_as_delta(hub, spec: str, held: list[str], timeout: float = 300.0):
+    """The hub's plan for a client holding ``held``: waits until the fine-tune is stored as a delta."""
+    from deltahub.v1 import transfer_pb2 as tpb
+    from deltahub_client import convert
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        plan = convert.pull_plan_from_pb(hub._unary(hub._transfer.PlanPull, tpb.PlanPullRequest(
+            revision=spec, held=held)))
+        if plan:
+            return plan[0]
+        time.sleep(0.2)
+    raise SystemExit(f"{spec} was not stored as a delta within {timeout:.0f} s")
+
+
+def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repeat: int) -> None:
+    import os
+    import shutil
+    import tempfile
+
+    from deltahub.storage.hashing import sha256_file
+    from deltahub_client import Hub
+    from hf_download import best
+    from tests.helpers import ServeProcess
+
+    cores = os.cpu_count()
+    zc = zstandard.ZstdCompressor(level=3, threads=-1)
+    zd = zstandard.ZstdDecompressor()
+    print(f"\nthrough the hub (two `deltahub serve` on loopback, {cores} cores; MB/s of file bytes, best of "
+          f"{repeat}):")
+    print(f"{'steps':>6} {'dtype':<9} {'stored':>7} {'zstd':>6} | {'push raw':>8} {'push -b':>8} {'zstd':>6} | "
+          f"{'pull raw':>8} {'hub cold':>8} {'hub warm':>8} {'pull -b':>8} {'zstd':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        raw_srv = ServeProcess(tmp / "raw", "--no-delta-encoding")
+        enc_srv = ServeProcess(tmp / "enc", "--delta-copy-grace", "0", "--compact-every", "1")
+        raw_hub, hub = Hub(raw_srv.address, progress=False), Hub(enc_srv.address, progress=False)
+        try:
+            for dtype in dtypes:
+                name = str(dtype).split(".")[1]
+                b = _folder(tmp / f"base-{name}", base, dtype)
+                base_spec = f"base/{name}"
+                for h in (raw_hub, hub):
+                    h.push(b, base_spec, kind="model")
+                held = [sha256_file(b / "model.safetensors")]
+                for n, weights in sorted(tuned.items()):
+                    ft = _folder(tmp / f"ft-{name}-{n}", weights, dtype)
+                    file = ft / "model.safetensors"
+                    mb = file.stat().st_size / 1e6
+                    counter = iter(range(1 << 30))
+                    t_push_raw = _pushes(raw_hub, ft, base_spec, repeat)
+                    t_push_delta = _pushes(hub, ft, base_spec, repeat, base_dir=b)
+                    spec = f"fin/ft-{n}"
+                    r = hub.push(ft, spec, kind="model", base=base_spec, base_dir=b)
+                    raw_hub.push(ft, spec, kind="model", base=base_spec)
+                    enc = _stored_as_delta(hub, spec, held)
+                    stored = enc.stored / enc.size
+
+                    def pull(h, **kw):
+                        out = tmp / f"out-{next(counter)}"
+                        h.pull(spec, out, **kw)
+                        assert sha256_file(out / "model.safetensors") == enc.sha256
+                        shutil.rmtree(out)
+
+                    t_pull_raw = best(lambda: pull(raw_hub), repeat)
+                    for cached in (tmp / "enc" / "rebuilt").rglob(enc.sha256):
+                        cached.unlink()  # the check at commit rebuilt it once: forgotten, to time a first read
+                    t_cold = best(lambda: pull(hub), 1)  # the hub rebuilds it on first read ...
+                    t_warm = best(lambda: pull(hub), repeat)  # ... and serves its cached copy after
+                    t_pull_delta = best(lambda: pull(hub, base_dir=b), repeat)
+                    packed = tmp / "packed.zst"
+
+                    def zstd_push():
+                        with open(file, "rb") as src, open(packed, "wb") as dst:
+                            zc.copy_stream(src, dst)
+                        raw_hub._upload_all([(sha256_file(packed), packed.stat().st_size, 0, packed)],
+                                            packed.stat().st_size)
+
+                    t_zpush = best(zstd_push, 1)
+                    zsha = sha256_file(packed)
+                    zratio = packed.stat().st_size / file.stat().st_size
+
+                    def zstd_pull():
+                        got = tmp / "got.zst"
+                        raw_hub.download_blob(zsha, got)
+                        with open(got, "rb") as src, open(tmp / "unpacked", "wb") as dst:
+                            zd.copy_stream(src, dst)
+                        got.unlink()
+
+                    t_zpull = best(zstd_pull, repeat)
+                    print(f"{n:>6} {name:<9} {stored:>6.3f}x {zratio:>5.3f}x | {mb / t_push_raw:>8.0f} "
+                          f"{mb / t_push_delta:>8.0f} {mb / t_zpush:>6.0f} | {mb / t_pull_raw:>8.0f} "
+                          f"{mb / t_cold:>8.0f} {mb / t_warm:>8.0f} {mb / t_pull_delta:>8.0f} {mb / t_zpull:>6.0f}"
+                          f"   (delta push sent {r.bytes_sent / 1e6:.1f} of {mb:.1f} MB)")
+        finally:
+            raw_hub.close()
+            hub.close()
+            raw_srv.stop()
+            enc_srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", default="20,80,320")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--level", type=int, default=codec.DEFAULT_LEVEL)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--no-hub", action="store_true", help="the codec and container figures only")
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     base, tuned = fine_tunes(steps, args.lr)
@@ -132,6 +262,8 @@ def main() -> None:
         r = files_on_all_cores(base, tuned[max(steps)], dtype, args.level)
         print(f"  {str(dtype).split('.')[1]:<9} stored {r['stored']:.3f}x  encode {r['enc']:.0f} MB/s  "
               f"decode {r['dec']:.0f} MB/s  (a file copy: {r['copy']:.0f} MB/s)")
+    if not args.no_hub:
+        through_the_hub(base, tuned, (torch.float32, torch.bfloat16), args.level, args.repeat)
 
 
 if __name__ == "__main__":

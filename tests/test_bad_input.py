@@ -38,13 +38,13 @@ def refused(server, folder, exc, match, *, kind="adapter", artifact="finance/bad
     with pytest.raises(exc, match=match):
         hub.push(folder, artifact, kind=kind, base=base)
     assert store_state(store) == before, "a refused push changed the store"
-    assert list(store.blobs._tmp.iterdir()) == []
+    assert list(store.blobs.inner._tmp.iterdir()) == []
 
 
 def test_pickle_weights_are_refused_before_upload(server, pushed_base, adapter_copy):
     (adapter_copy / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle; never loaded
     refused(server, adapter_copy, UnsafeFormatError, "pickle")
-    assert list(server[1].blobs._uploads.iterdir()) == []  # not a byte was sent
+    assert list(server[1].blobs.inner._uploads.iterdir()) == []  # not a byte was sent
 
 
 def test_truncated_header_length(server, pushed_base, adapter_copy):

@@ -43,7 +43,7 @@ def test_a_push_through_one_replica_is_pulled_through_another(replicas, tmp_path
     (hub_a, store_a, _), (hub_b, store_b, _) = replicas
     pushed = hub_a.push(tiny_base, "base/tiny", kind="model").revision
     # B holds no local copy: it reads the catalog A wrote and streams the bytes from S3
-    assert not list(store_b.blobs.cache.iter_blobs())
+    assert not list(store_b.blobs.inner.cache.iter_blobs())
     assert hub_b.show("base/tiny").digest == pushed.digest
     dest = hub_b.pull("base/tiny", tmp_path / "pulled")
     for f in pushed.files:

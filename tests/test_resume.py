@@ -45,7 +45,7 @@ def test_interrupted_upload_resumes_from_committed_offset(server, tmp_path):
     assert plan.bytes_to_send == len(data) - held
     sent = hub._upload_all([(sha, len(data), plan.missing[0].offset, files["blob.jsonl"])], plan.bytes_to_send)
     assert sent == len(data) - held
-    assert store.blobs.path(sha).read_bytes() == data
+    assert store.blobs.inner.path(sha).read_bytes() == data
     channel.close()
 
 
@@ -75,7 +75,7 @@ def test_corrupt_blob_on_the_server_is_detected_by_the_client(server, pushed_bas
 
     hub, store, _ = server
     entry = pushed_base.file("config.json")
-    path = store.blobs.path(entry.sha256)
+    path = store.blobs.inner.path(entry.sha256)
     os.chmod(path, 0o644)
     path.write_text('{"tampered": true}')
     with pytest.raises(IntegrityError, match="expected"):

@@ -7,9 +7,12 @@ import json
 from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub.events import RefMove
 from deltahub.jobs.model import Job
+from deltahub.storage.catalog import Encoding
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import jobs_pb2 as jpb
 from deltahub.v1 import merge_pb2 as mpb
+from deltahub.v1 import registry_pb2 as rpb
+from deltahub.v1 import transfer_pb2 as tpb
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -21,6 +24,14 @@ def kind_to_pb(kind: Kind | str | None) -> int:
 
 def files_to_pb(files: list[FileEntry]) -> list[pb.FileEntry]:
     return [pb.FileEntry(path=f.path, sha256=f.sha256, size=f.size) for f in files]
+
+
+def encoded_to_pb(encoded: dict[str, str]) -> list[rpb.EncodedFile]:
+    return [rpb.EncodedFile(sha256=sha, container=container) for sha, container in sorted(encoded.items())]
+
+
+def pull_plan_from_pb(plan: tpb.PlanPullResponse) -> list[Encoding]:
+    return [Encoding(e.sha256, e.container, e.size, e.container_size, tuple(e.bases)) for e in plan.encoded]
 
 
 def card_to_pb(card: DomainCard | dict | None) -> pb.DomainCard | None:

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from huggingface_hub import constants as hf_constants
 from tqdm.auto import tqdm
 
 from deltahub import hf_cache
@@ -35,6 +36,7 @@ from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
 from deltahub_client.channel import TLSOptions, open_channel
+from deltahub_client.deltas import encode_for_push, held_files, rebuild
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 from deltahub_client.jobs import JobVerbs
@@ -145,11 +147,15 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         tags: list[str] | tuple[str, ...] = (),
         expected_revision: str | None = None,
         allow_code: bool = False,
+        base_dir: str | os.PathLike | None = None,
     ) -> PushResult:
         """Uploads a folder as a new revision of ``artifact`` and moves ``ref`` to it.
 
         Only blobs the hub lacks are sent; an interrupted upload resumes where it stopped.
         Code files (``.py``, ...) are refused unless ``allow_code`` (recorded on the revision).
+        With ``base_dir`` (a local copy of the base model, e.g. a Hugging Face cache snapshot), or when the
+        local Hugging Face cache holds the snapshot of ``base`` (as :meth:`export_hf` leaves it), each
+        safetensors file is sent as a delta against the base files the hub also stores, when that pays.
 
         Raises:
             InvalidInputError: bad name, kind, file or tensor (nothing is stored).
@@ -162,27 +168,49 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         entries = hash_files(files, progress=self.progress)
         return self.push_files(files, entries, artifact, kind=kind, base=base, card=card, labels=labels,
                                lineage=lineage, ref=ref, tags=tags, expected_revision=expected_revision,
-                               allow_code=allow_code)
+                               allow_code=allow_code, held=self._held_for_push(base_dir, base))
 
     @translated
     def push_files(self, files: dict[str, Path], entries: list[FileEntry], artifact: str, *, kind, base=None,
                    card=None, labels=None, lineage=None, ref=DEFAULT_REF, tags=(), expected_revision=None,
-                   allow_code: bool = False) -> PushResult:
+                   allow_code: bool = False, held: dict[str, Path] | None = None) -> PushResult:
+        held = held or {}
         plan = self._unary(
             self._transfer.PlanPush,
             tpb.PlanPushRequest(artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries),
-                                base=base or "", allow_code=allow_code),
+                                base=base or "", allow_code=allow_code, held=sorted(held)),
         )
         by_sha = {e.sha256: files[e.path] for e in entries}
-        sent = self._upload_all([(m.sha256, m.size, m.offset, by_sha[m.sha256]) for m in plan.missing],
-                                plan.bytes_to_send, plan.session)
+        with tempfile.TemporaryDirectory(prefix="deltahub-push-") as scratch:
+            blobs, encoded = self._push_deltas(plan, by_sha, {s: held[s] for s in plan.delta_bases if s in held},
+                                               Path(scratch))
+            sent = self._upload_all(blobs, sum(size - offset for _, size, offset, _ in blobs), plan.session)
         request = rpb.CommitRevisionRequest(
             artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries), base=base or "",
             card=convert.card_to_pb(card), labels=labels or {}, lineage=convert.lineage_to_pb(lineage),
             ref=ref, tags=list(tags), session=plan.session, allow_code=allow_code, **_expected_kw(expected_revision),
+            encoded=convert.encoded_to_pb(encoded),
         )
         resp = self._unary(self._registry.CommitRevision, request)
         return PushResult(convert.revision_from_pb(resp.revision), resp.created, len(plan.missing), sent)
+
+    def _push_deltas(self, plan, by_sha: dict[str, Path], bases: dict[str, Path],
+                     scratch: Path) -> tuple[list[tuple[str, int, int, Path]], dict[str, str]]:
+        """What to upload: each missing blob, or its container against ``bases`` where that pays (a blob
+        whose upload was interrupted resumes as it was)."""
+        blobs, encoded = [], {}
+        todo = [m for m in plan.missing if bases and m.offset == 0 and by_sha[m.sha256].name.endswith(".safetensors")]
+        with self._bar(sum(m.size for m in todo), "encoding deltas") as bar:
+            for m in plan.missing:
+                container = encode_for_push(by_sha[m.sha256], bases, scratch) if m in todo else None
+                if m in todo:
+                    bar.update(m.size)
+                if container is None:
+                    blobs.append((m.sha256, m.size, m.offset, by_sha[m.sha256]))
+                else:
+                    blobs.append((container.sha256, container.size, 0, container.path))
+                    encoded[m.sha256] = container.sha256
+        return blobs, encoded
 
     def _upload_all(self, blobs: list[tuple[str, int, int, Path]], total: int, session: str = "") -> int:
         if not blobs:
@@ -242,7 +270,8 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                 bar.update(len(data))
 
     # -- pull --------------------------------------------------------------
-    def pull(self, spec: str, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def pull(self, spec: str, dest: str | os.PathLike, *, overwrite: bool = False,
+             base_dir: str | os.PathLike | None = None) -> Path:
         """Downloads a revision into ``dest`` (a folder that peft/transformers load as is).
 
         Files already there with the right sha256 are kept; every downloaded
@@ -251,14 +280,20 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         that the revision would replace with other bytes is an error unless
         ``overwrite``.
 
+        With ``base_dir`` (a local copy of the base model, e.g. a Hugging Face cache snapshot), or when the
+        local Hugging Face cache holds the snapshot of the revision's base, files the hub stores as deltas
+        against it arrive as those deltas and are rebuilt here, checked by sha256.
+
         Raises:
             NotFoundError: no such artifact, ref or digest.
             AlreadyExistsError: ``dest`` holds other bytes at a path of the revision.
             IntegrityError: a blob arrived corrupt.
         """
-        return self.download(self.show(spec), dest, overwrite=overwrite)
+        return self.download(self.show(spec), dest, overwrite=overwrite, base_dir=base_dir)
 
-    def download(self, rev: Revision, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    @translated
+    def download(self, rev: Revision, dest: str | os.PathLike, *, overwrite: bool = False,
+                 base_dir: str | os.PathLike | None = None) -> Path:
         """Downloads the files of a revision already resolved with :meth:`show` (see :meth:`pull`)."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
@@ -267,10 +302,50 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         if clash and not overwrite:
             raise AlreadyExistsError(f"{dest} already holds other files at {clash[:5]}: pull into an empty "
                                      "folder, or pass --force (overwrite=True) to replace them")
-        with self._bar(sum(f.size for f in todo), "downloading") as bar:
-            with ThreadPoolExecutor(max_workers=min(4, max(1, len(todo)))) as pool:
-                list(pool.map(lambda f: self.download_blob(f.sha256, dest / f.path, bar=bar), todo))
+        self._fetch(rev, [(f, dest / f.path) for f in todo], self._held(base_dir, rev.base) if todo else {})
         return dest
+
+    def _fetch(self, rev: Revision, targets: list[tuple[FileEntry, Path]], held: dict[str, Path]) -> None:
+        """Downloads files of ``rev`` to their targets; those the hub stores as deltas against files in
+        ``held`` (sha256 -> path) arrive as those deltas and are rebuilt here, checked by sha256."""
+        deltas = {}
+        if held and targets:
+            plan = self._unary(self._transfer.PlanPull, tpb.PlanPullRequest(revision=rev.spec, held=sorted(held)))
+            deltas = {e.sha256: e for e in convert.pull_plan_from_pb(plan)}
+        total = sum(deltas[f.sha256].stored if f.sha256 in deltas else f.size for f, _ in targets)
+        with self._bar(total, "downloading") as bar, tempfile.TemporaryDirectory(prefix="deltahub-pull-") as scratch:
+
+            def one(i: int) -> None:
+                f, target = targets[i]
+                enc = deltas.get(f.sha256)
+                if enc is None:
+                    return self.download_blob(f.sha256, target, bar=bar)
+                container = Path(scratch) / f"{i}.dhdl"
+                self.download_blob(enc.container, container, bar=bar)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                rebuild(container, {b: held[b] for b in enc.bases}, target, f.sha256, 0o666 & ~_UMASK)
+                container.unlink()
+
+            with ThreadPoolExecutor(max_workers=min(4, max(1, len(targets)))) as pool:
+                list(pool.map(one, range(len(targets))))
+
+    def _held_for_push(self, base_dir: str | os.PathLike | None, base: str | None) -> dict[str, Path]:
+        if base_dir or not base:
+            return self._held(base_dir, "")
+        artifact = base.partition("@")[0]
+        if not hf_cache.cached_repo(hf_constants.HF_HUB_CACHE, artifact):  # asked of the hub only when it may pay
+            return {}
+        return self._held(None, self.show(base).spec)
+
+    def _held(self, base_dir: str | os.PathLike | None, base: str, cache_dir: str | os.PathLike | None = None,
+              ) -> dict[str, Path]:
+        """The base files this client holds (sha256 -> path): those in ``base_dir``, else those of the base
+        revision ``base`` (``namespace/name@digest``) when a Hugging Face cache holds its snapshot."""
+        if base_dir:
+            return held_files(base_dir)
+        artifact, _, digest = (base or "").partition("@")
+        snapshot = hf_cache.cached_snapshot(cache_dir or hf_constants.HF_HUB_CACHE, artifact, digest) if digest else None
+        return held_files(snapshot) if snapshot else {}
 
     @translated
     def download_blob(self, sha256: str, target: Path, *, bar=None) -> None:
@@ -416,10 +491,8 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         repo_id = repo_id or rev.artifact
         todo = {f.sha256: f for f in rev.files}
         blobs = {sha: hf_cache.blob_path(cache_dir, repo_id, sha, repo_type) for sha in todo}
-        missing = [sha for sha, p in blobs.items() if not _has_file(p, todo[sha])]
-        with self._bar(sum(todo[s].size for s in missing), "exporting") as bar:
-            for sha in missing:
-                self.download_blob(sha, blobs[sha], bar=bar)
+        missing = [(todo[sha], p) for sha, p in blobs.items() if not _has_file(p, todo[sha])]
+        self._fetch(rev, missing, self._held(None, rev.base, cache_dir) if missing else {})
         return hf_cache.link_snapshot(cache_dir, repo_id, rev.digest, [(f.path, f.sha256) for f in rev.files],
                                       ref=ref, repo_type=repo_type)
 

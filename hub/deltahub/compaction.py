@@ -1,16 +1,17 @@
 """Re-stores the safetensors files of models and task vectors as deltas against their closest stored base.
 
-Pushes store files as they are (a push never waits on encoding); this pass runs after they land: the
-server runs it in the background after each commit and at start, ``deltahub compact`` runs it by
-hand. What is left to do is read from the catalog (files with no ``encodings`` row), so a crash or
-restart only means the next pass picks up where this one stopped.
+Pushes store files as they are (a push never waits on encoding; one that sends deltas is adopted at
+commit, see ``HubStore._adopt_deltas``); this pass runs after they land: the server runs it in the
+background after each commit, at start and every ``--compact-every``. What is left to do is read from
+the catalog (files with no ``encodings`` row), so a crash or restart only means the next pass picks up
+where this one stopped, and replicas share the work (a catalog lock per file).
 
-For each file it chooses a base cheaply: the revision's named base, its lineage parents, the other
-revisions of its artifact, then the newest revisions of its kind, in that order of preference;
+For each file it chooses a base cheaply: the revision's named base, its lineage parents, the older
+revisions of its artifact, then the newest older revisions of its kind, in that order of preference;
 candidates whose tensors (same name, dtype and shape) cover less than half of the file's are dropped,
 and of the rest the one whose sampled tensors encode smallest wins. The file is encoded against the
 winner's files (:mod:`deltahub.deltas.filedelta`), the container decoded once to check it rebuilds
-the file's sha256, and recorded only if it pays (at most ``PAYS`` of the file). A file nothing fits,
+the file's sha256, and recorded only if it pays (``EncodeStats.pays``). A file nothing fits,
 or whose delta does not pay, is recorded as kept as it is, so no later pass measures it again.
 
 Bases stay stored as themselves (a file something is encoded against is never encoded), so a read
@@ -41,7 +42,6 @@ log = logging.getLogger("deltahub.compaction")
 KINDS = (Kind.MODEL, Kind.TASK_VECTOR)
 SUFFIX = ".safetensors"
 MIN_BYTES = 1 << 16     # smaller files are not worth a rebuild on read
-PAYS = 0.9              # a container is kept only when it stores at most this fraction of the file
 MIN_COVERAGE = 0.5      # a candidate base must match at least this fraction of the file's tensor bytes
 CANDIDATES = 8          # candidates measured by sampling, at most
 NEWEST = 32             # newest revisions of the kind looked at, beyond the named ones
@@ -125,7 +125,8 @@ class Compactor:
         with self.catalog.lock(f"encode:{sha256}", wait=False):
             if self.catalog.encoding(sha256) is not None or not self.raw.has(sha256):
                 return stats
-            if size < MIN_BYTES or self.catalog.is_base(sha256):
+            if size < MIN_BYTES or self.catalog.is_base(sha256) or self.catalog.is_named_base(rev.spec):
+                # a revision others name as their base stays as itself, so they can be encoded against it
                 return self._keep(stats, sha256, size, size, "small or a base")
             path = self.raw.require(sha256)
             header = read_header(path)
@@ -136,7 +137,7 @@ class Compactor:
             with self.raw.writer() as out:
                 encoded = encode_file(path, bases, out, level=self.level, workers=self.workers)
             container = out.sha256
-            if encoded.stored_bytes > PAYS * size or not encoded.depends_on:
+            if not encoded.pays:
                 self._discard(container)
                 return self._keep(stats, sha256, size, encoded.stored_bytes, f"delta against {base_rev.spec} "
                                   "does not pay")
@@ -189,8 +190,11 @@ class Compactor:
         the newest of the kind."""
         found: dict[str, Revision] = {}
 
-        def add(candidate: Revision | None) -> None:
-            if candidate is not None and candidate.kind is rev.kind and candidate.spec != rev.spec:
+        def add(candidate: Revision | None, named: bool = False) -> None:
+            # Unnamed candidates must be older: a base is pushed before what is tuned from it, so the
+            # first of two models is never encoded against the second (which then could not use it).
+            if (candidate is not None and candidate.kind is rev.kind and candidate.spec != rev.spec
+                    and candidate.base != rev.spec and (named or candidate.created_at < rev.created_at)):
                 found.setdefault(candidate.spec, candidate)
 
         for spec in (rev.base, *rev.lineage.parents):
@@ -200,10 +204,10 @@ class Compactor:
                 except DeltahubError:
                     continue
                 if parsed.revision:
-                    add(self.catalog.get_revision(str(parsed.artifact), parsed.revision))
+                    add(self.catalog.get_revision(str(parsed.artifact), parsed.revision), named=True)
         for other in self.catalog.list_revisions(rev.artifact):
             add(other)
-        for other in self.catalog.revisions_of_kind(rev.kind, limit=NEWEST):
+        for other in self.catalog.revisions_of_kind(rev.kind, before=rev.created_at, limit=NEWEST):
             add(other)
         return list(found.values())
 

@@ -61,6 +61,23 @@ def blob_path(cache_dir: str | os.PathLike, repo_id: str, sha256: str, repo_type
     return path
 
 
+def cached_repo(cache_dir: str | os.PathLike, repo_id: str, repo_type: str = "model") -> bool:
+    try:
+        return (repo_folder(cache_dir, repo_id, repo_type) / "snapshots").is_dir()
+    except (InvalidInputError, ValueError):
+        return False
+
+
+def cached_snapshot(cache_dir: str | os.PathLike, repo_id: str, digest: str, repo_type: str = "model") -> Path | None:
+    """The snapshot folder of revision ``digest`` of ``repo_id`` when the cache holds it (as an export
+    leaves it), else None."""
+    try:
+        folder = repo_folder(cache_dir, repo_id, repo_type) / "snapshots" / commit_hash(digest)
+    except (InvalidInputError, ValueError):
+        return None
+    return folder if folder.is_dir() else None
+
+
 def link_snapshot(cache_dir: str | os.PathLike, repo_id: str, digest: str, files: list[tuple[str, str]],
                   *, ref: str = "main", repo_type: str = "model") -> Path:
     """Makes ``snapshots/<commit>`` point at blobs already in place; ``files`` is (path, sha256)."""

@@ -76,7 +76,24 @@ class JobLimits:
     max_attempts: int = limit(20, "--max-job-attempts", "Attempts a client may ask for (max_attempts).")
 
 
-GROUPS = (StreamLimits, UploadLimits, InputLimits, TrainingLimits, JobLimits)
+@dataclass
+class DeltaLimits:
+    """What storing files as deltas against their base may take (deltahub.compaction)."""
+
+    delta_workers: int = limit(0, "--delta-workers", "Threads encoding and decoding deltas (0: every core).")
+    rebuilt_cache_bytes: int = limit(20 << 30, "--rebuilt-cache-bytes",
+                                     "Files rebuilt from their deltas kept at most in --data-dir (least recent go).")
+    delta_copy_grace_s: float = limit(600.0, "--delta-copy-grace",
+                                      "Seconds a file stored as a delta keeps its copy as itself (for open readers).")
+    compact_every_s: float = limit(300.0, "--compact-every",
+                                   "Seconds between passes looking for files to store as deltas (also after commits).")
+
+    @property
+    def workers(self) -> int | None:
+        return self.delta_workers or None
+
+
+GROUPS = (StreamLimits, UploadLimits, InputLimits, TrainingLimits, JobLimits, DeltaLimits)
 
 
 def declared() -> Iterator[tuple[type, dataclasses.Field]]:

@@ -45,11 +45,11 @@ from deltahub.errors import (
 from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_namespace, check_ref, looks_like_digest
 from deltahub.jobs.specs import TaskVectorSpec
-from deltahub.limits import InputLimits, UploadLimits, check_annotations, check_card
+from deltahub.limits import DeltaLimits, InputLimits, UploadLimits, check_annotations, check_card
 from deltahub.deltas.filedelta import read_index
 from deltahub.storage import Catalog, UploadWriter, open_blob_store
 from deltahub.storage.catalog import Encoding
-from deltahub.storage.encoded import DEFAULT_REBUILT_CACHE_BYTES, EncodedBlobStore
+from deltahub.storage.encoded import EncodedBlobStore
 
 UNSET = object()  # "no compare-and-swap": distinct from "" (= the ref must not exist)
 RESERVED_LABEL_PREFIX = "deltahub."  # labels the hub sets; clients cannot
@@ -62,14 +62,13 @@ class StoreConfig:
     catalog: str | None = None               # None: data_dir/catalog.sqlite; or postgresql://...
     blob_store: str | None = None            # None: data_dir; or s3://bucket/prefix
     blob_cache_bytes: int | None = None      # local copies of an object store's blobs kept at most
-    rebuilt_cache_bytes: int = DEFAULT_REBUILT_CACHE_BYTES  # files rebuilt from their deltas kept at most
-    delta_workers: int | None = None         # threads encoding and decoding deltas (None: every core)
     max_blob_bytes: int | None = None        # per file
     max_revision_bytes: int | None = None    # per revision
     gc_grace_s: float = 3600.0               # unreferenced blobs younger than this survive a full GC
     redis_url: str | None = None             # catalog change events also go to a Redis stream
     uploads: UploadLimits = field(default_factory=UploadLimits)
     inputs: InputLimits = field(default_factory=InputLimits)
+    deltas: DeltaLimits = field(default_factory=DeltaLimits)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -126,8 +125,8 @@ class HubStore:
         self.catalog = Catalog(config.catalog or config.data_dir / "catalog.sqlite", sink=sink)
         stored = open_blob_store(config.blob_store, config.data_dir, locks=self.catalog.lock,
                                  max_blob_bytes=config.max_blob_bytes, cache_bytes=config.blob_cache_bytes)
-        self.blobs = EncodedBlobStore(stored, self.catalog, config.data_dir, cache_bytes=config.rebuilt_cache_bytes,
-                                      workers=config.delta_workers)
+        self.blobs = EncodedBlobStore(stored, self.catalog, config.data_dir,
+                                      cache_bytes=config.deltas.rebuilt_cache_bytes, workers=config.deltas.workers)
         self.replica = _replica_id(config.data_dir)
         self._base_cache: OrderedDict[str, BaseModelInfo] = OrderedDict()
         self._base_cache_lock = threading.Lock()
@@ -244,14 +243,21 @@ class HubStore:
 
     def commit(self, req: CommitRequest) -> tuple[Revision, bool]:
         try:
-            return self._commit(req)
+            result = self._commit(req)
         except Exception:
             # A refused commit stores nothing: blobs its own session alone planned or
             # uploaded, that no revision uses, go too (a retry uploads them again).
             # Blobs another session planned, uploads or uploaded are that session's.
             if req.session:
-                self._discard_session(req.session, [f.sha256 for f in req.files if isinstance(f, FileEntry)])
+                self._discard_session(req.session, [f.sha256 for f in req.files if isinstance(f, FileEntry)]
+                                      + list(req.encoded.values()))
             raise
+        if req.encoded:  # deltas of files the hub had meanwhile: not needed, unless another push sends them
+            with self._blob_lock():
+                for container in set(req.encoded.values()):
+                    if not self.catalog.blob_in_use(container) and not self.catalog.sessions_of(container):
+                        self.blobs.delete(container)
+        return result
 
     def _discard_session(self, session: str, shas: list[str]) -> None:
         with self._blob_lock(), self.catalog.transaction() as db:

@@ -43,6 +43,7 @@ from deltahub.v1 import (
     transfer_pb2,
     transfer_pb2_grpc,
 )
+from deltahub_server.background import BackgroundCompaction
 from deltahub_server.auth import AuthInterceptor
 from deltahub_server.discovery import enable_reflection
 from deltahub_server.hfapi import HfEndpoint, bound_port, start_http
@@ -52,7 +53,7 @@ from deltahub_server.registry import RegistryServicer
 from deltahub_server.router import RouterServicer
 from deltahub_server.train import TrainServicer
 from deltahub_server.workers import WorkerPool
-from deltahub.limits import InputLimits, JobLimits, StreamLimits, TrainingLimits, UploadLimits
+from deltahub.limits import DeltaLimits, InputLimits, JobLimits, StreamLimits, TrainingLimits, UploadLimits
 from deltahub_server.runtime import Blocking, StreamBudget
 from deltahub_server.transfer import CHUNK_SIZE, TransferServicer
 
@@ -89,6 +90,8 @@ class ServerConfig:
     inputs: InputLimits = field(default_factory=InputLimits)
     training_limits: TrainingLimits = field(default_factory=TrainingLimits)
     jobs: JobLimits = field(default_factory=JobLimits)
+    deltas: DeltaLimits = field(default_factory=DeltaLimits)
+    delta_encoding: bool = True       # store files as deltas in the background (deltahub.compaction)
     embedder: str = DEFAULT_EMBEDDER
     local_workers: int | None = None  # in-process workers (every kind of job); None: 2 without Redis, 0 with it
     lease_s: float = 30.0             # job leases
@@ -103,7 +106,7 @@ class ServerConfig:
         return StoreConfig(Path(self.data_dir), catalog=self.catalog, blob_store=self.blob_store,
                            blob_cache_bytes=self.blob_cache_bytes, max_blob_bytes=self.max_blob_bytes,
                            max_revision_bytes=self.max_revision_bytes, redis_url=self.redis_url,
-                           uploads=self.uploads, inputs=self.inputs)
+                           uploads=self.uploads, inputs=self.inputs, deltas=self.deltas)
 
     @property
     def tls(self) -> bool:
@@ -168,6 +171,7 @@ class RunningServer:
         self._stopped = False
         self.http = None  # the download API's runner, when it serves one
         self.http_port = 0
+        self.compaction: BackgroundCompaction | None = None
 
     def _call(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -183,6 +187,8 @@ class RunningServer:
             self._call(self.http.cleanup())
         self._call(self.server.stop(grace))
         self.workers.stop()  # in-process workers leave their jobs at the next step (queued again on restart)
+        if self.compaction is not None:
+            self.compaction.stop()  # a file half encoded is looked at again by the next start
         self._blocking.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
@@ -312,6 +318,9 @@ def create_server(
     running = RunningServer(loop, thread, server, port, store, workers, blocking, health_servicer, own_store, sweeper)
     if http is not None:
         running.http, running.http_port = http, bound_port(http)
+    if config.delta_encoding:
+        running.compaction = BackgroundCompaction(store)
+        running.compaction.start()
     return running
 
 

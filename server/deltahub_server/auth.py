@@ -106,6 +106,7 @@ RULES: dict[str, Callable[[object], Needs]] = {
     "/deltahub.v1.Transfer/UploadBlob": _anywhere(Scope.WRITE),
     "/deltahub.v1.Transfer/GetUploadStatus": _anywhere(Scope.WRITE),
     "/deltahub.v1.Transfer/DownloadBlob": _anywhere(Scope.READ),
+    "/deltahub.v1.Transfer/PlanPull": _on("revision", Scope.READ),
     "/deltahub.v1.Merge/StartMerge": _merge,
     "/deltahub.v1.Merge/ListMethods": _anywhere(Scope.READ),
     "/deltahub.v1.Merge/Evaluate": _evaluate,

@@ -15,6 +15,7 @@ from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import jobs_pb2 as jpb
 from deltahub.v1 import registry_pb2 as rpb_registry
 from deltahub.v1 import router_pb2 as rpb
+from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.routing.router import DEFAULT_K, RouteRequest
 from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
 
@@ -44,6 +45,31 @@ def ref_move_to_pb(move) -> rpb_registry.RefEvent:
 
 def files_from_pb(entries) -> list[FileEntry]:
     return [FileEntry(e.path, e.sha256, int(e.size)) for e in entries]
+
+
+def encoded_from_pb(entries) -> dict[str, str]:
+    """CommitRevisionRequest.encoded: file sha256 -> container sha256 (one container per file)."""
+    found: dict[str, str] = {}
+    for e in entries:
+        if found.setdefault(e.sha256, e.container) != e.container:
+            raise InvalidInputError(f"file {e.sha256} is sent as two different deltas")
+    return found
+
+
+def plan_push_to_pb(missing: list[tuple[str, int, int]], session: str, delta_bases: list[str]) -> tpb.PlanPushResponse:
+    return tpb.PlanPushResponse(
+        missing=[upload_status_to_pb(s, n, o, False) for s, n, o in missing],
+        bytes_to_send=sum(n - o for _, n, o in missing), session=session, delta_bases=delta_bases)
+
+
+def upload_status_to_pb(sha256: str, size: int, offset: int, complete: bool) -> tpb.UploadStatus:
+    return tpb.UploadStatus(sha256=sha256, size=size, offset=offset, complete=complete)
+
+
+def pull_plan_to_pb(encodings) -> tpb.PlanPullResponse:
+    return tpb.PlanPullResponse(encoded=[
+        tpb.EncodedBlob(sha256=e.sha256, size=e.size, container=e.container, container_size=e.stored,
+                        bases=list(e.bases)) for e in encodings])
 
 
 def card_from_pb(card: pb.DomainCard) -> DomainCard:

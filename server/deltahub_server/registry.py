@@ -76,6 +76,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
                 created_by=current_principal().name,
                 session=request.session,
                 allow_code=request.allow_code,
+                encoded=convert.encoded_from_pb(request.encoded),
             )
         )
         return rpb.CommitRevisionResponse(revision=convert.revision_to_pb(rev), created=created)

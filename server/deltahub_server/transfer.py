@@ -37,11 +37,12 @@ class TransferServicer(tgrpc.TransferServicer):
         files = convert.files_from_pb(request.files)
         missing = self.store.plan_push(request.artifact, convert.kind_from_pb(request.kind), files, request.base,
                                        allow_code=request.allow_code)
-        return tpb.PlanPushResponse(
-            missing=[tpb.UploadStatus(sha256=s, size=n, offset=o, complete=False) for s, n, o in missing],
-            bytes_to_send=sum(n - o for _, n, o in missing),
-            session=self.store.open_session(current_principal().name, files),
-        )
+        bases = self.store.delta_bases(list(request.held)) if missing else []
+        return convert.plan_push_to_pb(missing, self.store.open_session(current_principal().name, files), bases)
+
+    @rpc_method
+    def PlanPull(self, request, context):
+        return convert.pull_plan_to_pb(self.store.pull_plan(request.revision, list(request.held)))
 
     @rpc_method
     async def UploadBlob(self, request_iterator, context):
@@ -55,7 +56,7 @@ class TransferServicer(tgrpc.TransferServicer):
             check_sha256(first.sha256)
             writer = await self._open(first, principal)
             if writer is None:  # another stream of the same content finished it meanwhile
-                return tpb.UploadBlobResponse(status=_status(first.sha256, first.size, first.size, True))
+                return tpb.UploadBlobResponse(status=convert.upload_status_to_pb(first.sha256, first.size, first.size, True))
             what = f"upload of blob {first.sha256}"
             floor = RateFloor(limits.min_upload_bytes_per_s, limits.upload_grace_s)
             try:
@@ -67,7 +68,7 @@ class TransferServicer(tgrpc.TransferServicer):
                     floor.add(len(chunk.data), what)
                     chunk = await stream.next(what)
                 await self.blocking.run(writer.finish)
-                return tpb.UploadBlobResponse(status=_status(writer.sha256, writer.size, writer.offset,
+                return tpb.UploadBlobResponse(status=convert.upload_status_to_pb(writer.sha256, writer.size, writer.offset,
                                                              writer.complete))
             except BaseException:
                 # The client went away, stalled or crawled: keep what arrived for its resume.
@@ -101,7 +102,7 @@ class TransferServicer(tgrpc.TransferServicer):
     def GetUploadStatus(self, request, context):
         check_sha256(request.sha256)
         offset, complete = self.store.upload_status(request.sha256)
-        return _status(request.sha256, offset if complete else 0, offset, complete)
+        return convert.upload_status_to_pb(request.sha256, offset if complete else 0, offset, complete)
 
     @rpc_method
     async def DownloadBlob(self, request, context):
@@ -117,6 +118,3 @@ class TransferServicer(tgrpc.TransferServicer):
             finally:
                 chunks.close()
 
-
-def _status(sha256: str, size: int, offset: int, complete: bool) -> tpb.UploadStatus:
-    return tpb.UploadStatus(sha256=sha256, size=size, offset=offset, complete=complete)

@@ -33,11 +33,14 @@ KINDS = ["model", "adapter", "task_vector", "dataset"]
 @click.option("--expect", "expected", default=None, help="Compare-and-swap: the revision REF must point to now ('' = new).")
 @click.option("--allow-code", is_flag=True,
               help="Accept code files (.py, ...) that trust_remote_code would run; recorded on the revision.")
-def push(hub, ui, folder, artifact, kind, base, card_file, tags, labels, parents, ref, expected, allow_code):
+@click.option("--base-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A local copy of the base model (e.g. a Hugging Face cache snapshot): files are sent as deltas against it.")
+def push(hub, ui, folder, artifact, kind, base, card_file, tags, labels, parents, ref, expected, allow_code, base_dir):
     """Push FOLDER as a new revision of ARTIFACT (namespace/name)."""
     result = hub.push(folder, artifact, kind=kind, base=base, card=load_card(card_file),
                       labels=parse_pairs(labels), ref=ref, tags=list(tags), expected_revision=expected,
-                      lineage=Lineage(parents=tuple(parents)) if parents else None, allow_code=allow_code)
+                      lineage=Lineage(parents=tuple(parents)) if parents else None, allow_code=allow_code,
+                      base_dir=base_dir)
     rev = result.revision
     ui.emit({"revision": rev.to_dict(), "created": result.created, "blobs_sent": result.blobs_sent,
              "bytes_sent": result.bytes_sent},
@@ -50,10 +53,12 @@ def push(hub, ui, folder, artifact, kind, base, card_file, tags, labels, parents
 @click.argument("spec")
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace files in DEST that differ from the revision's.")
-def pull(hub, ui, spec, dest, force):
+@click.option("--base-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A local copy of the base model (e.g. a Hugging Face cache snapshot): files the hub stores as deltas arrive as deltas against it.")
+def pull(hub, ui, spec, dest, force, base_dir):
     """Download NAMESPACE/NAME[@REF_OR_DIGEST] into DEST (verified by sha256)."""
     rev = hub.show(spec)
-    path = hub.download(rev, dest, overwrite=force)
+    path = hub.download(rev, dest, overwrite=force, base_dir=base_dir)
     if not ui.quiet or ui.json:
         ui.emit({"revision": rev.to_dict(), "path": str(path)}, f"pulled {rev.artifact}@{rev.digest} into {path}")
 

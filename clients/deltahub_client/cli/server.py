@@ -54,10 +54,13 @@ from deltahub_client.cli.app import hub_command, limit_options, main
               help="Threads for blocking calls (catalog, disk); streams waiting on clients hold none.")
 @click.option("--heavy-threads", type=int, default=2, show_default=True,
               help="Threads for heavy calls (checking merges and jobs before they are queued, GC).")
+@click.option("--delta-encoding/--no-delta-encoding", default=True, show_default=True,
+              help="Store models' and task vectors' files as deltas against their closest stored base, in the "
+                   "background (reads rebuild them; pushed deltas are kept either way).")
 @limit_options
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(data_dir, catalog, blob_store, blob_cache_bytes, address, http_address, redis_url, tokens_file, max_blob_bytes, max_revision_bytes, embedder, local_workers,
-          device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, log_level, **limit_values):
+          device, tls_cert, tls_key, tls_client_ca, insecure, rpc_threads, heavy_threads, delta_encoding, log_level, **limit_values):
     """Run the hub server: on its embedded defaults (blobs + SQLite under --data-dir), or as one of several
     replicas sharing --catalog postgresql://... and --blob-store s3://..."""
     from deltahub.auth import TokenTable
@@ -73,7 +76,8 @@ def serve(data_dir, catalog, blob_store, blob_cache_bytes, address, http_address
                      tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
                      workers=rpc_threads, heavy_workers=heavy_threads, streams=groups[limits.StreamLimits],
                      uploads=groups[limits.UploadLimits], inputs=groups[limits.InputLimits],
-                     training_limits=groups[limits.TrainingLimits], jobs=groups[limits.JobLimits]))
+                     training_limits=groups[limits.TrainingLimits], jobs=groups[limits.JobLimits],
+                     deltas=groups[limits.DeltaLimits], delta_encoding=delta_encoding))
 
 
 @main.command()

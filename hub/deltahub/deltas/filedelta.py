@@ -36,6 +36,8 @@ MAGIC = b"DHDL"
 VERSION = 1
 PREFIX = struct.Struct("<4sI")
 TRAILER = struct.Struct("<Q")
+PAYS = 0.9
+MAX_INDEX_BYTES = 64 << 20  # a client may send the container: its index is parsed only below this
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class EncodeStats:
     tensors: int
     against_base: int  # tensors encoded as deltas
     depends_on: tuple[str, ...] = ()  # sha256 of the base files the container needs
+
+    @property
+    def pays(self) -> bool:
+        """Whether the container is worth keeping (or sending) instead of the file: it needs a base and
+        stores at most ``PAYS`` of the file's bytes (a rebuild costs a decode, so near-misses are not)."""
+        return bool(self.depends_on) and self.stored_bytes <= PAYS * self.file_bytes
 
 
 class _Maps:
@@ -148,6 +156,8 @@ def read_index(container: BinaryIO) -> dict:
     (n,) = TRAILER.unpack(container.read(TRAILER.size))
     if n > end - PREFIX.size - TRAILER.size:
         raise IntegrityError("encoded file's index length is past its size")
+    if n > MAX_INDEX_BYTES:
+        raise IntegrityError(f"encoded file's index is {n} bytes; at most {MAX_INDEX_BYTES} are read")
     container.seek(end - TRAILER.size - n)
     try:
         index = json.loads(container.read(n))

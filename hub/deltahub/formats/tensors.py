@@ -9,7 +9,6 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 from deltahub.errors import InvalidInputError
@@ -18,10 +17,15 @@ from deltahub.formats.safetensors_header import FLOAT_DTYPES, SafetensorsHeader
 # Elements per slice when scanning exactly: bounds memory by a slice, not by the largest tensor.
 _SCAN_ELEMENTS = 1 << 24
 
-# dtypes torch can sum straight from the file's bytes, and the accumulator that cannot overflow on them
-# (float16's largest value times any tensor size stays far inside float32).
-_FAST_SUM = {"F16": (torch.float16, torch.float32), "BF16": (torch.bfloat16, torch.float32),
-             "F32": (torch.float32, torch.float32), "F64": (torch.float64, torch.float64)}
+
+def _fast_sum(dtype: str):
+    """(view dtype, accumulator) torch can sum straight from the file's bytes without overflow (float16's
+    largest value times any tensor size stays far inside float32), or None. torch is imported here, not
+    at module level: the formats package is imported by clients that never check tensors."""
+    import torch
+
+    return {"F16": (torch.float16, torch.float32), "BF16": (torch.bfloat16, torch.float32),
+            "F32": (torch.float32, torch.float32), "F64": (torch.float64, torch.float64)}.get(dtype)
 
 
 def check_finite(path: str | os.PathLike, header: SafetensorsHeader, *, label: str) -> None:
@@ -50,8 +54,10 @@ def check_finite(path: str | os.PathLike, header: SafetensorsHeader, *, label: s
 
 
 def _sums_finite(mapped: mmap.mmap, header: SafetensorsHeader, name: str) -> bool:
+    import torch
+
     info = header.tensors[name]
-    fast = _FAST_SUM.get(info.dtype)
+    fast = _fast_sum(info.dtype)
     start = header.data_offset + info.begin
     if fast is None or start % fast[0].itemsize:
         return False  # no in-place view: leave it to the exact scan
@@ -63,6 +69,8 @@ def _sums_finite(mapped: mmap.mmap, header: SafetensorsHeader, name: str) -> boo
 
 
 def _scan_exactly(path: str | os.PathLike, header: SafetensorsHeader, names: list[str], *, label: str) -> None:
+    import torch
+
     with safe_open(os.fspath(path), framework="pt") as fh:
         for name in names:
             shape = header.tensors[name].shape

@@ -61,6 +61,12 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        """One write transaction; called inside another on the same thread, it is that one (a blob
+        removal that drops its encoding row joins the removal that called it)."""
+        outer = getattr(self._local, "tx", None)
+        if outer is not None:
+            yield outer
+            return
         with self.db.begin() as tx:
             self._pending = []
             self._local.tx = tx  # reads inside see this transaction's writes
@@ -313,6 +319,10 @@ class Catalog:
     def is_base(self, sha256: str) -> bool:
         return bool(self._query("SELECT 1 FROM encoding_bases WHERE base=? LIMIT 1", (sha256,)))
 
+    def is_named_base(self, spec: str) -> bool:
+        """Whether some revision names ``spec`` (``artifact@digest``) as its base."""
+        return bool(self._query("SELECT 1 FROM revisions WHERE base=? LIMIT 1", (spec,)))
+
     def unencoded_files(self, kinds: tuple[str, ...], suffix: str, *, limit: int = 1000) -> list[Row]:
         """(artifact, digest, sha256, size) of files of revisions of ``kinds`` named ``*suffix`` that no
         encoding row covers yet, oldest revision first: what a sweep still has to look at."""
@@ -333,10 +343,11 @@ class Catalog:
     def copy_dropped(self, db: Tx, sha256: str) -> None:
         db.execute("UPDATE encodings SET copy_dropped = 1 WHERE sha256=?", (sha256,))
 
-    def revisions_of_kind(self, kind: Kind, *, limit: int) -> list[Revision]:
-        """The newest revisions of ``kind``, newest first (the candidates a file is encoded against)."""
-        rows = self._query("SELECT * FROM revisions WHERE kind=? ORDER BY created_at DESC LIMIT ?",
-                           (kind.value, limit))
+    def revisions_of_kind(self, kind: Kind, *, before: float, limit: int) -> list[Revision]:
+        """The newest revisions of ``kind`` created before ``before``, newest first (the candidates a file
+        is encoded against)."""
+        rows = self._query("SELECT * FROM revisions WHERE kind=? AND created_at < ? ORDER BY created_at DESC "
+                           "LIMIT ?", (kind.value, before, limit))
         return [self._revision(r) for r in rows]
 
     def unused_encodings(self) -> list[str]:

@@ -24,12 +24,9 @@ from deltahub.errors import IntegrityError, NotFoundError
 from deltahub.storage.blobs import BlobStore, LocalBlobStore, file_chunks, trim_lru
 from deltahub.storage.catalog import Catalog, Encoding
 
-DEFAULT_REBUILT_CACHE_BYTES = 20 << 30
-
-
 class EncodedBlobStore(BlobStore):
     def __init__(self, inner: BlobStore, catalog: Catalog, scratch: Path, *,
-                 cache_bytes: int = DEFAULT_REBUILT_CACHE_BYTES, workers: int | None = None) -> None:
+                 cache_bytes: int, workers: int | None = None) -> None:
         self.inner = inner
         self.catalog = catalog
         self.url = inner.url

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitRevisionRequest(_message.Message):
-    __slots__ = ("artifact", "kind", "files", "base", "card", "labels", "lineage", "ref", "expected_revision", "tags", "session", "allow_code")
+    __slots__ = ("artifact", "kind", "files", "base", "card", "labels", "lineage", "ref", "expected_revision", "tags", "session", "allow_code", "encoded")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class CommitRevisionRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ALLOW_CODE_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     kind: _common_pb2.ArtifactKind
     files: _containers.RepeatedCompositeFieldContainer[_common_pb2.FileEntry]
@@ -43,7 +44,16 @@ class CommitRevisionRequest(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     session: str
     allow_code: bool
-    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., ref: _Optional[str] = ..., expected_revision: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., allow_code: _Optional[bool] = ...) -> None: ...
+    encoded: _containers.RepeatedCompositeFieldContainer[EncodedFile]
+    def __init__(self, artifact: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., base: _Optional[str] = ..., card: _Optional[_Union[_common_pb2.DomainCard, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., ref: _Optional[str] = ..., expected_revision: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., allow_code: _Optional[bool] = ..., encoded: _Optional[_Iterable[_Union[EncodedFile, _Mapping]]] = ...) -> None: ...
+
+class EncodedFile(_message.Message):
+    __slots__ = ("sha256", "container")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    container: str
+    def __init__(self, sha256: _Optional[str] = ..., container: _Optional[str] = ...) -> None: ...
 
 class CommitRevisionResponse(_message.Message):
     __slots__ = ("revision", "created")

@@ -55,6 +55,11 @@ class TransferStub:
                 request_serializer=deltahub_dot_v1_dot_transfer__pb2.DownloadBlobRequest.SerializeToString,
                 response_deserializer=deltahub_dot_v1_dot_transfer__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.PlanPull = channel.unary_unary(
+                '/deltahub.v1.Transfer/PlanPull',
+                request_serializer=deltahub_dot_v1_dot_transfer__pb2.PlanPullRequest.SerializeToString,
+                response_deserializer=deltahub_dot_v1_dot_transfer__pb2.PlanPullResponse.FromString,
+                _registered_method=True)
 
 
 class TransferServicer:
@@ -89,6 +94,17 @@ class TransferServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanPull(self, request, context):
+        """Of a revision's files, those the hub stores as deltas against blobs the
+        client says it holds: download each container with DownloadBlob and
+        rebuild the file locally (then check its sha256). Files not listed come
+        whole, as before. The container format (DHDL) is described in
+        hub/deltahub/deltas/filedelta.py and deltas/codec.py.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransferServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +127,11 @@ def add_TransferServicer_to_server(servicer, server):
                     servicer.DownloadBlob,
                     request_deserializer=deltahub_dot_v1_dot_transfer__pb2.DownloadBlobRequest.FromString,
                     response_serializer=deltahub_dot_v1_dot_transfer__pb2.BlobChunk.SerializeToString,
+            ),
+            'PlanPull': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanPull,
+                    request_deserializer=deltahub_dot_v1_dot_transfer__pb2.PlanPullRequest.FromString,
+                    response_serializer=deltahub_dot_v1_dot_transfer__pb2.PlanPullResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +243,33 @@ class Transfer:
             '/deltahub.v1.Transfer/DownloadBlob',
             deltahub_dot_v1_dot_transfer__pb2.DownloadBlobRequest.SerializeToString,
             deltahub_dot_v1_dot_transfer__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanPull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deltahub.v1.Transfer/PlanPull',
+            deltahub_dot_v1_dot_transfer__pb2.PlanPullRequest.SerializeToString,
+            deltahub_dot_v1_dot_transfer__pb2.PlanPullResponse.FromString,
             options,
             channel_credentials,
             insecure,

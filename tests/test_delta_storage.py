@@ -1,0 +1,348 @@
+"""Fine-tunes stored and sent as deltas against their base, through a real server: bit for bit."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from deltahub.compaction import Compactor
+from deltahub.errors import IntegrityError, InvalidInputError, PreconditionError
+from deltahub_client import deltas as client_deltas
+from tests.conftest import cli_json, store_state
+from tests.helpers import ServeProcess, local_hub, make_tiny_llama
+
+WEIGHTS = "model.safetensors"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _same_files(a: Path, b: Path) -> None:
+    for f in a.iterdir():
+        if f.is_file():
+            assert _sha(b / f.name) == _sha(f), f.name
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A base and fine-tunes of it nudged by about what a few optimiser steps do."""
+    root = tmp_path_factory.mktemp("models")
+    base = make_tiny_llama(root / "base", seed=0)
+    tunes = [make_tiny_llama(root / f"ft{i}", seed=0, perturb=1e-5, perturb_seed=i + 1) for i in range(3)]
+    return base, tunes
+
+
+@pytest.fixture()
+def hub_by_hand(tmp_path, backend_config):
+    """A server whose files are stored as deltas only when a test runs the compactor."""
+    with local_hub(tmp_path / "data", delta_encoding=False, **backend_config) as world:
+        yield world
+
+
+class Downloads:
+    """Records which blobs a client downloads."""
+
+    def __init__(self, hub, monkeypatch) -> None:
+        self.shas: list[str] = []
+        self.bytes = 0
+        original = hub.download_blob
+
+        def recorded(sha, target, *, bar=None):
+            original(sha, target, bar=bar)
+            self.shas.append(sha)
+            self.bytes += Path(target).stat().st_size
+
+        monkeypatch.setattr(hub, "download_blob", recorded)
+
+
+def _compact(store, grace_s: float = 0.0):
+    stats = Compactor(store, copy_grace_s=grace_s).run_once()
+    return stats
+
+
+@pytest.mark.backends("embedded", "shared")
+def test_a_compacted_fine_tune_is_stored_small_and_pulled_bit_for_bit(hub_by_hand, models, tmp_path):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    b = hub.push(base, "base/llama", kind="model").revision
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    stats = _compact(store)
+    sha = f.file(WEIGHTS).sha256
+    enc = store.blobs.encoding(sha)
+    assert enc is not None and enc.bases == (b.file(WEIGHTS).sha256,)
+    assert stats.encoded == 1 and enc.stored < 0.8 * enc.size
+    assert store.catalog.encoding(b.file(WEIGHTS).sha256).container == ""  # the base stays as itself
+    assert stats.copies_dropped == 1 and not store.blobs.inner.has(sha)  # only its delta is stored now
+    assert enc.container in {s for s, _, _ in store.blobs.inner.iter_blobs()}
+    hub.pull("fin/llama", tmp_path / "plain")
+    _same_files(ft, tmp_path / "plain")
+    # a second pass finds nothing left to do
+    assert _compact(store).looked_at == 0
+
+
+def test_a_pull_with_the_base_at_hand_receives_only_the_delta(hub_by_hand, models, tmp_path, monkeypatch):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    hub.push(base, "base/llama", kind="model")
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    _compact(store)
+    enc = store.blobs.encoding(f.file(WEIGHTS).sha256)
+    got = Downloads(hub, monkeypatch)
+    hub.pull("fin/llama", tmp_path / "out", base_dir=base)
+    _same_files(ft, tmp_path / "out")
+    assert enc.container in got.shas and f.file(WEIGHTS).sha256 not in got.shas
+    assert got.bytes < sum(x.size for x in f.files) - enc.size + enc.stored + 1
+    # without the base the plain path: every file as itself
+    plain = Downloads(hub, monkeypatch)
+    hub.pull("fin/llama", tmp_path / "plain")
+    assert f.file(WEIGHTS).sha256 in plain.shas and enc.container not in plain.shas
+    _same_files(ft, tmp_path / "plain")
+
+
+def test_a_push_with_the_base_at_hand_sends_a_delta_the_hub_checks(hub_by_hand, models, tmp_path):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    hub.push(base, "base/llama", kind="model")
+    result = hub.push(ft, "fin/llama", kind="model", base="base/llama", base_dir=base)
+    size = sum(p.stat().st_size for p in ft.iterdir() if p.is_file())
+    assert result.bytes_sent < 0.8 * size
+    sha = result.revision.file(WEIGHTS).sha256
+    enc = store.blobs.encoding(sha)
+    assert enc is not None and not store.blobs.inner.has(sha)  # stored as the delta it arrived as
+    hub.pull("fin/llama", tmp_path / "out")
+    _same_files(ft, tmp_path / "out")
+    # pushing the same again sends nothing
+    assert hub.push(ft, "fin/llama", kind="model", base="base/llama", base_dir=base).bytes_sent == 0
+
+
+def test_a_delta_that_does_not_rebuild_its_file_is_refused_and_nothing_is_stored(hub_by_hand, models, tmp_path,
+                                                                                 monkeypatch):
+    hub, store, _ = hub_by_hand
+    base, (ft, other, _) = models
+    hub.push(base, "base/llama", kind="model")
+    before = store_state(store)
+    real = client_deltas.encode_for_push
+
+    def forged(path, bases, folder):  # the delta of another fine-tune, declared as this one's
+        return real(other / WEIGHTS, bases, folder)
+
+    monkeypatch.setattr("deltahub_client.hub.encode_for_push", forged)
+    with pytest.raises(InvalidInputError, match="does not rebuild it"):
+        hub.push(ft, "fin/llama", kind="model", base="base/llama", base_dir=base)
+    assert store_state(store) == before
+
+    def garbage(path, bases, folder):
+        junk = folder / "junk"
+        junk.write_bytes(b"DHDL" + b"\x01\x00\x00\x00" + b"\xff" * 64)
+        return client_deltas.Container(junk, _sha(junk), junk.stat().st_size)
+
+    monkeypatch.setattr("deltahub_client.hub.encode_for_push", garbage)
+    with pytest.raises(InvalidInputError, match="not an encoded file"):
+        hub.push(ft, "fin/llama", kind="model", base="base/llama", base_dir=base)
+    assert store_state(store) == before
+
+
+def test_a_delta_against_a_base_the_hub_lacks_is_refused(hub_by_hand, models, tmp_path, monkeypatch):
+    hub, store, _ = hub_by_hand
+    base, (ft, other, _) = models
+    hub.push(base, "base/llama", kind="model")
+    before = store_state(store)
+    real = client_deltas.encode_for_push
+
+    def against_other(path, bases, folder):  # encoded against a file the hub never received
+        return real(path, {_sha(other / WEIGHTS): other / WEIGHTS}, folder)
+
+    monkeypatch.setattr("deltahub_client.hub.encode_for_push", against_other)
+    with pytest.raises(PreconditionError, match="push without --base-dir"):
+        hub.push(ft, "fin/llama", kind="model", base="base/llama", base_dir=base)
+    assert store_state(store) == before
+
+
+def test_tensors_the_base_lacks_and_every_float_dtype_round_trip(hub_by_hand, tmp_path):
+    hub, store, _ = hub_by_hand
+    g = torch.Generator().manual_seed(0)
+    weights = {f"layers.{i}.w": torch.randn(96, 96, generator=g) for i in range(4)}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+        name = str(dtype).split(".")[1].replace("_", "-")
+        b, f = tmp_path / f"b-{name}", tmp_path / f"f-{name}"
+        b.mkdir(), f.mkdir()
+        save_file({k: v.to(dtype) for k, v in weights.items()}, str(b / WEIGHTS), metadata={"format": "pt"})
+        tuned = {k: (v + 1e-3 * torch.randn(v.shape, generator=g)).to(dtype) for k, v in weights.items()}
+        tuned["head.new"] = torch.randn(64, 96, generator=g).to(dtype)  # not in the base
+        save_file(tuned, str(f / WEIGHTS), metadata={"format": "pt"})
+        for folder in (b, f):
+            (folder / "config.json").write_text('{"model_type": "toy"}')
+        hub.push(b, f"base/{name}", kind="model")
+        hub.push(f, f"fin/{name}", kind="model", base=f"base/{name}")
+    stats = _compact(store)
+    assert stats.encoded >= 3, stats.notes  # float8 deltas may not pay; those are kept as they are
+    for path in tmp_path.glob("f-*"):
+        name = path.name[2:]
+        out = tmp_path / "out" / name
+        hub.pull(f"fin/{name}", out)
+        assert _sha(out / WEIGHTS) == _sha(path / WEIGHTS)
+        loaded = load_file(str(out / WEIGHTS))
+        assert "head.new" in loaded
+
+
+@pytest.mark.backends("embedded", "shared")
+def test_a_base_deleted_after_its_fine_tune_keeps_the_fine_tune_readable_until_gc_frees_both(
+        hub_by_hand, models, tmp_path):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    b = hub.push(base, "base/llama", kind="model").revision
+    # named as no one's base (the hub refuses to delete a named base): found as the closest stored model
+    f = hub.push(ft, "fin/llama", kind="model").revision
+    _compact(store)
+    base_sha = b.file(WEIGHTS).sha256
+    assert store.blobs.encoding(f.file(WEIGHTS).sha256).bases == (base_sha,)
+    hub.delete_artifact("base/llama")
+    hub.collect_garbage()
+    assert store.blobs.inner.has(base_sha)  # the fine-tune's delta needs it
+    hub.pull("fin/llama", tmp_path / "out")
+    _same_files(ft, tmp_path / "out")
+    # and once the fine-tune goes, everything of both goes
+    hub.delete_artifact("fin/llama")
+    hub.collect_garbage()
+    assert list(store.blobs.inner.iter_blobs()) == [] and list(store.blobs.rebuilt.iter_blobs()) == []
+    assert store.catalog._query("SELECT COUNT(*) FROM encodings")[0][0] == 0
+
+
+def test_gc_keeps_what_deltas_need_and_a_reader_of_a_dropped_copy(hub_by_hand, models, tmp_path):
+    hub, store, _ = hub_by_hand
+    base, (ft, ft2, _) = models
+    b = hub.push(base, "base/llama", kind="model").revision
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    f2 = hub.push(ft2, "law/llama", kind="model", base="base/llama").revision
+    _compact(store, grace_s=3600)  # copies as themselves are kept for their grace
+    for rev in (f, f2):
+        assert store.blobs.inner.has(rev.file(WEIGHTS).sha256)
+    hub.collect_garbage()
+    held = {s for s, _, _ in store.blobs.inner.iter_blobs()}
+    needed = {b.file(WEIGHTS).sha256} | {store.blobs.encoding(r.file(WEIGHTS).sha256).container for r in (f, f2)}
+    assert needed <= held
+    hub.delete_artifact("law/llama")
+    hub.collect_garbage()
+    held = {s for s, _, _ in store.blobs.inner.iter_blobs()}
+    assert store.blobs.encoding(f2.file(WEIGHTS).sha256) is None and f2.file(WEIGHTS).sha256 not in held
+    assert {b.file(WEIGHTS).sha256, store.blobs.encoding(f.file(WEIGHTS).sha256).container} <= held
+    hub.pull("fin/llama", tmp_path / "out")
+    _same_files(ft, tmp_path / "out")
+
+
+def test_concurrent_pushes_of_fine_tunes_of_one_base(hub_by_hand, models, tmp_path):
+    hub, store, _ = hub_by_hand
+    base, tunes = models
+    hub.push(base, "base/llama", kind="model")
+    errors = []
+
+    def push(i, ft):
+        try:
+            hub.push(ft, f"team{i}/llama", kind="model", base="base/llama", base_dir=base if i % 2 else None)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=push, args=(i, ft)) for i, ft in enumerate(tunes)]
+    threads += [threading.Thread(target=_compact, args=(store,))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    _compact(store)
+    for i, ft in enumerate(tunes):
+        rev = hub.show(f"team{i}/llama")
+        assert store.blobs.encoding(rev.file(WEIGHTS).sha256) is not None
+        hub.pull(f"team{i}/llama", tmp_path / str(i), base_dir=base)
+        _same_files(ft, tmp_path / str(i))
+
+
+def test_a_corrupted_delta_is_detected_at_read(hub_by_hand, models, tmp_path):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    hub.push(base, "base/llama", kind="model")
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    _compact(store)
+    sha = f.file(WEIGHTS).sha256
+    enc = store.blobs.encoding(sha)
+    store.blobs.rebuilt.delete(sha)
+    path = store.blobs.inner.path(enc.container)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        hub.pull("fin/llama", tmp_path / "out")
+    assert not (tmp_path / "out" / WEIGHTS).exists()
+    with pytest.raises(IntegrityError):  # and at the client, rebuilding it there
+        hub.pull("fin/llama", tmp_path / "out2", base_dir=base)
+    assert not (tmp_path / "out2" / WEIGHTS).exists()
+
+
+def test_a_base_is_never_encoded_against_what_derives_from_it(hub_by_hand, models):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    b = hub.push(base, "base/llama", kind="model").revision
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    _compact(store)  # the base comes first (oldest): it is what the fine-tune names, so it stays itself
+    assert store.catalog.encoding(b.file(WEIGHTS).sha256).container == ""
+    assert store.blobs.encoding(f.file(WEIGHTS).sha256).bases == (b.file(WEIGHTS).sha256,)
+
+
+def test_the_server_stores_fine_tunes_as_deltas_in_the_background(server, models, tmp_path):
+    hub, store, _ = server
+    base, (ft, *_) = models
+    hub.push(base, "base/llama", kind="model")
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    sha = f.file(WEIGHTS).sha256
+    deadline = time.time() + 60
+    while store.blobs.encoding(sha) is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert store.blobs.encoding(sha) is not None
+    hub.pull("fin/llama", tmp_path / "out", base_dir=base)
+    _same_files(ft, tmp_path / "out")
+
+
+def test_export_to_a_hugging_face_cache_holding_the_base_receives_deltas(hub_by_hand, models, tmp_path,
+                                                                         monkeypatch):
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    hub.push(base, "base/llama", kind="model")
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    _compact(store)
+    cache = tmp_path / "hf"
+    hub.export_hf("base/llama", cache)
+    got = Downloads(hub, monkeypatch)
+    snapshot = hub.export_hf("fin/llama", cache)
+    assert f.file(WEIGHTS).sha256 not in got.shas and store.blobs.encoding(f.file(WEIGHTS).sha256).container in got.shas
+    _same_files(ft, snapshot)
+    # and a plain pull finds the base in the default cache by itself
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    again = Downloads(hub, monkeypatch)
+    hub.pull("fin/llama", tmp_path / "out")
+    assert f.file(WEIGHTS).sha256 not in again.shas
+    _same_files(ft, tmp_path / "out")
+
+
+def test_push_and_pull_with_base_dir_from_the_command_line(models, tmp_path):
+    base, (ft, *_) = models
+    served = ServeProcess(tmp_path / "data")
+    try:
+        env = served.env
+        cli_json("push", str(base), "base/llama", "--kind", "model", env=env)
+        pushed = cli_json("push", str(ft), "fin/llama", "--kind", "model", "--base", "base/llama",
+                          "--base-dir", str(base), env=env)
+        assert pushed["bytes_sent"] < 0.8 * (ft / WEIGHTS).stat().st_size
+        cli_json("pull", "fin/llama", str(tmp_path / "out"), "--base-dir", str(base), env=env)
+        _same_files(ft, tmp_path / "out")
+    finally:
+        served.stop()
+    shutil.rmtree(tmp_path / "data", ignore_errors=True)
