@@ -7,11 +7,13 @@ client holds, and rebuilds each file here, checked against its sha256.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
 
 from deltahub.deltas.filedelta import decode_file, encode_file
 from deltahub.errors import IntegrityError
@@ -57,11 +59,71 @@ def encode_for_push(path: Path, bases: dict[str, Path], folder: Path) -> Contain
     return Container(Path(name), sha256_file(name), stats.stored_bytes)
 
 
-def rebuild(container: Path, bases: dict[str, Path], target: Path, sha256: str, mode: int) -> None:
+class RemoteBlob(io.RawIOBase):
+    """A blob on the hub read as a file: each seek that moves away from the stream opens a download
+    from there (``open_at(offset)`` -> chunks), so a container's index is read from its end and its
+    frames are decoded as they arrive, while the rest is still on the wire."""
+
+    def __init__(self, size: int, open_at: Callable[[int], Iterator[bytes]], received: Callable[[int], None]):
+        self._size = size
+        self._open_at = open_at
+        self._received = received
+        self._pos = 0
+        self._stream: Iterator[bytes] | None = None
+        self._stream_pos = -1  # where the open stream's next byte is
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence] + offset
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
+        if n <= 0:
+            return b""
+        if self._stream is None or self._stream_pos - len(self._buf) != self._pos:
+            self._close_stream()
+            self._stream, self._stream_pos, self._buf = self._open_at(self._pos), self._pos, memoryview(b"")
+        parts, want = [], n
+        while want:
+            if not self._buf:
+                chunk = next(self._stream, b"")
+                if not chunk:
+                    raise IntegrityError(f"the hub's stream of a delta ended {want} bytes early")
+                self._received(len(chunk))
+                self._buf = memoryview(chunk)
+                self._stream_pos += len(chunk)
+            take = self._buf[:want]
+            parts.append(take)
+            self._buf = self._buf[len(take):]
+            want -= len(take)
+        self._pos += n
+        return b"".join(parts)
+
+    def _close_stream(self) -> None:
+        if self._stream is not None and hasattr(self._stream, "cancel"):
+            self._stream.cancel()
+        self._stream = None
+
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
+
+
+def rebuild(container: BinaryIO, bases: dict[str, Path], target: Path, sha256: str, mode: int) -> None:
     """Decodes ``container`` into ``target`` (through a temp file), checking the file's sha256."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, open(container, "rb") as fh:
+        with os.fdopen(fd, "wb") as out, container as fh:
             actual = decode_file(fh, bases, out)
         if actual != sha256:
             raise IntegrityError(f"{target.name}: rebuilt from its delta, hashes to {actual}, expected {sha256}")

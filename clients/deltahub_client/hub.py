@@ -7,6 +7,7 @@ Results are core dataclasses (:class:`~deltahub.artifacts.Revision`,
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -36,7 +37,7 @@ from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
 from deltahub_client.channel import TLSOptions, open_channel
-from deltahub_client.deltas import encode_for_push, held_files, rebuild
+from deltahub_client.deltas import RemoteBlob, encode_for_push, held_files, rebuild
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 from deltahub_client.jobs import JobVerbs
@@ -313,18 +314,17 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
             plan = self._unary(self._transfer.PlanPull, tpb.PlanPullRequest(revision=rev.spec, held=sorted(held)))
             deltas = {e.sha256: e for e in convert.pull_plan_from_pb(plan)}
         total = sum(deltas[f.sha256].stored if f.sha256 in deltas else f.size for f, _ in targets)
-        with self._bar(total, "downloading") as bar, tempfile.TemporaryDirectory(prefix="deltahub-pull-") as scratch:
+        with self._bar(total, "downloading") as bar:
 
             def one(i: int) -> None:
                 f, target = targets[i]
                 enc = deltas.get(f.sha256)
                 if enc is None:
                     return self.download_blob(f.sha256, target, bar=bar)
-                container = Path(scratch) / f"{i}.dhdl"
-                self.download_blob(enc.container, container, bar=bar)
+                # decoded as it arrives: the container's integrity is the rebuilt file's sha256
+                container = RemoteBlob(enc.stored, functools.partial(self._blob_stream, enc.container), bar.update)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 rebuild(container, {b: held[b] for b in enc.bases}, target, f.sha256, 0o666 & ~_UMASK)
-                container.unlink()
 
             with ThreadPoolExecutor(max_workers=min(4, max(1, len(targets)))) as pool:
                 list(pool.map(one, range(len(targets))))
@@ -346,6 +346,12 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         artifact, _, digest = (base or "").partition("@")
         snapshot = hf_cache.cached_snapshot(cache_dir or hf_constants.HF_HUB_CACHE, artifact, digest) if digest else None
         return held_files(snapshot) if snapshot else {}
+
+    def _blob_stream(self, sha256: str, offset: int):
+        """The hub's stream of a blob from ``offset`` (chunks; ``cancel()`` ends it)."""
+        call = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256, offset=offset),
+                                           metadata=self._metadata)
+        return _Chunks(call)
 
     @translated
     def download_blob(self, sha256: str, target: Path, *, bar=None) -> None:
@@ -495,6 +501,22 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         self._fetch(rev, missing, self._held(None, rev.base, cache_dir) if missing else {})
         return hf_cache.link_snapshot(cache_dir, repo_id, rev.digest, [(f.path, f.sha256) for f in rev.files],
                                       ref=ref, repo_type=repo_type)
+
+
+class _Chunks:
+    """A download call's chunks as bytes, cancellable."""
+
+    def __init__(self, call) -> None:
+        self._call = call
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._call).data
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 def _has_file(path: Path, entry: FileEntry) -> bool:

@@ -22,6 +22,7 @@ import json
 import mmap
 import os
 import struct
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -124,15 +125,13 @@ def encode_file(path: str | os.PathLike, bases: dict[str, str | os.PathLike], ou
         stored = PREFIX.size
         digest = hashlib.sha256()
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for i in range(0, len(regions), window):
-                batch = regions[i:i + window]
-                for (start, end, _, ref), frame in zip(batch, pool.map(one, batch)):
-                    with data[start:end] as view:
-                        digest.update(view)
-                    index["regions"].append({"start": start, "length": end - start, "frame": len(frame),
-                                             "base": [ref[0], ref[1]] if ref and codec.needs_base(frame) else None})
-                    out.write(frame)
-                    stored += len(frame)
+            for (start, end, _, ref), frame in _in_order(pool, one, regions, window):
+                with data[start:end] as view:
+                    digest.update(view)
+                index["regions"].append({"start": start, "length": end - start, "frame": len(frame),
+                                         "base": [ref[0], ref[1]] if ref and codec.needs_base(frame) else None})
+                out.write(frame)
+                stored += len(frame)
         index["sha256"] = digest.hexdigest()
     raw_index = json.dumps(index, separators=(",", ":")).encode()
     out.write(raw_index)
@@ -143,28 +142,45 @@ def encode_file(path: str | os.PathLike, bases: dict[str, str | os.PathLike], ou
     return EncodeStats(index["file_size"], stored, len(header.tensors), against, used)
 
 
+def _in_order(pool: ThreadPoolExecutor, fn, items, window: int):
+    """(item, fn(item)) in the items' order, with up to ``window`` computed ahead on the pool: the caller
+    writes one result while the next ones are being computed, and memory stays near ``window`` results."""
+    ahead: deque = deque()
+    for item in items:
+        ahead.append((item, pool.submit(fn, item)))
+        if len(ahead) >= window:
+            first, future = ahead.popleft()
+            yield first, future.result()
+    while ahead:
+        first, future = ahead.popleft()
+        yield first, future.result()
+
+
 def read_index(container: BinaryIO) -> dict:
-    """The container's index; ``container`` is left where its frames start."""
+    """The container's index; ``container`` is left where its frames start.
+
+    Read from the end first (trailer, index), the prefix last: a container read over the network
+    (the client's RemoteBlob) then goes on from the prefix straight into its frames, in one stream."""
+    end = container.seek(0, os.SEEK_END)
+    if end < PREFIX.size + TRAILER.size:
+        raise IntegrityError("not an encoded file: shorter than its prefix and trailer")
+    container.seek(end - TRAILER.size)
+    (n,) = TRAILER.unpack(container.read(TRAILER.size))
+    if n > end - PREFIX.size - TRAILER.size:
+        raise IntegrityError("not an encoded file: its index length is past its size")
+    if n > MAX_INDEX_BYTES:
+        raise IntegrityError(f"encoded file's index is {n} bytes; at most {MAX_INDEX_BYTES} are read")
+    container.seek(end - TRAILER.size - n)
+    raw = container.read(n)
     container.seek(0)
     magic, version = PREFIX.unpack(container.read(PREFIX.size).ljust(PREFIX.size, b"\0"))
     if magic != MAGIC or version != VERSION:
         raise IntegrityError(f"not an encoded file of version {VERSION} (magic {magic!r}, version {version})")
-    end = container.seek(0, os.SEEK_END)
-    if end < PREFIX.size + TRAILER.size:
-        raise IntegrityError("encoded file is shorter than its prefix and trailer")
-    container.seek(end - TRAILER.size)
-    (n,) = TRAILER.unpack(container.read(TRAILER.size))
-    if n > end - PREFIX.size - TRAILER.size:
-        raise IntegrityError("encoded file's index length is past its size")
-    if n > MAX_INDEX_BYTES:
-        raise IntegrityError(f"encoded file's index is {n} bytes; at most {MAX_INDEX_BYTES} are read")
-    container.seek(end - TRAILER.size - n)
     try:
-        index = json.loads(container.read(n))
+        index = json.loads(raw)
     except ValueError as err:
         raise IntegrityError(f"encoded file's index is corrupt: {err}") from None
     _check_index(index, end - TRAILER.size - n - PREFIX.size)
-    container.seek(PREFIX.size)
     return index
 
 
@@ -226,17 +242,16 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
             return maps.cut(view, header.data_offset + info.begin, header.data_offset + info.end)
 
         written = 0
-        regions = index["regions"]
+        # frames are read in order as they are submitted (the container is read once, front to back)
+        jobs = ((r, _frame_of(container.read(r["frame"]), r)) for r in index["regions"])
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for i in range(0, len(regions), window):
-                batch = regions[i:i + window]
-                jobs = [(_frame_of(container.read(r["frame"]), r), base_of(r)) for r in batch]
-                for region, data in zip(batch, pool.map(lambda job: codec.decode(*job), jobs)):
-                    if len(data) != region["length"] or region["start"] != written:
-                        raise IntegrityError("encoded file's regions do not tile the file")
-                    out.write(data)
-                    digest.update(data)
-                    written += len(data)
+            for (region, _), data in _in_order(pool, lambda job: codec.decode(job[1], base_of(job[0])), jobs,
+                                               window):
+                if len(data) != region["length"] or region["start"] != written:
+                    raise IntegrityError("encoded file's regions do not tile the file")
+                out.write(data)
+                digest.update(data)
+                written += len(data)
     if written != index["file_size"] or digest.hexdigest() != index["sha256"]:
         raise IntegrityError(f"rebuilt file hashes to {digest.hexdigest()}, not the {index['sha256']} it was "
                              "encoded from")

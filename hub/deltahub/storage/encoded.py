@@ -14,9 +14,11 @@ Uploads, server-made blobs and garbage collection's listing go to the underlying
 from __future__ import annotations
 
 import os
+import queue
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from deltahub.artifacts import check_sha256
 from deltahub.deltas.filedelta import decode_file
@@ -35,7 +37,7 @@ class EncodedBlobStore(BlobStore):
         self.cache_bytes = cache_bytes
         self.workers = workers
         self._lock = threading.Lock()
-        self._rebuilding: dict[str, threading.Lock] = {}
+        self._rebuilding: dict[str, tuple[threading.Lock, int]] = {}  # sha256 -> (lock, its users)
 
     def encoding(self, sha256: str) -> Encoding | None:
         """How ``sha256`` is stored encoded, or None when it is stored as itself (or not at all)."""
@@ -61,14 +63,25 @@ class EncodedBlobStore(BlobStore):
         check_sha256(sha256)
         if self.inner.has(sha256):
             return self.inner.require(sha256)
-        with self._lock:  # one rebuild per blob however many readers ask at once
-            rebuilding = self._rebuilding.setdefault(sha256, threading.Lock())
+        with self._rebuild_lock(sha256):
+            return self._rebuild(sha256)
+
+    @contextmanager
+    def _rebuild_lock(self, sha256: str) -> Iterator[None]:
+        """One rebuild per blob however many readers ask at once."""
+        with self._lock:
+            rebuilding, users = self._rebuilding.get(sha256, (threading.Lock(), 0))
+            self._rebuilding[sha256] = (rebuilding, users + 1)
         try:
             with rebuilding:
-                return self._rebuild(sha256)
+                yield
         finally:
             with self._lock:
-                self._rebuilding.pop(sha256, None)
+                lock, users = self._rebuilding[sha256]
+                if users == 1:
+                    del self._rebuilding[sha256]
+                else:
+                    self._rebuilding[sha256] = (lock, users - 1)
 
     def _rebuild(self, sha256: str) -> Path:
         if self.rebuilt.has(sha256):
@@ -82,9 +95,10 @@ class EncodedBlobStore(BlobStore):
             raise NotFoundError(f"blob {sha256} is not in the store")
         return self.rebuild(enc)
 
-    def rebuild(self, enc: Encoding) -> Path:
+    def rebuild(self, enc: Encoding, tee: "Callable[[memoryview], None] | None" = None) -> Path:
         """Decodes ``enc`` into the rebuilt cache, checking it yields ``enc.sha256``; raises
-        IntegrityError when a part is missing or the bytes are not the blob's."""
+        IntegrityError when a part is missing or the bytes are not the blob's. ``tee`` is handed the
+        bytes as they are decoded (a reader streaming them meanwhile)."""
         try:
             container = self.inner.require(enc.container)
             bases = {b: self.inner.require(b) for b in enc.bases}
@@ -92,7 +106,7 @@ class EncodedBlobStore(BlobStore):
             raise IntegrityError(f"blob {enc.sha256} is stored as a delta whose parts are missing ({err}); "
                                  "restore them from a backup or push the file again") from None
         with open(container, "rb") as fh, self.rebuilt.writer() as out:
-            decode_file(fh, bases, out, workers=self.workers)
+            decode_file(fh, bases, out if tee is None else _Tee(out, tee), workers=self.workers)
         if out.sha256 != enc.sha256 or out.size != enc.size:
             self.rebuilt.delete(out.sha256)
             raise IntegrityError(f"blob {enc.sha256} rebuilds from its delta as {out.size} bytes of sha256 "
@@ -102,10 +116,88 @@ class EncodedBlobStore(BlobStore):
 
     def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
                     chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        check_sha256(sha256)
         if self.inner.has(sha256):
             return self.inner.read_chunks(sha256, offset=offset, length=length, chunk_size=chunk_size)
+        if offset == 0 and length is None and not self.rebuilt.has(sha256):
+            enc = self.encoding(sha256)
+            if enc is not None:
+                return self._streamed_rebuild(enc, chunk_size)
         # opened now: a rebuilt copy trimmed from the cache while this streams stays readable
         return file_chunks(open(self.require(sha256), "rb", buffering=0), offset, length, chunk_size)
+
+    def _streamed_rebuild(self, enc: Encoding, chunk_size: int) -> Iterator[bytes]:
+        """A whole read of a blob not rebuilt yet: its bytes stream as they are decoded (into the cache,
+        on a thread of its own), so the reader waits for no full decode first. The last chunk is held
+        back until the rebuilt file's sha256 is checked: a failed check ends the stream with
+        IntegrityError and no reader ever gets a complete wrong file."""
+        chunks: queue.Queue = queue.Queue(maxsize=8)
+        gone = threading.Event()  # the reader stopped: the decode stops too
+        done = object()
+
+        def put(item) -> None:
+            while not gone.is_set():
+                try:
+                    return chunks.put(item, timeout=0.5)
+                except queue.Full:
+                    continue
+            raise _ReaderGone()
+
+        pending = bytearray()  # pieces joined into whole chunks: a small tensor is not a message of its own
+
+        def tee(data: memoryview) -> None:
+            at = 0
+            if pending:
+                at = min(len(data), chunk_size - len(pending))
+                pending.extend(data[:at])
+                if len(pending) < chunk_size:
+                    return
+                put(bytes(pending))
+                pending.clear()
+            while len(data) - at >= chunk_size:
+                put(bytes(data[at:at + chunk_size]))
+                at += chunk_size
+            pending.extend(data[at:])
+
+        def produce() -> None:
+            try:
+                with self._rebuild_lock(enc.sha256):
+                    if self.rebuilt.has(enc.sha256):  # another reader rebuilt it meanwhile
+                        with open(self.rebuilt.path(enc.sha256), "rb") as fh:
+                            while data := fh.read(chunk_size):
+                                put(data)
+                    else:
+                        self.rebuild(enc, tee)
+                        if pending:
+                            put(bytes(pending))
+                put(done)
+            except _ReaderGone:
+                pass
+            except BaseException as err:  # noqa: BLE001 - handed to the reader, which raises it
+                try:
+                    put(err)
+                except _ReaderGone:
+                    pass
+
+        def stream() -> Iterator[bytes]:
+            threading.Thread(target=produce, name=f"rebuild-{enc.sha256[:12]}", daemon=True).start()
+            held = None
+            try:
+                while True:
+                    item = chunks.get()
+                    if item is done:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    if held is not None:
+                        yield held
+                    held = item
+                if held is not None:
+                    yield held
+            finally:
+                gone.set()
+
+        return stream()
 
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
         """What the underlying store holds: blobs stored as themselves, and containers."""
@@ -145,3 +237,19 @@ class EncodedBlobStore(BlobStore):
     def writer(self):
         return self.inner.writer()
 
+
+class _ReaderGone(Exception):
+    """The reader of a streamed rebuild went away: the decode stops (the cache keeps nothing of it)."""
+
+
+class _Tee:
+    """A file-like writing to the rebuilt blob and handing each piece to a reader as well."""
+
+    def __init__(self, out, reader: Callable[[memoryview], None]) -> None:
+        self._out = out
+        self._reader = reader
+
+    def write(self, data) -> int:
+        self._out.write(data)
+        self._reader(memoryview(data))
+        return len(data)
