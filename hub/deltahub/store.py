@@ -177,9 +177,10 @@ class HubStore:
     def delta_bases(self, have: list[str]) -> list[str]:
         """Of the blobs a client holds (sha256), those it may encode deltas against: the ones this hub
         stores as themselves (a rebuild is then one decode)."""
-        return sorted(s for s in self._held(have) if self.blobs.inner.has(s) and self.blobs.encoding(s) is None)
+        return sorted(s for s in self.check_held(have) if self.blobs.inner.has(s) and self.blobs.encoding(s) is None)
 
-    def _held(self, have: list[str]) -> set[str]:
+    def check_held(self, have: list[str]) -> set[str]:
+        """The sha256 a client says it holds, checked (well formed, within --max-held-blobs)."""
         limit = self.config.inputs.max_held_blobs
         if len(have) > limit:
             raise LimitExceededError(f"{len(have)} held blobs named; the limit is {limit} (--max-held-blobs): "
@@ -190,7 +191,7 @@ class HubStore:
         """The files of revision ``spec`` stored as deltas whose every base the client holds: what it may
         download as containers and rebuild itself."""
         rev = self.resolve(spec)
-        held = self._held(have)
+        held = self.check_held(have)
         plan = {}
         for f in rev.files:
             enc = self.blobs.encoding(f.sha256)

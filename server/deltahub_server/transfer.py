@@ -37,7 +37,8 @@ class TransferServicer(tgrpc.TransferServicer):
         files = convert.files_from_pb(request.files)
         missing = self.store.plan_push(request.artifact, convert.kind_from_pb(request.kind), files, request.base,
                                        allow_code=request.allow_code)
-        bases = self.store.delta_bases(list(request.held)) if missing else []
+        held = self.store.check_held(list(request.held))  # a bad list is refused even when nothing is missing
+        bases = self.store.delta_bases(sorted(held)) if missing else []
         return convert.plan_push_to_pb(missing, self.store.open_session(current_principal().name, files), bases)
 
     @rpc_method
