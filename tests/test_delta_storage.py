@@ -72,6 +72,14 @@ class Downloads:
         monkeypatch.setattr(hub, "_blob_stream", counted)
 
 
+def _stored_as_delta(hub, store, base, ft):
+    """base/llama and fin/llama (tuned from it) pushed, and the compactor run: (base rev, fine-tune rev)."""
+    b = hub.push(base, "base/llama", kind="model").revision
+    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
+    _compact(store)
+    return b, f
+
+
 def _compact(store, grace_s: float = 0.0):
     stats = Compactor(store, copy_grace_s=grace_s).run_once()
     return stats
@@ -100,9 +108,7 @@ def test_a_compacted_fine_tune_is_stored_small_and_pulled_bit_for_bit(hub_by_han
 def test_a_pull_with_the_base_at_hand_receives_only_the_delta(hub_by_hand, models, tmp_path, monkeypatch):
     hub, store, _ = hub_by_hand
     base, (ft, *_) = models
-    hub.push(base, "base/llama", kind="model")
-    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
-    _compact(store)
+    _, f = _stored_as_delta(hub, store, base, ft)
     enc = store.blobs.encoding(f.file(WEIGHTS).sha256)
     got = Downloads(hub, monkeypatch)
     hub.pull("fin/llama", tmp_path / "out", base_dir=base)
@@ -278,9 +284,7 @@ def test_concurrent_pushes_of_fine_tunes_of_one_base(hub_by_hand, models, tmp_pa
 def test_a_corrupted_delta_is_detected_at_read(hub_by_hand, models, tmp_path):
     hub, store, _ = hub_by_hand
     base, (ft, *_) = models
-    hub.push(base, "base/llama", kind="model")
-    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
-    _compact(store)
+    _, f = _stored_as_delta(hub, store, base, ft)
     sha = f.file(WEIGHTS).sha256
     enc = store.blobs.encoding(sha)
     store.blobs.rebuilt.delete(sha)
@@ -325,9 +329,7 @@ def test_export_to_a_hugging_face_cache_holding_the_base_receives_deltas(hub_by_
                                                                          monkeypatch):
     hub, store, _ = hub_by_hand
     base, (ft, *_) = models
-    hub.push(base, "base/llama", kind="model")
-    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
-    _compact(store)
+    _, f = _stored_as_delta(hub, store, base, ft)
     cache = tmp_path / "hf"
     hub.export_hf("base/llama", cache)
     got = Downloads(hub, monkeypatch)
@@ -361,9 +363,7 @@ def test_push_and_pull_with_base_dir_from_the_command_line(models, tmp_path):
 def test_a_first_read_streams_as_it_decodes_and_a_reader_that_leaves_stops_it(hub_by_hand, models):
     hub, store, _ = hub_by_hand
     base, (ft, *_) = models
-    hub.push(base, "base/llama", kind="model")
-    f = hub.push(ft, "fin/llama", kind="model", base="base/llama").revision
-    _compact(store)
+    _, f = _stored_as_delta(hub, store, base, ft)
     sha = f.file(WEIGHTS).sha256
     store.blobs.rebuilt.delete(sha)  # the compactor's check left no copy; make sure
     left = store.blobs.read_chunks(sha, chunk_size=4096)

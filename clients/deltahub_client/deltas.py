@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from deltahub.deltas.filedelta import decode_file, encode_file
 from deltahub.errors import IntegrityError
-from deltahub.storage.hashing import sha256_file
+from deltahub.storage.hashing import HashingWriter, sha256_file
 from deltahub_client.files import list_folder
 
 SUFFIX = ".safetensors"
@@ -51,17 +51,18 @@ class Container:
 def encode_for_push(path: Path, bases: dict[str, Path], folder: Path) -> Container | None:
     """The container of ``path`` against ``bases``, written into ``folder``; None when it does not pay."""
     fd, name = tempfile.mkstemp(dir=folder, suffix=".dhdl")
-    with os.fdopen(fd, "wb") as out:
+    with os.fdopen(fd, "wb") as fh:
+        out = HashingWriter(fh)  # the container's sha256 as it is written, not read back
         stats = encode_file(path, bases, out)
     if not stats.pays:
         os.unlink(name)
         return None
-    return Container(Path(name), sha256_file(name), stats.stored_bytes)
+    return Container(Path(name), out.hexdigest(), stats.stored_bytes)
 
 
 class RemoteBlob(io.RawIOBase):
     """A blob on the hub read as a file: each seek that moves away from the stream opens a download
-    from there (``open_at(offset)`` -> chunks), so a container's index is read from its end and its
+    from there (``open_at(offset)`` -> chunks, with ``close()``), so a container's index is read from its end and its
     frames are decoded as they arrive, while the rest is still on the wire."""
 
     def __init__(self, size: int, open_at: Callable[[int], Iterator[bytes]], received: Callable[[int], None]):
@@ -110,8 +111,8 @@ class RemoteBlob(io.RawIOBase):
         return b"".join(parts)
 
     def _close_stream(self) -> None:
-        if self._stream is not None and hasattr(self._stream, "cancel"):
-            self._stream.cancel()
+        if self._stream is not None:
+            self._stream.close()  # a download left behind is cancelled
         self._stream = None
 
     def close(self) -> None:

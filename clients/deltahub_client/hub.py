@@ -200,11 +200,13 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         """What to upload: each missing blob, or its container against ``bases`` where that pays (a blob
         whose upload was interrupted resumes as it was)."""
         blobs, encoded = [], {}
-        todo = [m for m in plan.missing if bases and m.offset == 0 and by_sha[m.sha256].name.endswith(".safetensors")]
-        with self._bar(sum(m.size for m in todo), "encoding deltas") as bar:
+        todo = {m.sha256 for m in plan.missing
+                if bases and m.offset == 0 and by_sha[m.sha256].name.endswith(".safetensors")}
+        with self._bar(sum(m.size for m in plan.missing if m.sha256 in todo), "encoding deltas") as bar:
             for m in plan.missing:
-                container = encode_for_push(by_sha[m.sha256], bases, scratch) if m in todo else None
-                if m in todo:
+                container = None
+                if m.sha256 in todo:
+                    container = encode_for_push(by_sha[m.sha256], bases, scratch)
                     bar.update(m.size)
                 if container is None:
                     blobs.append((m.sha256, m.size, m.offset, by_sha[m.sha256]))
@@ -348,7 +350,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         return held_files(snapshot) if snapshot else {}
 
     def _blob_stream(self, sha256: str, offset: int):
-        """The hub's stream of a blob from ``offset`` (chunks; ``cancel()`` ends it)."""
+        """The hub's stream of a blob from ``offset`` (chunks; ``close()`` cancels it)."""
         call = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256, offset=offset),
                                            metadata=self._metadata)
         return _Chunks(call)
@@ -515,7 +517,7 @@ class _Chunks:
     def __next__(self) -> bytes:
         return next(self._call).data
 
-    def cancel(self) -> None:
+    def close(self) -> None:
         self._call.cancel()
 
 

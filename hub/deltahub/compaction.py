@@ -21,7 +21,6 @@ recorded: readers handed its path just before keep a valid file meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mmap
 import threading
@@ -35,6 +34,7 @@ from deltahub.errors import DeltahubError
 from deltahub.formats.safetensors_header import DTYPE_SIZES, SafetensorsHeader, read_header
 from deltahub.names import RevisionSpec
 from deltahub.storage.catalog import Encoding
+from deltahub.storage.hashing import HashingWriter
 from deltahub.storage.database import LockBusy
 
 log = logging.getLogger("deltahub.compaction")
@@ -160,7 +160,7 @@ class Compactor:
 
     def _verify(self, container: str, bases: dict, sha256: str) -> None:
         """Decodes the container once: only a delta that rebuilds the file's sha256 replaces it."""
-        sink = _HashSink()
+        sink = HashingWriter()
         with open(self.raw.require(container), "rb") as fh:
             decode_file(fh, bases, sink, workers=self.workers)
         if sink.hexdigest() != sha256:
@@ -269,17 +269,3 @@ class Compactor:
                     theirs = bf.read(n)
                 cost += len(codec.encode(mine[start:start + n], item, theirs, level=self.level))
         return cost
-
-
-class _HashSink:
-    """A file-like that only hashes what is written (a decode checked without writing it anywhere)."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self._hash.update(data)
-        return len(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()

@@ -340,7 +340,7 @@ class HubStore:
             except IntegrityError as err:
                 raise InvalidInputError(f"{f.path}: the delta uploaded for it is not an encoded file ({err})") from None
             needs = sorted({r["base"][0] for r in index["regions"] if r["base"]})
-            unusable = [b for b in needs if b not in self.delta_bases([b])]
+            unusable = sorted(set(needs) - set(self.delta_bases(needs)))
             if unusable:
                 raise PreconditionError(f"{f.path}: its delta needs base blob {unusable[0]}, which this hub does not "
                                         "store as itself; push without --base-dir")

@@ -146,18 +146,10 @@ class EncodedBlobStore(BlobStore):
         pending = bytearray()  # pieces joined into whole chunks: a small tensor is not a message of its own
 
         def tee(data: memoryview) -> None:
-            at = 0
-            if pending:
-                at = min(len(data), chunk_size - len(pending))
-                pending.extend(data[:at])
-                if len(pending) < chunk_size:
-                    return
-                put(bytes(pending))
-                pending.clear()
-            while len(data) - at >= chunk_size:
-                put(bytes(data[at:at + chunk_size]))
-                at += chunk_size
-            pending.extend(data[at:])
+            pending.extend(data)
+            while len(pending) >= chunk_size:
+                put(bytes(pending[:chunk_size]))
+                del pending[:chunk_size]  # a bytearray drops its front without moving the rest
 
         def produce() -> None:
             try:

@@ -22,6 +22,24 @@ def sha256_file(path: str | os.PathLike, *, block: int = _HASH_BLOCK) -> str:
     return digest.hexdigest()
 
 
+class HashingWriter:
+    """A file-like that hashes what is written and passes it on to ``out`` (or nowhere): a file's sha256
+    learned while it is written, or a decode checked without writing it anywhere."""
+
+    def __init__(self, out=None) -> None:
+        self._out = out
+        self._digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        if self._out is not None:
+            self._out.write(data)
+        self._digest.update(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 class StreamHasher:
     """sha256 of a stream being written to a file, computed on its own thread beside the receive loop.
 
