@@ -110,3 +110,25 @@ def test_a_blob_of_one_part_is_one_put_and_a_larger_one_is_multipart(s3_store):
         writer.finish()
         assert writer.complete and s3_store.size(sha) == size
         assert b"".join(s3_store.read_chunks(sha, offset=size - 3)) == data[-3:]
+
+
+def test_a_staged_upload_its_process_died_before_naming_is_swept_unless_its_upload_lives(s3_url, tmp_path):
+    from deltahub.errors import ConflictError
+
+    live: set[str] = set()
+
+    @contextmanager
+    def locks(name, wait=True):
+        if name in live:
+            raise ConflictError(f"{name} is held")
+        yield
+
+    store = S3BlobStore(s3_url, tmp_path / "s", locks=locks)
+    orphan, streaming = "a" * 64, "b" * 64
+    for sha in (orphan, streaming):  # completed multipart objects, as a kill -9 before the copy leaves them
+        store.s3.put_object(Bucket=store.bucket, Key=store.staging_key(sha), Body=b"assembled")
+    live.add(f"upload:{streaming}")
+    assert store.expire_uploads(0) == 1
+    keys = {o["Key"] for o in store.s3.list_objects_v2(Bucket=store.bucket, Prefix=store.staging_key("")).get(
+        "Contents", [])}
+    assert keys == {store.staging_key(streaming)}

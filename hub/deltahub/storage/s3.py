@@ -307,6 +307,19 @@ class S3BlobStore(BlobStore):
                             removed += 1
                 except ConflictError:
                     continue
+        # A staged object whose upload completed but was never named (its process died between the two):
+        # a live upload holds its lock from the first part to the staged object's removal.
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                      Prefix=f"{self.prefix}uploads/"):
+            for obj in page.get("Contents", ()):
+                if now - obj["LastModified"].timestamp() <= max_age_s:
+                    continue
+                try:
+                    with self.locks(f"upload:{obj['Key'].rsplit('/', 1)[-1]}", wait=False):
+                        self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+                        removed += 1
+                except ConflictError:
+                    continue
         return removed
 
 
