@@ -90,3 +90,19 @@ def test_corruption_and_the_wrong_base_are_detected():
         codec.encode(b"abc", 2)
     with pytest.raises(InvalidInputError, match="no delta between them"):
         codec.encode(b"abcd", 2, b"ab")
+
+
+def test_decoding_into_a_buffer_writes_exactly_the_frame_there():
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(1 << 16, generator=g)  # above the sampling size: the method is chosen on samples
+    tuned = base + 1e-4 * torch.randn(1 << 16, generator=g)
+    frame = codec.encode(_bytes(tuned), 4, _bytes(base))
+    out = np.zeros(len(_bytes(tuned)) + 8, dtype=np.uint8)
+    codec.decode_into(frame, out[4:-4], _bytes(base))
+    assert out[4:-4].tobytes() == _bytes(tuned) and not out[:4].any() and not out[-4:].any()
+    with pytest.raises(InvalidInputError, match="decoded into"):
+        codec.decode_into(frame, out, _bytes(base))
+    odd = bytearray(frame)
+    odd[8:16] = (len(_bytes(tuned)) + 2).to_bytes(8, "little")  # a length that is not whole items
+    with pytest.raises(IntegrityError, match="whole number"):
+        codec.decode(bytes(odd), _bytes(base))

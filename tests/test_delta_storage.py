@@ -48,25 +48,29 @@ def hub_by_hand(tmp_path, backend_config):
 
 
 class Downloads:
-    """Records which blobs a client downloads."""
+    """Records which blobs a client downloads (from the threads a pull downloads on)."""
 
     def __init__(self, hub, monkeypatch) -> None:
         self.shas: list[str] = []
         self.bytes = 0
+        lock = threading.Lock()
         original = hub.download_blob
 
         def recorded(sha, target, *, bar=None):
             original(sha, target, bar=bar)
-            self.shas.append(sha)
-            self.bytes += Path(target).stat().st_size
+            with lock:
+                self.shas.append(sha)
+                self.bytes += Path(target).stat().st_size
 
         monkeypatch.setattr(hub, "download_blob", recorded)
         streamed = hub._blob_stream
 
-        def counted(sha, offset):  # deltas are streamed into their decoder, not downloaded to a file
-            self.shas.append(sha)
-            for chunk in streamed(sha, offset):
-                self.bytes += len(chunk)
+        def counted(sha, offset, length):  # deltas are streamed into their decoder, not downloaded to a file
+            with lock:
+                self.shas.append(sha)
+            for chunk in streamed(sha, offset, length):
+                with lock:
+                    self.bytes += len(chunk)
                 yield chunk
 
         monkeypatch.setattr(hub, "_blob_stream", counted)
@@ -114,8 +118,8 @@ def test_a_pull_with_the_base_at_hand_receives_only_the_delta(hub_by_hand, model
     hub.pull("fin/llama", tmp_path / "out", base_dir=base)
     _same_files(ft, tmp_path / "out")
     assert enc.container in got.shas and f.file(WEIGHTS).sha256 not in got.shas
-    # the other files, and the delta (whose index is read first from its end, then again as its stream ends)
-    assert got.bytes < sum(x.size for x in f.files) - enc.size + 1.05 * enc.stored
+    # the other files, and the delta's bytes once each (its index is read first, from its end)
+    assert got.bytes == sum(x.size for x in f.files) - enc.size + enc.stored
     # without the base the plain path: every file as itself
     plain = Downloads(hub, monkeypatch)
     hub.pull("fin/llama", tmp_path / "plain")
@@ -376,3 +380,73 @@ def test_a_first_read_streams_as_it_decodes_and_a_reader_that_leaves_stops_it(hu
     readers = [store.blobs.read_chunks(sha, chunk_size=1 << 16) for _ in range(3)]
     got = [hashlib.sha256(b"".join(r)).hexdigest() for r in readers]
     assert got == [sha] * 3 and store.blobs.rebuilt.has(sha)
+
+
+def test_a_base_folder_taken_for_the_base_by_path_and_size_but_not_it_falls_back_to_the_whole_file(
+        hub_by_hand, models, tmp_path, caplog):
+    hub, store, _ = hub_by_hand
+    base, (ft, other, *_) = models
+    _, f = _stored_as_delta(hub, store, base, ft)
+    imposter = tmp_path / "imposter"  # the base's paths and sizes, another model's bytes: not hashed, so not known
+    shutil.copytree(base, imposter)
+    shutil.copy(other / WEIGHTS, imposter / WEIGHTS)
+    assert (imposter / WEIGHTS).stat().st_size == (base / WEIGHTS).stat().st_size
+    with caplog.at_level("WARNING", logger="deltahub_client.hub"):
+        hub.pull("fin/llama", tmp_path / "out", base_dir=imposter)
+    _same_files(ft, tmp_path / "out")
+    assert "not the base revision's" in caplog.text
+
+
+def test_a_download_sends_the_range_asked_for(hub_by_hand, models):
+    hub, store, _ = hub_by_hand
+    base, _ = models
+    rev = hub.push(base, "base/llama", kind="model").revision
+    entry = rev.file(WEIGHTS)
+    whole = (base / WEIGHTS).read_bytes()
+    assert b"".join(hub._blob_stream(entry.sha256, 100, 5000)) == whole[100:5100]
+    assert b"".join(hub._blob_stream(entry.sha256, entry.size - 10, 0)) == whole[-10:]  # 0: to the end
+    assert b"".join(hub._blob_stream(entry.sha256, entry.size - 10, 1000)) == whole[-10:]  # clipped at the end
+
+
+def test_readers_cancelled_mid_rebuild_leave_no_server_error(hub_by_hand, tmp_path, caplog):
+    hub, store, _ = hub_by_hand
+    g = torch.Generator().manual_seed(3)
+    weights = {f"w{i}": torch.randn(512, 1024, generator=g) for i in range(4)}  # 8 MiB: several chunks
+    folders = []
+    for name, tensors in (("base", weights), ("ft", {k: v + 1e-4 * torch.randn(v.shape, generator=g)
+                                                      for k, v in weights.items()})):
+        folder = tmp_path / name
+        folder.mkdir()
+        save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        folders.append(folder)
+    _, f = _stored_as_delta(hub, store, *folders)
+    sha = f.file(WEIGHTS).sha256
+    assert store.blobs.encoding(sha) is not None
+    with caplog.at_level("ERROR"):
+        for _ in range(8):
+            store.blobs.rebuilt.delete(sha)
+            stream = hub._blob_stream(sha, 0, 0)  # a first read: streamed while the hub decodes it
+            assert next(stream)
+            stream.close()  # cancelled while the hub's next chunk is being decoded
+            deadline = time.time() + 10
+            while store.blobs._rebuilding and time.time() < deadline:
+                time.sleep(0.01)
+    assert "unexpected error" not in caplog.text and "already executing" not in caplog.text
+    hub.pull("fin/llama", tmp_path / "after")  # and the hub still serves it
+    _same_files(folders[1], tmp_path / "after")
+
+
+def test_the_rebuilt_cache_starts_empty(hub_by_hand, models):
+    from deltahub.storage.encoded import EncodedBlobStore
+
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    _, f = _stored_as_delta(hub, store, base, ft)
+    sha = f.file(WEIGHTS).sha256
+    hub.pull("fin/llama", store.blobs.rebuilt.root.parent / "warm")
+    assert store.blobs.rebuilt.has(sha)
+    store.blobs.rebuilt.path(sha).write_bytes(b"short")  # as a crash may leave a file written without fsync
+    again = EncodedBlobStore(store.blobs.inner, store.catalog, store.blobs.rebuilt.root.parent, cache_bytes=1 << 30)
+    assert not again.rebuilt.has(sha)
+    assert hashlib.sha256(b"".join(again.read_chunks(sha))).hexdigest() == sha

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from deltahub.deltas import filedelta
 from deltahub.deltas.filedelta import decode_file, depends_on, encode_file
 from deltahub.errors import IntegrityError
 
@@ -70,3 +72,71 @@ def test_a_file_with_no_base_still_round_trips(pair):
     assert stats.against_base == 0
     decode_file(encoded, {}, out)
     assert out.getvalue() == tuned.read_bytes()
+
+
+def test_large_tensors_go_in_pieces_each_against_the_same_bytes_of_the_base(pair, tmp_path, monkeypatch):
+    monkeypatch.setattr(filedelta, "PIECE", 4096)  # the 100x64 float32 embedding is 25600 bytes: 7 pieces
+    base, tuned = pair(torch.float32)
+    save_file({"embed": torch.randn(100, 64) * 1e-3 + load_file(str(base))["embed"]}, str(tuned))
+    encoded = io.BytesIO()
+    encode_file(tuned, {_sha(base): base}, encoded)
+    index = filedelta.read_index(encoded)
+    embed = [r for r in index["regions"] if r["length"] == 25600]
+    assert index["piece"] == 4096 and len(embed) == 1 and len(embed[0]["frames"]) == 7
+    assert embed[0]["base"] == [_sha(base), "embed"]
+    out = io.BytesIO()
+    assert decode_file(encoded, {_sha(base): base}, out) == _sha(tuned)
+    assert out.getvalue() == tuned.read_bytes()
+
+
+def test_a_file_open_for_reading_and_writing_is_rebuilt_in_its_own_pages(pair, tmp_path):
+    base, tuned = pair(torch.bfloat16)
+    encoded = io.BytesIO()
+    encode_file(tuned, {_sha(base): base}, encoded)
+    for mode in ("w+b", "wb"):  # mapped, and written (a file open for writing only cannot be mapped)
+        target = tmp_path / f"out-{mode}"
+        with open(target, mode) as fh:
+            with filedelta._mapped_output(fh, 10) as mapped:
+                assert (mapped is not None) == (mode == "w+b")
+        target.unlink()
+        with open(target, mode) as fh:
+            assert decode_file(encoded, {_sha(base): base}, fh) == _sha(tuned)
+        assert target.read_bytes() == tuned.read_bytes()
+
+
+def test_a_version_1_container_is_still_read(pair):
+    base, tuned = pair(torch.float16)  # every region fits one piece: the frames are version 1's too
+    encoded = io.BytesIO()
+    encode_file(tuned, {_sha(base): base}, encoded)
+    index = filedelta.read_index(encoded)
+    frames = encoded.read(sum(sum(r["frames"]) for r in index["regions"]))
+    del index["piece"]
+    for region in index["regions"]:
+        (region["frame"],) = region.pop("frames")
+    raw_index = json.dumps(index).encode()
+    old = filedelta.PREFIX.pack(filedelta.MAGIC, 1) + frames + raw_index + filedelta.TRAILER.pack(len(raw_index))
+    out = io.BytesIO()
+    assert decode_file(io.BytesIO(old), {_sha(base): base}, out) == _sha(tuned)
+    assert out.getvalue() == tuned.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["piece 0", "piece text", "a frame short", "a frame more"])
+def test_an_index_whose_pieces_do_not_fit_its_regions_is_refused(pair, damage):
+    base, tuned = pair(torch.float32)
+    encoded = io.BytesIO()
+    encode_file(tuned, {_sha(base): base}, encoded)
+    index = filedelta.read_index(encoded)
+    frames = encoded.read(sum(sum(r["frames"]) for r in index["regions"]))
+    region = max(index["regions"], key=lambda r: r["length"])
+    if damage == "piece 0":
+        index["piece"] = 0
+    elif damage == "piece text":
+        index["piece"] = "1M"
+    elif damage == "a frame short":
+        region["frames"] = region["frames"][1:]
+    else:
+        region["frames"].append(0)
+    raw_index = json.dumps(index).encode()
+    bad = filedelta.PREFIX.pack(filedelta.MAGIC, 2) + frames + raw_index + filedelta.TRAILER.pack(len(raw_index))
+    with pytest.raises(IntegrityError, match="malformed"):
+        decode_file(io.BytesIO(bad), {_sha(base): base}, io.BytesIO())

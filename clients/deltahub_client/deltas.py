@@ -13,8 +13,9 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
+from deltahub.artifacts import FileEntry
 from deltahub.deltas.filedelta import decode_file, encode_file
 from deltahub.errors import IntegrityError
 from deltahub.storage.hashing import HashingWriter, sha256_file
@@ -24,21 +25,43 @@ SUFFIX = ".safetensors"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def held_files(base_dir: str | os.PathLike) -> dict[str, Path]:
-    """sha256 -> path of the safetensors files of a local base model.
+@dataclass(frozen=True)
+class Held:
+    """The safetensors files of a local base model, by sha256. ``claimed``: those whose sha256 was taken
+    from the hub's manifest of the base (same path and size) instead of hashing them; a file rebuilt
+    against one is still checked by its own sha256, and downloaded whole when that fails."""
+
+    files: dict[str, Path]
+    claimed: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.files)
+
+
+def held_files(base_dir: str | os.PathLike, manifest: Iterable[FileEntry] = ()) -> Held:
+    """The safetensors files of the base model in ``base_dir``.
 
     A Hugging Face cache snapshot names each file's blob by its sha256 (``../../blobs/<sha256>``), which is
-    taken as it is, as huggingface_hub does; other files are hashed.
+    taken as it is, as huggingface_hub does. A file at the path and of the size of one in ``manifest`` (the
+    hub's record of the base revision) is claimed to be it, unhashed: hashing a base costs a pull as much
+    as writing the file it rebuilds. Other files are hashed.
     """
-    held = {}
+    known = {f.path: f for f in manifest}
+    files, claimed = {}, set()
     for rel, path in list_folder(base_dir).items():
         if not rel.endswith(SUFFIX):
             continue
         target = Path(os.path.realpath(path))
-        sha = target.name if path.is_symlink() and target.parent.name == "blobs" and _SHA256.match(target.name) \
-            else sha256_file(path)
-        held[sha] = path
-    return held
+        entry = known.get(rel)
+        if path.is_symlink() and target.parent.name == "blobs" and _SHA256.match(target.name):
+            sha = target.name
+        elif entry is not None and entry.size == target.stat().st_size:
+            sha = entry.sha256
+            claimed.add(sha)
+        else:
+            sha = sha256_file(path)
+        files[sha] = path
+    return Held(files, frozenset(claimed))
 
 
 @dataclass(frozen=True)
@@ -61,17 +84,22 @@ def encode_for_push(path: Path, bases: dict[str, Path], folder: Path) -> Contain
 
 
 class RemoteBlob(io.RawIOBase):
-    """A blob on the hub read as a file: each seek that moves away from the stream opens a download
-    from there (``open_at(offset)`` -> chunks, with ``close()``), so a container's index is read from its end and its
-    frames are decoded as they arrive, while the rest is still on the wire."""
+    """A blob on the hub read as a file: a read away from the open stream opens a download from there
+    (``open_at(offset, length)`` -> chunks, with ``close()``), so a container's index is read from its
+    end and its frames are decoded as they arrive, while the rest is still on the wire.
 
-    def __init__(self, size: int, open_at: Callable[[int], Iterator[bytes]], received: Callable[[int], None]):
+    A download ends where an earlier one began: the frames' stream stops at the index already read,
+    so no byte crosses the wire twice and no stream is cut short."""
+
+    def __init__(self, size: int, open_at: Callable[[int, int], Iterator[bytes]], received: Callable[[int], None]):
         self._size = size
         self._open_at = open_at
         self._received = received
         self._pos = 0
         self._stream: Iterator[bytes] | None = None
         self._stream_pos = -1  # where the open stream's next byte is
+        self._stream_end = -1  # where it stops
+        self._starts: list[int] = []  # where earlier downloads began
         self._buf = memoryview(b"")
 
     def readable(self) -> bool:
@@ -87,16 +115,24 @@ class RemoteBlob(io.RawIOBase):
         self._pos = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence] + offset
         return self._pos
 
+    def _open(self, at: int) -> None:
+        self._close_stream()
+        end = min((s for s in self._starts if s > at), default=self._size)
+        self._starts.append(at)
+        self._stream, self._stream_pos, self._stream_end, self._buf = (self._open_at(at, end - at), at, end,
+                                                                       memoryview(b""))
+
     def read(self, n: int = -1) -> bytes:
         n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
         if n <= 0:
             return b""
         if self._stream is None or self._stream_pos - len(self._buf) != self._pos:
-            self._close_stream()
-            self._stream, self._stream_pos, self._buf = self._open_at(self._pos), self._pos, memoryview(b"")
+            self._open(self._pos)
         parts, want = [], n
         while want:
             if not self._buf:
+                if self._stream_pos == self._stream_end:  # this download is done: the next goes on from here
+                    self._open(self._stream_pos)
                 chunk = next(self._stream, b"")
                 if not chunk:
                     raise IntegrityError(f"the hub's stream of a delta ended {want} bytes early")

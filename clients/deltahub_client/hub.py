@@ -8,6 +8,7 @@ Results are core dataclasses (:class:`~deltahub.artifacts.Revision`,
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import tempfile
 import threading
@@ -37,13 +38,15 @@ from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
 from deltahub_client.channel import TLSOptions, open_channel
-from deltahub_client.deltas import RemoteBlob, encode_for_push, held_files, rebuild
+from deltahub_client.deltas import Held, RemoteBlob, encode_for_push, held_files, rebuild
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 from deltahub_client.jobs import JobVerbs
 from deltahub_client.merges import MergeVerbs
 from deltahub_client.routes import RouterVerbs
 from deltahub_client.training import TrainVerbs
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_SIZE = 1 << 20
@@ -169,7 +172,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         entries = hash_files(files, progress=self.progress)
         return self.push_files(files, entries, artifact, kind=kind, base=base, card=card, labels=labels,
                                lineage=lineage, ref=ref, tags=tags, expected_revision=expected_revision,
-                               allow_code=allow_code, held=self._held_for_push(base_dir, base))
+                               allow_code=allow_code, held=self._held_for_push(base_dir, base).files)
 
     @translated
     def push_files(self, files: dict[str, Path], entries: list[FileEntry], artifact: str, *, kind, base=None,
@@ -305,15 +308,16 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         if clash and not overwrite:
             raise AlreadyExistsError(f"{dest} already holds other files at {clash[:5]}: pull into an empty "
                                      "folder, or pass --force (overwrite=True) to replace them")
-        self._fetch(rev, [(f, dest / f.path) for f in todo], self._held(base_dir, rev.base) if todo else {})
+        self._fetch(rev, [(f, dest / f.path) for f in todo], self._held(base_dir, rev.base) if todo else Held({}))
         return dest
 
-    def _fetch(self, rev: Revision, targets: list[tuple[FileEntry, Path]], held: dict[str, Path]) -> None:
+    def _fetch(self, rev: Revision, targets: list[tuple[FileEntry, Path]], held: Held) -> None:
         """Downloads files of ``rev`` to their targets; those the hub stores as deltas against files in
-        ``held`` (sha256 -> path) arrive as those deltas and are rebuilt here, checked by sha256."""
+        ``held`` arrive as those deltas and are rebuilt here, checked by sha256."""
         deltas = {}
         if held and targets:
-            plan = self._unary(self._transfer.PlanPull, tpb.PlanPullRequest(revision=rev.spec, held=sorted(held)))
+            plan = self._unary(self._transfer.PlanPull, tpb.PlanPullRequest(revision=rev.spec,
+                                                                            held=sorted(held.files)))
             deltas = {e.sha256: e for e in convert.pull_plan_from_pb(plan)}
         total = sum(deltas[f.sha256].stored if f.sha256 in deltas else f.size for f, _ in targets)
         with self._bar(total, "downloading") as bar:
@@ -326,32 +330,42 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                 # decoded as it arrives: the container's integrity is the rebuilt file's sha256
                 container = RemoteBlob(enc.stored, functools.partial(self._blob_stream, enc.container), bar.update)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                rebuild(container, {b: held[b] for b in enc.bases}, target, f.sha256, 0o666 & ~_UMASK)
+                try:
+                    rebuild(container, {b: held.files[b] for b in enc.bases}, target, f.sha256, 0o666 & ~_UMASK)
+                except IntegrityError:
+                    if not held.claimed.intersection(enc.bases):
+                        raise
+                    # a local base file was taken for the hub's by path and size, and is not it
+                    log.warning("%s: the files in the base folder are not the base revision's; downloading it "
+                                "whole", f.path)
+                    bar.total += f.size
+                    self.download_blob(f.sha256, target, bar=bar)
 
             with ThreadPoolExecutor(max_workers=min(4, max(1, len(targets)))) as pool:
                 list(pool.map(one, range(len(targets))))
 
-    def _held_for_push(self, base_dir: str | os.PathLike | None, base: str | None) -> dict[str, Path]:
+    def _held_for_push(self, base_dir: str | os.PathLike | None, base: str | None) -> Held:
         if base_dir or not base:
-            return self._held(base_dir, "")
+            return held_files(base_dir) if base_dir else Held({})  # hashed: a push's deltas must be right
         artifact = base.partition("@")[0]
         if not hf_cache.cached_repo(hf_constants.HF_HUB_CACHE, artifact):  # asked of the hub only when it may pay
-            return {}
+            return Held({})
         return self._held(None, self.show(base).spec)
 
     def _held(self, base_dir: str | os.PathLike | None, base: str, cache_dir: str | os.PathLike | None = None,
-              ) -> dict[str, Path]:
-        """The base files this client holds (sha256 -> path): those in ``base_dir``, else those of the base
-        revision ``base`` (``namespace/name@digest``) when a Hugging Face cache holds its snapshot."""
+              ) -> Held:
+        """The base files this client holds: those in ``base_dir`` (matched to the manifest of the base
+        revision ``base``, ``namespace/name@digest``, when there is one), else those of ``base`` when a
+        Hugging Face cache holds its snapshot."""
         if base_dir:
-            return held_files(base_dir)
+            return held_files(base_dir, self.show(base).files if base else ())
         artifact, _, digest = (base or "").partition("@")
         snapshot = hf_cache.cached_snapshot(cache_dir or hf_constants.HF_HUB_CACHE, artifact, digest) if digest else None
-        return held_files(snapshot) if snapshot else {}
+        return held_files(snapshot) if snapshot else Held({})
 
-    def _blob_stream(self, sha256: str, offset: int):
-        """The hub's stream of a blob from ``offset`` (chunks; ``close()`` cancels it)."""
-        call = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256, offset=offset),
+    def _blob_stream(self, sha256: str, offset: int, length: int):
+        """The hub's stream of ``length`` bytes of a blob from ``offset`` (chunks; ``close()`` cancels it)."""
+        call = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256, offset=offset, length=length),
                                            metadata=self._metadata)
         return _Chunks(call)
 
@@ -500,7 +514,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         todo = {f.sha256: f for f in rev.files}
         blobs = {sha: hf_cache.blob_path(cache_dir, repo_id, sha, repo_type) for sha in todo}
         missing = [(todo[sha], p) for sha, p in blobs.items() if not _has_file(p, todo[sha])]
-        self._fetch(rev, missing, self._held(None, rev.base, cache_dir) if missing else {})
+        self._fetch(rev, missing, self._held(None, rev.base, cache_dir) if missing else Held({}))
         return hf_cache.link_snapshot(cache_dir, repo_id, rev.digest, [(f.path, f.sha256) for f in rev.files],
                                       ref=ref, repo_type=repo_type)
 

@@ -46,7 +46,7 @@ from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_namespace, check_ref, looks_like_digest
 from deltahub.jobs.specs import TaskVectorSpec
 from deltahub.limits import DeltaLimits, InputLimits, UploadLimits, check_annotations, check_card
-from deltahub.deltas.filedelta import read_index
+from deltahub.deltas.filedelta import needs as needs_of, read_index
 from deltahub.storage import Catalog, UploadWriter, open_blob_store
 from deltahub.storage.catalog import Encoding
 from deltahub.storage.encoded import EncodedBlobStore
@@ -339,7 +339,7 @@ class HubStore:
                     index = read_index(fh)
             except IntegrityError as err:
                 raise InvalidInputError(f"{f.path}: the delta uploaded for it is not an encoded file ({err})") from None
-            needs = sorted({r["base"][0] for r in index["regions"] if r["base"]})
+            needs = needs_of(index)
             unusable = sorted(set(needs) - set(self.delta_bases(needs)))
             if unusable:
                 raise PreconditionError(f"{f.path}: its delta needs base blob {unusable[0]}, which this hub does not "

@@ -192,7 +192,8 @@ class HfEndpoint:
             chunk_size=CHUNK_BYTES))
         await response.prepare(request)
         try:
-            while chunk := await self.blocking.run(next, chunks, b""):
+            # settled: a reader gone mid-chunk lets that next() finish, so the stream closes after it
+            while chunk := await self.blocking.settled(next, chunks, b""):
                 # a reader that takes nothing for the stream idle timeout ends the download
                 await asyncio.wait_for(response.write(chunk), timeout=self.idle_s)
         finally:

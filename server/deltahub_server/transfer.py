@@ -111,9 +111,11 @@ class TransferServicer(tgrpc.TransferServicer):
         async with self.streams.hold(current_principal().name, "download"):
             # opened on the pool: a blob stored as a delta is rebuilt there, off the event loop
             chunks = await self.blocking.run(functools.partial(
-                self.store.blobs.read_chunks, request.sha256, offset=request.offset, chunk_size=CHUNK_SIZE))
+                self.store.blobs.read_chunks, request.sha256, offset=request.offset, length=request.length or None,
+                chunk_size=CHUNK_SIZE))
             try:
-                while data := await self.blocking.run(next, chunks, b""):
+                # settled: a reader gone mid-chunk lets that next() finish, so the stream closes after it
+                while data := await self.blocking.settled(next, chunks, b""):
                     await write_within(context, tpb.BlobChunk(data=data), self.streams.limits.stream_idle_s,
                                        f"download of blob {request.sha256}")
             finally:

@@ -2,39 +2,53 @@
 
 The file is cut into regions that cover it whole: its header, then each tensor's bytes in file order
 (and any bytes between them). A tensor whose name, dtype and shape a base file holds is encoded
-against that tensor (:mod:`deltahub.deltas.codec` picks XOR or difference per tensor); every other
-region is compressed on its own. Decoding writes the regions back in order, so the rebuilt file has
-the sha256 it had; :func:`decode_file` checks it when given.
+against that tensor (:mod:`deltahub.deltas.codec` picks XOR or difference); every other region is
+compressed on its own. Decoding writes the regions back in order, so the rebuilt file has the sha256
+it had; :func:`decode_file` checks it.
 
-Tensors are read through memory maps and encoded on a pool of threads (zstd and numpy release the
-GIL), a bounded window at a time, so memory stays near ``window`` tensors whatever the file's size.
+Each region is encoded in pieces of ``PIECE`` bytes (the last one shorter), one frame each, against
+the same bytes of the base tensor. Pieces are what the pool of threads works on (zstd and numpy release
+the GIL), a bounded window at a time, so memory stays near ``window`` pieces whatever the size of a
+file or of its largest tensor, and one large tensor (an embedding is often a third of a model) is
+spread over every core. Measured on all-MiniLM-L6-v2 (80 steps, float32, 2 cores): decoding a whole
+47 MB embedding frame runs at 340 MB/s, 1 MiB pieces at 1270 MB/s (output that fits in cache, no
+fresh pages to fault in); the frames' overhead is under 0.1%.
 
 Container: ``DHDL`` | version (u32 LE) | frames | index (JSON) | index length (u64 LE). Frames are
 written as they are made and the index last, so encoding holds no more than its window in memory.
 The index names each base file by sha256, so whoever stores an encoded file knows which blobs it
-depends on.
+depends on. Version 1 (one frame per region, no ``piece``) is still read.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import mmap
 import os
+import stat
 import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
 
 from deltahub.deltas import codec
 from deltahub.errors import IntegrityError
 from deltahub.formats.safetensors_header import DTYPE_SIZES, read_header
+from deltahub.storage.hashing import StreamHasher
 
 MAGIC = b"DHDL"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
+PIECE = 1 << 20  # a multiple of every item size
 PREFIX = struct.Struct("<4sI")
 TRAILER = struct.Struct("<Q")
 PAYS = 0.9
@@ -115,21 +129,28 @@ def encode_file(path: str | os.PathLike, bases: dict[str, str | os.PathLike], ou
         if at < len(data):
             regions.append((at, len(data), 1, None))
 
-        def one(region) -> bytes:
-            start, end, size, ref = region
-            with data[start:end] as view:
-                return codec.encode(view, size, ref[2] if ref else None, level=level)
+        pieces = [(i, at) for i, (start, end, _, _) in enumerate(regions) for at in range(start, end, PIECE)]
 
-        index = {"file_size": len(data), "sha256": "", "bases": sorted(bases), "regions": []}
+        def one(piece) -> bytes:
+            start, end, size, ref = regions[piece[0]]
+            at, stop = piece[1], min(piece[1] + PIECE, end)
+            with data[at:stop] as view, (ref[2][at - start:stop - start] if ref else nullcontext()) as base:
+                return codec.encode(view, size, base, level=level)
+
+        index = {"file_size": len(data), "sha256": "", "bases": sorted(bases), "piece": PIECE,
+                 "regions": [{"start": start, "length": end - start, "frames": [], "base": None}
+                             for start, end, _, _ in regions]}
         out.write(PREFIX.pack(MAGIC, VERSION))
         stored = PREFIX.size
         digest = hashlib.sha256()
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for (start, end, _, ref), frame in _in_order(pool, one, regions, window):
-                with data[start:end] as view:
+            for (i, at), frame in _in_order(pool, one, pieces, window):
+                with data[at:min(at + PIECE, regions[i][1])] as view:
                     digest.update(view)
-                index["regions"].append({"start": start, "length": end - start, "frame": len(frame),
-                                         "base": [ref[0], ref[1]] if ref and codec.needs_base(frame) else None})
+                region, ref = index["regions"][i], regions[i][3]
+                region["frames"].append(len(frame))
+                if codec.needs_base(frame):
+                    region["base"] = [ref[0], ref[1]]
                 out.write(frame)
                 stored += len(frame)
         index["sha256"] = digest.hexdigest()
@@ -138,8 +159,7 @@ def encode_file(path: str | os.PathLike, bases: dict[str, str | os.PathLike], ou
     out.write(TRAILER.pack(len(raw_index)))
     stored += len(raw_index) + TRAILER.size
     against = sum(1 for r in index["regions"] if r["base"])
-    used = tuple(sorted({r["base"][0] for r in index["regions"] if r["base"]}))
-    return EncodeStats(index["file_size"], stored, len(header.tensors), against, used)
+    return EncodeStats(index["file_size"], stored, len(header.tensors), against, tuple(needs(index)))
 
 
 def _in_order(pool: ThreadPoolExecutor, fn, items, window: int):
@@ -174,62 +194,84 @@ def read_index(container: BinaryIO) -> dict:
     raw = container.read(n)
     container.seek(0)
     magic, version = PREFIX.unpack(container.read(PREFIX.size).ljust(PREFIX.size, b"\0"))
-    if magic != MAGIC or version != VERSION:
-        raise IntegrityError(f"not an encoded file of version {VERSION} (magic {magic!r}, version {version})")
+    if magic != MAGIC or version not in READS:
+        raise IntegrityError(f"not an encoded file of version {' or '.join(map(str, READS))} (magic {magic!r}, "
+                             f"version {version})")
     try:
         index = json.loads(raw)
     except ValueError as err:
         raise IntegrityError(f"encoded file's index is corrupt: {err}") from None
-    _check_index(index, end - TRAILER.size - n - PREFIX.size)
+    _check_index(index, version, end - TRAILER.size - n - PREFIX.size)
     return index
 
 
-def _check_index(index, frame_bytes: int) -> None:
+def _check_index(index, version: int, frame_bytes: int) -> None:
     """The index is read from bytes a client may have sent: its regions must tile the file it declares,
-    and its frames fit in the container, before anything is decoded."""
+    and its frames fit in the container, before anything is decoded. A version 1 index is brought to
+    version 2's shape (its one frame per region, no ``piece``)."""
     try:
+        if version == 1:
+            index["piece"] = None
+            for region in index["regions"]:
+                region["frames"] = [region.pop("frame")]
+        elif not (isinstance(index["piece"], int) and index["piece"] > 0):
+            raise ValueError("its piece size is not a positive integer")
         at = frames = 0
         for region in index["regions"]:
-            if region["start"] != at or int(region["length"]) < 0 or int(region["frame"]) < 0:
+            if region["start"] != at or not isinstance(region["length"], int) or region["length"] < 0:
                 raise ValueError("regions do not tile the file")
+            if len(region["frames"]) != len(_spans(index, region)) or not all(
+                    isinstance(n, int) and n >= 0 for n in region["frames"]):
+                raise ValueError("a region's frames do not match its length")
             base = region["base"]
             if base is not None and not (isinstance(base, list) and len(base) == 2
                                          and all(isinstance(b, str) for b in base)):
                 raise ValueError("a region's base is not [sha256, tensor name]")
             at += region["length"]
-            frames += region["frame"]
+            frames += sum(region["frames"])
         if at != index["file_size"] or frames != frame_bytes or not isinstance(index["sha256"], str):
             raise ValueError("regions do not add up to the file and frames declared")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise IntegrityError(f"encoded file's index is malformed: {err}") from None
 
 
-def depends_on(container: BinaryIO) -> list[str]:
-    """sha256 of the base files an encoded file needs to be rebuilt."""
-    index = read_index(container)
+def _spans(index: dict, region: dict) -> list[tuple[int, int]]:
+    """(offset in the region, length) of each of the region's frames."""
+    length, piece = region["length"], index["piece"]
+    if piece is None:  # version 1
+        return [(0, length)]
+    return [(at, min(piece, length - at)) for at in range(0, length, piece)]
+
+
+def needs(index: dict) -> list[str]:
+    """sha256 of the base files an encoded file needs to be rebuilt, from its index."""
     return sorted({r["base"][0] for r in index["regions"] if r["base"]})
 
 
-def _frame_of(frame: bytes, region: dict) -> bytes:
-    if codec.describe(frame)[2] != region["length"]:
-        raise IntegrityError("a frame of the encoded file declares another length than its region")
-    return frame
+def depends_on(container: BinaryIO) -> list[str]:
+    """sha256 of the base files an encoded file needs to be rebuilt."""
+    return needs(read_index(container))
 
 
 def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: BinaryIO, *,
-                workers: int | None = None, window: int = 16) -> str:
-    """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded.
+                workers: int | None = None, window: int = 16,
+                pieces: Callable[[memoryview], None] | None = None) -> str:
+    """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded;
+    ``pieces`` is handed each piece of the file in order as it is decoded (a reader streaming it).
 
-    Frames are decoded on a pool of threads, ``window`` at a time, and written in order."""
+    Pieces are decoded on a pool of threads, ``window`` at a time, and written in order; straight into
+    the file's pages when ``out`` is an empty file open for reading and writing (see
+    :func:`_mapped_output`)."""
     index = read_index(container)
-    digest = hashlib.sha256()
-    with _Maps() as maps:
+    with _Maps() as maps, _mapped_output(out, index["file_size"]) as target:
         base_views = {}
-        for sha in {r["base"][0] for r in index["regions"] if r["base"]}:
+        for sha in needs(index):
             if sha not in bases:
                 raise IntegrityError(f"the encoded file needs base file {sha}, which was not given")
             base_path = Path(bases[sha])
             base_views[sha] = (read_header(base_path), maps.open(base_path))
+
+        regions = index["regions"]
 
         def base_of(region) -> memoryview | None:
             if not region["base"]:
@@ -241,18 +283,80 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
                 raise IntegrityError(f"base file {sha} holds no tensor {name!r}")
             return maps.cut(view, header.data_offset + info.begin, header.data_offset + info.end)
 
+        def jobs():  # frames are read as they are submitted: the container is read once, front to back
+            for i, region in enumerate(regions):
+                base = base_of(region)
+                for (at, length), n in zip(_spans(index, region), region["frames"]):
+                    frame = container.read(n)
+                    if codec.describe(frame)[2] != length:
+                        raise IntegrityError("a frame of the encoded file declares another length than its piece")
+                    if codec.needs_base(frame) and base is None:
+                        raise IntegrityError("a frame of the encoded file needs a base its region does not name")
+                    yield i, at, length, frame, base
+
+        def one(job):
+            i, at, length, frame, base = job
+            with (base[at:at + length] if base is not None else nullcontext()) as ref:
+                if target is None:
+                    return codec.decode(frame, ref)
+                start = regions[i]["start"] + at
+                codec.decode_into(frame, target[start:start + length], ref)
+                return target[start:start + length]
+
         written = 0
-        # frames are read in order as they are submitted (the container is read once, front to back)
-        jobs = ((r, _frame_of(container.read(r["frame"]), r)) for r in index["regions"])
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for (region, _), data in _in_order(pool, lambda job: codec.decode(job[1], base_of(job[0])), jobs,
-                                               window):
-                if len(data) != region["length"] or region["start"] != written:
-                    raise IntegrityError("encoded file's regions do not tile the file")
-                out.write(data)
-                digest.update(data)
-                written += len(data)
-    if written != index["file_size"] or digest.hexdigest() != index["sha256"]:
-        raise IntegrityError(f"rebuilt file hashes to {digest.hexdigest()}, not the {index['sha256']} it was "
-                             "encoded from")
-    return digest.hexdigest()
+        # hashed on a thread of its own, in order: hashing is the largest part of this loop's work
+        hasher = StreamHasher()
+        try:
+            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+                for (i, at, length, _, _), data in _in_order(pool, one, jobs(), window):
+                    if len(data) != length or regions[i]["start"] + at != written:
+                        raise IntegrityError("encoded file's pieces do not tile the file")
+                    if target is None:
+                        out.write(data)
+                    hasher.update(data)
+                    if pieces is not None:
+                        pieces(memoryview(data))
+                    written += len(data)
+                    del data
+            actual = hasher.hexdigest()
+        finally:
+            hasher.stop()
+    if written != index["file_size"] or actual != index["sha256"]:
+        raise IntegrityError(f"rebuilt file hashes to {actual}, not the {index['sha256']} it was encoded from")
+    return actual
+
+
+@contextmanager
+def _mapped_output(out: BinaryIO, size: int) -> Iterator[np.ndarray | None]:
+    """``out``'s file mapped for writing ``size`` bytes, when it is an empty regular file open for reading
+    and writing; else None (the bytes are written to ``out``).
+
+    Decoding into the map skips a copy of every byte (1.3x faster for float32 on 2 cores), and the
+    workers fill their pieces in place while the caller hashes them in order."""
+    try:
+        out.flush()
+        fd = out.fileno()
+        st = os.fstat(fd)
+        usable = (size > 0 and stat.S_ISREG(st.st_mode) and st.st_size == 0 and out.tell() == 0
+                  and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        usable = False
+    if not usable:
+        yield None
+        return
+    try:
+        # the space is taken now: a full disk is an OSError here, not a SIGBUS while writing the map
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        yield None
+        return
+    mapped = mmap.mmap(fd, size)  # shared and writable: its pages are the file's
+    try:
+        yield np.frombuffer(mapped, dtype=np.uint8)
+    finally:
+        try:
+            mapped.close()
+        except BufferError:  # a piece is still referenced (by an error's traceback): unmapped with it
+            pass

@@ -16,8 +16,9 @@ import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from deltahub.artifacts import check_sha256
 from deltahub.storage.hashing import StreamHasher
@@ -194,6 +195,23 @@ class LocalBlobStore(BlobStore):
     # -- writing server-made content -----------------------------------------
     def writer(self) -> "BlobWriter":
         return BlobWriter(self)
+
+    @contextmanager
+    def checked_writer(self, sha256: str) -> Iterator[BinaryIO]:
+        """A new file, open for reading and writing, that becomes blob ``sha256`` when the block ends
+        without error. The caller has checked its bytes are that blob (a decode does), so they are not
+        hashed again, nor fsynced: only for caches that a restart empties."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="c-")
+        try:
+            with os.fdopen(fd, "w+b") as fh:
+                yield fh
+            self.check_size(os.path.getsize(name))
+            dest = self.path(check_sha256(sha256))
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(name, dest)
+        finally:
+            if os.path.exists(name):
+                os.unlink(name)
 
     def _install(self, tmp_path: Path, sha256: str) -> None:
         dest = self.path(sha256)

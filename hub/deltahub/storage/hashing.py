@@ -23,16 +23,15 @@ def sha256_file(path: str | os.PathLike, *, block: int = _HASH_BLOCK) -> str:
 
 
 class HashingWriter:
-    """A file-like that hashes what is written and passes it on to ``out`` (or nowhere): a file's sha256
-    learned while it is written, or a decode checked without writing it anywhere."""
+    """A file-like that hashes what is written and passes it on to ``out``: a file's sha256 learned
+    while it is written."""
 
-    def __init__(self, out=None) -> None:
+    def __init__(self, out) -> None:
         self._out = out
         self._digest = hashlib.sha256()
 
     def write(self, data) -> int:
-        if self._out is not None:
-            self._out.write(data)
+        self._out.write(data)
         self._digest.update(data)
         return len(data)
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from deltahub.v1 import common_pb2 as deltahub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64\x65ltahub/v1/transfer.proto\x12\x0b\x64\x65ltahub.v1\x1a\x18\x64\x65ltahub/v1/common.proto\"\xa3\x01\n\x0fPlanPushRequest\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.deltahub.v1.ArtifactKind\x12%\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x16.deltahub.v1.FileEntry\x12\x0c\n\x04\x62\x61se\x18\x04 \x01(\t\x12\x12\n\nallow_code\x18\x05 \x01(\x08\x12\x0c\n\x04held\x18\x06 \x03(\t\"{\n\x10PlanPushResponse\x12*\n\x07missing\x18\x01 \x03(\x0b\x32\x19.deltahub.v1.UploadStatus\x12\x15\n\rbytes_to_send\x18\x02 \x01(\x04\x12\x0f\n\x07session\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65lta_bases\x18\x04 \x03(\t\"Z\n\x0bUploadChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07session\x18\x05 \x01(\t\"?\n\x12UploadBlobResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.deltahub.v1.UploadStatus\"(\n\x16GetUploadStatusRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"N\n\x0cUploadStatus\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\"5\n\x13\x44ownloadBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"1\n\x0fPlanPullRequest\x12\x10\n\x08revision\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x03(\t\"e\n\x0b\x45ncodedBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontainer_size\x18\x04 \x01(\x04\x12\r\n\x05\x62\x61ses\x18\x05 \x03(\t\"=\n\x10PlanPullResponse\x12)\n\x07\x65ncoded\x18\x01 \x03(\x0b\x32\x18.deltahub.v1.EncodedBlob2\x86\x03\n\x08Transfer\x12G\n\x08PlanPush\x12\x1c.deltahub.v1.PlanPushRequest\x1a\x1d.deltahub.v1.PlanPushResponse\x12I\n\nUploadBlob\x12\x18.deltahub.v1.UploadChunk\x1a\x1f.deltahub.v1.UploadBlobResponse(\x01\x12Q\n\x0fGetUploadStatus\x12#.deltahub.v1.GetUploadStatusRequest\x1a\x19.deltahub.v1.UploadStatus\x12J\n\x0c\x44ownloadBlob\x12 .deltahub.v1.DownloadBlobRequest\x1a\x16.deltahub.v1.BlobChunk0\x01\x12G\n\x08PlanPull\x12\x1c.deltahub.v1.PlanPullRequest\x1a\x1d.deltahub.v1.PlanPullResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64\x65ltahub/v1/transfer.proto\x12\x0b\x64\x65ltahub.v1\x1a\x18\x64\x65ltahub/v1/common.proto\"\xa3\x01\n\x0fPlanPushRequest\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.deltahub.v1.ArtifactKind\x12%\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x16.deltahub.v1.FileEntry\x12\x0c\n\x04\x62\x61se\x18\x04 \x01(\t\x12\x12\n\nallow_code\x18\x05 \x01(\x08\x12\x0c\n\x04held\x18\x06 \x03(\t\"{\n\x10PlanPushResponse\x12*\n\x07missing\x18\x01 \x03(\x0b\x32\x19.deltahub.v1.UploadStatus\x12\x15\n\rbytes_to_send\x18\x02 \x01(\x04\x12\x0f\n\x07session\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65lta_bases\x18\x04 \x03(\t\"Z\n\x0bUploadChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07session\x18\x05 \x01(\t\"?\n\x12UploadBlobResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.deltahub.v1.UploadStatus\"(\n\x16GetUploadStatusRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"N\n\x0cUploadStatus\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\"E\n\x13\x44ownloadBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"1\n\x0fPlanPullRequest\x12\x10\n\x08revision\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x03(\t\"e\n\x0b\x45ncodedBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontainer_size\x18\x04 \x01(\x04\x12\r\n\x05\x62\x61ses\x18\x05 \x03(\t\"=\n\x10PlanPullResponse\x12)\n\x07\x65ncoded\x18\x01 \x03(\x0b\x32\x18.deltahub.v1.EncodedBlob2\x86\x03\n\x08Transfer\x12G\n\x08PlanPush\x12\x1c.deltahub.v1.PlanPushRequest\x1a\x1d.deltahub.v1.PlanPushResponse\x12I\n\nUploadBlob\x12\x18.deltahub.v1.UploadChunk\x1a\x1f.deltahub.v1.UploadBlobResponse(\x01\x12Q\n\x0fGetUploadStatus\x12#.deltahub.v1.GetUploadStatusRequest\x1a\x19.deltahub.v1.UploadStatus\x12J\n\x0c\x44ownloadBlob\x12 .deltahub.v1.DownloadBlobRequest\x1a\x16.deltahub.v1.BlobChunk0\x01\x12G\n\x08PlanPull\x12\x1c.deltahub.v1.PlanPullRequest\x1a\x1d.deltahub.v1.PlanPullResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADSTATUS']._serialized_start=559
   _globals['_UPLOADSTATUS']._serialized_end=637
   _globals['_DOWNLOADBLOBREQUEST']._serialized_start=639
-  _globals['_DOWNLOADBLOBREQUEST']._serialized_end=692
-  _globals['_BLOBCHUNK']._serialized_start=694
-  _globals['_BLOBCHUNK']._serialized_end=719
-  _globals['_PLANPULLREQUEST']._serialized_start=721
-  _globals['_PLANPULLREQUEST']._serialized_end=770
-  _globals['_ENCODEDBLOB']._serialized_start=772
-  _globals['_ENCODEDBLOB']._serialized_end=873
-  _globals['_PLANPULLRESPONSE']._serialized_start=875
-  _globals['_PLANPULLRESPONSE']._serialized_end=936
-  _globals['_TRANSFER']._serialized_start=939
-  _globals['_TRANSFER']._serialized_end=1329
+  _globals['_DOWNLOADBLOBREQUEST']._serialized_end=708
+  _globals['_BLOBCHUNK']._serialized_start=710
+  _globals['_BLOBCHUNK']._serialized_end=735
+  _globals['_PLANPULLREQUEST']._serialized_start=737
+  _globals['_PLANPULLREQUEST']._serialized_end=786
+  _globals['_ENCODEDBLOB']._serialized_start=788
+  _globals['_ENCODEDBLOB']._serialized_end=889
+  _globals['_PLANPULLRESPONSE']._serialized_start=891
+  _globals['_PLANPULLRESPONSE']._serialized_end=952
+  _globals['_TRANSFER']._serialized_start=955
+  _globals['_TRANSFER']._serialized_end=1345
 # @@protoc_insertion_point(module_scope)
