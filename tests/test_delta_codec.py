@@ -24,6 +24,21 @@ def test_byte_planes_by_hand():
     assert codec.planes(data, 4).tobytes() == bytes([1, 5, 2, 6, 3, 7, 4, 8])
     assert codec.unplanes(bytes([1, 5, 2, 6, 3, 7, 4, 8]), 4).tobytes() == data
     assert codec.planes(data, 1).tobytes() == data
+    # planes two bytes wide: the low halves of the items, then their high halves
+    assert codec.planes(data, 4, 2).tobytes() == bytes([1, 2, 5, 6, 3, 4, 7, 8])
+    assert codec.unplanes(bytes([1, 2, 5, 6, 3, 4, 7, 8]), 4, width=2).tobytes() == data
+
+
+def test_float32_differences_go_in_half_planes_and_frames_from_before_widths_still_decode():
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(4096, generator=g)
+    tuned = base + 1e-6 * torch.randn(4096, generator=g)
+    frames = {m: codec._frame(m, 4, len(_bytes(tuned)), b"") for m in (codec.DIFF, codec.XOR)}
+    assert frames[codec.DIFF][6] == 2 and frames[codec.XOR][6] == 1  # the width byte
+    frame = bytearray(codec.encode(_bytes(tuned), 2, _bytes(base)))  # as 16-bit items: single-byte planes
+    assert frame[6] == 1
+    frame[6] = 0  # as frames were written before widths
+    assert codec.decode(bytes(frame), _bytes(base)) == _bytes(tuned)
 
 
 def test_xor_and_difference_by_hand():

@@ -28,7 +28,8 @@ XOR, no planes              0.558x    0.255x
   planes compressed, or as it is when even that does not pay: a frame is never larger than its
   input by more than its header.
 
-Frame: ``DHDF`` | method (u8) | item size (u8) | 2 reserved bytes | decoded length (u64 LE) | payload.
+Frame: ``DHDF`` | method (u8) | item size (u8) | plane width (u8; 0 in frames from before it, read as
+1) | a reserved byte | decoded length (u64 LE) | payload.
 The payload of a compressed method is one zstd frame with its content checksum, so a corrupted frame
 is detected at decode (:class:`IntegrityError`), as is a base of the wrong length.
 """
@@ -42,7 +43,7 @@ import numpy as np
 from deltahub.errors import IntegrityError, InvalidInputError
 
 MAGIC = b"DHDF"
-HEADER = struct.Struct("<4sBBHQ")
+HEADER = struct.Struct("<4sBBBxQ")
 PLAIN, PLANES, XOR, DIFF = 0, 1, 2, 3
 METHODS = {PLAIN: "plain", PLANES: "planes", XOR: "xor", DIFF: "diff"}
 DEFAULT_LEVEL = 1
@@ -62,32 +63,35 @@ def _zstd():
     return zstandard
 
 
-def planes(data: bytes | memoryview | np.ndarray, itemsize: int) -> np.ndarray:
-    """Byte planes: byte 0 of every item, then byte 1, ... (``itemsize`` 1 leaves the bytes as they are)."""
+def planes(data: bytes | memoryview | np.ndarray, itemsize: int, width: int = 1) -> np.ndarray:
+    """Planes: the first ``width`` bytes of every item, then the next ``width``, ... (as bytes; an item
+    of ``width`` bytes leaves them as they are)."""
     raw = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
-    if itemsize == 1:
+    if itemsize == width:
         return raw
-    items = raw.reshape(-1, itemsize)
-    out = np.empty((itemsize, items.shape[0]), dtype=np.uint8)
+    items = raw.view(_UINT[width]).reshape(-1, itemsize // width)
+    out = np.empty((itemsize // width, items.shape[0]), dtype=_UINT[width])
     for at in range(0, items.shape[0], _BLOCK):
         block = items[at:at + _BLOCK]
-        for k in range(itemsize):
+        for k in range(itemsize // width):
             out[k, at:at + _BLOCK] = block[:, k]
-    return out.reshape(-1)
+    return out.reshape(-1).view(np.uint8)
 
 
-def unplanes(data: bytes | memoryview, itemsize: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The items whose byte planes ``data`` holds, written into ``out`` (flat uint8) when given."""
+def unplanes(data: bytes | memoryview, itemsize: int, out: np.ndarray | None = None, width: int = 1) -> np.ndarray:
+    """The items whose planes (of ``width`` bytes) ``data`` holds, written into ``out`` (flat uint8) when
+    given."""
     raw = np.frombuffer(data, dtype=np.uint8)
     if out is None:
         out = np.empty(len(raw), dtype=np.uint8)
-    if itemsize == 1:
+    if itemsize == width:
         out[:] = raw
         return out
-    rows, items = raw.reshape(itemsize, -1), out.reshape(-1, itemsize)
+    n = itemsize // width
+    rows, items = raw.view(_UINT[width]).reshape(n, -1), out.view(_UINT[width]).reshape(-1, n)
     for at in range(0, rows.shape[1], _BLOCK):
         block = items[at:at + _BLOCK]
-        for k in range(itemsize):
+        for k in range(n):
             block[:, k] = rows[k, at:at + _BLOCK]
     return out
 
@@ -106,15 +110,22 @@ def _check(data, itemsize: int, base) -> None:
 
 
 def _frame(method: int, itemsize: int, length: int, payload: bytes) -> bytes:
-    return HEADER.pack(MAGIC, method, itemsize, 0, length) + payload
+    return HEADER.pack(MAGIC, method, itemsize, _width(method, itemsize), length) + payload
+
+
+def _width(method: int, itemsize: int) -> int:
+    """Bytes per plane element: 2 for float32 differences (a small difference fills the low half and
+    leaves the high half 0x0000 or 0xffff: halves compress as well as byte planes, 0.4235x either way,
+    and rejoin twice as fast), else single bytes (halves cost XOR 0.51x instead of 0.47x)."""
+    return 2 if method == DIFF and itemsize == 4 else 1
 
 
 def _shaped(method: int, data, itemsize: int, base) -> np.ndarray:
-    """What a method compresses: the byte planes of the data, or of its XOR or difference with the base."""
+    """What a method compresses: the planes of the data, or of its XOR or difference with the base."""
     if method == PLANES:
         return planes(data, itemsize)
     words, ref = _words(data, itemsize), _words(base, itemsize)
-    return planes(words ^ ref if method == XOR else words - ref, itemsize)
+    return planes(words ^ ref if method == XOR else words - ref, itemsize, _width(method, itemsize))
 
 
 def _sample(data, itemsize: int) -> np.ndarray:
@@ -143,7 +154,7 @@ def encode(data: bytes | memoryview, itemsize: int, base: bytes | memoryview | N
 
 def describe(frame: bytes | memoryview) -> tuple[str, int, int]:
     """(method name, item size, decoded length) of a frame."""
-    method, itemsize, length = _header(frame)
+    method, itemsize, _, length = _header(frame)
     return METHODS[method], itemsize, length
 
 
@@ -151,21 +162,23 @@ def needs_base(frame: bytes | memoryview) -> bool:
     return _header(frame)[0] in (XOR, DIFF)
 
 
-def _header(frame) -> tuple[int, int, int]:
+def _header(frame) -> tuple[int, int, int, int]:
+    """(method, item size, plane width, decoded length) of a frame."""
     if len(frame) < HEADER.size:
         raise IntegrityError(f"delta frame of {len(frame)} bytes is shorter than its header")
-    magic, method, itemsize, _, length = HEADER.unpack_from(frame)
-    if magic != MAGIC or method not in METHODS or itemsize not in _UINT:
-        raise IntegrityError("not a delta frame (bad magic, method or item size)")
+    magic, method, itemsize, width, length = HEADER.unpack_from(frame)
+    width = width or 1  # frames written before planes had a width
+    if magic != MAGIC or method not in METHODS or itemsize not in _UINT or width not in _UINT or itemsize % width:
+        raise IntegrityError("not a delta frame (bad magic, method, item size or plane width)")
     if length % itemsize:
         raise IntegrityError(f"delta frame declares {length} bytes, not a whole number of {itemsize}-byte items")
-    return method, itemsize, length
+    return method, itemsize, width, length
 
 
 def decode(frame: bytes | memoryview, base: bytes | memoryview | None = None) -> memoryview:
     """The bytes ``frame`` encodes (a flat byte view); ``base`` is the same base it was encoded against
     (when it needs one)."""
-    out = np.empty(_header(frame)[2], dtype=np.uint8)
+    out = np.empty(_header(frame)[3], dtype=np.uint8)
     decode_into(frame, out, base)
     return memoryview(out)
 
@@ -173,7 +186,7 @@ def decode(frame: bytes | memoryview, base: bytes | memoryview | None = None) ->
 def decode_into(frame: bytes | memoryview, out: np.ndarray, base: bytes | memoryview | None = None) -> None:
     """Decodes ``frame`` into ``out`` (flat, writable uint8 of the frame's decoded length): a file's own
     pages when it is rebuilt through a memory map, so the bytes are never copied again."""
-    method, itemsize, length = _header(frame)
+    method, itemsize, width, length = _header(frame)
     if out.size != length:
         raise InvalidInputError(f"a frame of {length} bytes is decoded into {out.size}")
     payload = memoryview(frame)[HEADER.size:]
@@ -198,7 +211,7 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray, base: bytes | memory
         raise IntegrityError(f"delta frame is corrupt: {err}") from None
     if len(shaped) != length:
         raise IntegrityError(f"delta frame decodes to {len(shaped)} bytes, not the {length} it declares")
-    unplanes(shaped, itemsize, out)
+    unplanes(shaped, itemsize, out, width)
     if method != PLANES:
         delta, ref = out.view(_UINT[itemsize]), _words(base, itemsize)
         (np.bitwise_xor if method == XOR else np.add)(delta, ref, out=delta)
