@@ -168,7 +168,7 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
     print(f"\nthrough the hub (two `deltahub serve` on loopback, {cores} cores; MB/s of file bytes, best of "
           f"{repeat}):")
     print(f"{'steps':>6} {'dtype':<9} {'stored':>7} {'zstd':>6} | {'push raw':>8} {'push -b':>8} {'zstd':>6} | "
-          f"{'pull raw':>8} {'hub cold':>8} {'hub warm':>8} {'pull -b':>8} {'zstd':>6}")
+          f"{'pull raw':>8} {'hub cold':>8} {'hub warm':>8} {'pull -b':>8} {'zstd':>6} | {'-b/raw':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raw_srv = ServeProcess(tmp / "raw", "--no-delta-encoding")
@@ -229,7 +229,8 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
                     t_zpull = best(zstd_pull, repeat)
                     print(f"{n:>6} {name:<9} {stored:>6.3f}x {zratio:>5.3f}x | {mb / t_push_raw:>8.0f} "
                           f"{mb / t_push_delta:>8.0f} {mb / t_zpush:>6.0f} | {mb / t_pull_raw:>8.0f} "
-                          f"{mb / t_cold:>8.0f} {mb / t_warm:>8.0f} {mb / t_pull_delta:>8.0f} {mb / t_zpull:>6.0f}"
+                          f"{mb / t_cold:>8.0f} {mb / t_warm:>8.0f} {mb / t_pull_delta:>8.0f} {mb / t_zpull:>6.0f} | "
+                          f"{t_pull_raw / t_pull_delta:>5.2f}x"
                           f"   (delta push sent {r.bytes_sent / 1e6:.1f} of {mb:.1f} MB)")
         finally:
             raw_hub.close()

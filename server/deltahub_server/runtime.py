@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, TypeVar
 
+import grpc
+
 from deltahub.errors import CancelledError, DeadlineExceededError, LimitExceededError
 from deltahub.limits import StreamLimits
 
@@ -123,6 +125,10 @@ async def write_within(context, message, idle_s: float, what: str) -> None:
         raise DeadlineExceededError(
             f"{what}: the client read nothing for {idle_s:g} s (--stream-idle-timeout); the stream was ended"
         ) from None
+    except grpc.aio.InternalError:
+        # gRPC refused the write because the call has ended: the client went away, perhaps before
+        # context.done() says so (a reader that cancels mid-stream); not a fault of the hub
+        raise CancelledError(f"{what}: the client went away") from None
     except Exception:
         if context.done():  # the client went away (a killed worker's download): not a fault of the hub
             raise CancelledError(f"{what}: the client went away") from None
