@@ -395,6 +395,7 @@ def test_a_base_folder_taken_for_the_base_by_path_and_size_but_not_it_falls_back
         hub.pull("fin/llama", tmp_path / "out", base_dir=imposter)
     _same_files(ft, tmp_path / "out")
     assert "not the base revision's" in caplog.text
+    assert hub._manifest("no/such") == ()  # a base this caller cannot see: its folder is hashed instead
 
 
 def test_a_download_sends_the_range_asked_for(hub_by_hand, models):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from deltahub import hf_cache
 from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
-from deltahub.errors import AlreadyExistsError, IntegrityError
+from deltahub.errors import AlreadyExistsError, IntegrityError, NotFoundError, PermissionDeniedError
 from deltahub.events import EVENT_SEQ_HEADER, RefMove
 from deltahub.names import DEFAULT_REF
 from deltahub.storage.hashing import sha256_file
@@ -358,10 +358,20 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         revision ``base``, ``namespace/name@digest``, when there is one), else those of ``base`` when a
         Hugging Face cache holds its snapshot."""
         if base_dir:
-            return held_files(base_dir, self.show(base).files if base else ())
+            return held_files(base_dir, self._manifest(base))
         artifact, _, digest = (base or "").partition("@")
         snapshot = hf_cache.cached_snapshot(cache_dir or hf_constants.HF_HUB_CACHE, artifact, digest) if digest else None
         return held_files(snapshot) if snapshot else Held({})
+
+    def _manifest(self, spec: str) -> tuple[FileEntry, ...]:
+        """The files of revision ``spec``, or none when there is no such revision this caller may read
+        (a base deleted since, or another team's): the base folder's files are then hashed."""
+        if not spec:
+            return ()
+        try:
+            return self.show(spec).files
+        except (NotFoundError, PermissionDeniedError):
+            return ()
 
     def _blob_stream(self, sha256: str, offset: int, length: int):
         """The hub's stream of ``length`` bytes of a blob from ``offset`` (chunks; ``close()`` cancels it)."""
