@@ -139,3 +139,22 @@ def test_plan_push_refuses_odd_held_lists(hub):
              grpc.StatusCode.INVALID_ARGUMENT, "sha256")
     _refused(transfer.PlanPush, transfer_pb2.PlanPushRequest(**request, held=["a" * 64] * 9), "bob",
              grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-held-blobs")
+
+
+def test_download_ranges_past_the_end_or_oversize_are_clipped_and_odd_names_refused(hub):
+    store, b, _, _, transfer = hub
+    entry = b.file(WEIGHTS)
+
+    def got(offset, length):
+        return b"".join(c.data for c in transfer.DownloadBlob(
+            transfer_pb2.DownloadBlobRequest(sha256=entry.sha256, offset=offset, length=length), metadata=_as("bob")))
+
+    whole = got(0, 0)
+    assert hashlib.sha256(whole).hexdigest() == entry.sha256
+    assert got(entry.size - 3, (1 << 64) - 1) == whole[-3:]  # a length past the end reads to the end
+    assert got(entry.size + 10, 5) == b"" and got((1 << 64) - 1, 1) == b""  # past the end: nothing
+    assert got(7, 1) == whole[7:8]
+    with pytest.raises(grpc.RpcError) as info:
+        list(transfer.DownloadBlob(
+            transfer_pb2.DownloadBlobRequest(sha256="../" + entry.sha256[3:], length=5), metadata=_as("bob")))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()

@@ -230,10 +230,11 @@ class LocalBlobStore(BlobStore):
 
 
 def file_chunks(fh, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
-    """``length`` bytes (or to the end) of an open file from ``offset``, streamed; closes it when done."""
+    """``length`` bytes (or to the end) of an open file from ``offset``, streamed; closes it when done.
+    A range past the end is clipped to it, as an object store's is (a client's offset may be any u64)."""
     left = length if length is not None else float("inf")
     with fh:
-        fh.seek(offset)
+        fh.seek(min(offset, os.fstat(fh.fileno()).st_size))
         while left > 0 and (chunk := fh.read(int(min(chunk_size, left)))):
             left -= len(chunk)
             yield chunk
