@@ -24,6 +24,7 @@ import asyncio
 import datetime as dt
 import functools
 import re
+from contextlib import aclosing
 
 from aiohttp import web
 
@@ -191,13 +192,10 @@ class HfEndpoint:
             self.store.blobs.read_chunks, entry.sha256, offset=start, length=end - start + 1,
             chunk_size=CHUNK_BYTES))
         await response.prepare(request)
-        try:
-            # settled: a reader gone mid-chunk lets that next() finish, so the stream closes after it
-            while chunk := await self.blocking.settled(next, chunks, b""):
+        async with aclosing(self.blocking.drain(chunks)) as stream:
+            async for chunk in stream:
                 # a reader that takes nothing for the stream idle timeout ends the download
                 await asyncio.wait_for(response.write(chunk), timeout=self.idle_s)
-        finally:
-            chunks.close()
         await response.write_eof()
         return response
 

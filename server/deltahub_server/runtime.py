@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, TypeVar
+from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 import grpc
 
@@ -50,6 +50,16 @@ class Blocking:
             if orphan is not None and not fut.cancelled() and fut.exception() is None:
                 orphan(fut.result())
             raise
+
+    async def drain(self, chunks: Iterator[T]) -> AsyncIterator[T]:
+        """The items of a blocking iterator (a blob's chunks), each taken on the pool; closed at the end,
+        and after the ``next`` under way when the stream is cancelled (closing a generator while it
+        runs fails: a reader that leaves mid-chunk must not make that an error)."""
+        try:
+            while item := await self.settled(next, chunks, None):
+                yield item
+        finally:
+            chunks.close()
 
     def shutdown(self) -> None:
         self._light.shutdown(wait=False, cancel_futures=True)

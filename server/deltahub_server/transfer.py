@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from contextlib import aclosing
 
 from deltahub.artifacts import check_sha256
 from deltahub.errors import ConflictError, InvalidInputError
@@ -113,11 +114,8 @@ class TransferServicer(tgrpc.TransferServicer):
             chunks = await self.blocking.run(functools.partial(
                 self.store.blobs.read_chunks, request.sha256, offset=request.offset, length=request.length or None,
                 chunk_size=CHUNK_SIZE))
-            try:
-                # settled: a reader gone mid-chunk lets that next() finish, so the stream closes after it
-                while data := await self.blocking.settled(next, chunks, b""):
+            async with aclosing(self.blocking.drain(chunks)) as stream:
+                async for data in stream:
                     await write_within(context, tpb.BlobChunk(data=data), self.streams.limits.stream_idle_s,
                                        f"download of blob {request.sha256}")
-            finally:
-                chunks.close()
 
