@@ -11,7 +11,9 @@ the raw peer), per fine-tune and dtype, best of --repeat: bytes the hub stores /
 stored the fine-tune as a delta; push MB/s raw and with --base-dir (deltas sent); pull MB/s raw, of the
 delta-stored file rebuilt by the hub (first read, then from its cache) and with --base-dir (deltas
 received, rebuilt by the client); and zstd alone on the same file (compress on every core, send the
-compressed bytes; receive them, decompress). MB/s are of the fine-tune's file bytes.
+compressed bytes; receive them, decompress). MB/s are of the fine-tune's file bytes. Raw and delta pulls
+take turns; -b/raw is their best times' ratio, "paired" the median of each turn's ratio (this VM's
+speed drifts by tens of percent within a minute, and a turn's two pulls see the same drift).
 
 Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1] [--repeat 2] [--no-hub]
 """
@@ -19,6 +21,7 @@ Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1] [--re
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -168,7 +171,8 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
     print(f"\nthrough the hub (two `deltahub serve` on loopback, {cores} cores; MB/s of file bytes, best of "
           f"{repeat}):")
     print(f"{'steps':>6} {'dtype':<9} {'stored':>7} {'zstd':>6} | {'push raw':>8} {'push -b':>8} {'zstd':>6} | "
-          f"{'pull raw':>8} {'hub cold':>8} {'hub warm':>8} {'pull -b':>8} {'zstd':>6} | {'-b/raw':>6}")
+          f"{'pull raw':>8} {'hub cold':>8} {'hub warm':>8} {'pull -b':>8} {'zstd':>6} | {'-b/raw':>6} "
+          f"{'paired':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raw_srv = ServeProcess(tmp / "raw", "--no-delta-encoding")
@@ -195,18 +199,24 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
                     enc = _stored_as_delta(hub, spec, held)
                     stored = enc.stored / enc.size
 
-                    def pull(h, **kw):
+                    def pull(h, **kw) -> float:
+                        """Seconds of one pull (the check of what arrived is not timed)."""
                         out = tmp / f"out-{next(counter)}"
+                        t0 = time.perf_counter()
                         h.pull(spec, out, **kw)
+                        took = time.perf_counter() - t0
                         assert sha256_file(out / "model.safetensors") == enc.sha256
                         shutil.rmtree(out)
+                        return took
 
-                    t_pull_raw = best(lambda: pull(raw_hub), repeat)
+                    # raw and delta pulls take turns, so a slow spell of this shared VM falls on both
+                    pairs = [(pull(raw_hub), pull(hub, base_dir=b)) for _ in range(repeat)]
+                    t_pull_raw, t_pull_delta = min(r for r, _ in pairs), min(d for _, d in pairs)
+                    paired = statistics.median(r / d for r, d in pairs)
                     for cached in (tmp / "enc" / "rebuilt").rglob(enc.sha256):
                         cached.unlink()  # the check at commit rebuilt it once: forgotten, to time a first read
-                    t_cold = best(lambda: pull(hub), 1)  # the hub rebuilds it on first read ...
-                    t_warm = best(lambda: pull(hub), repeat)  # ... and serves its cached copy after
-                    t_pull_delta = best(lambda: pull(hub, base_dir=b), repeat)
+                    t_cold = pull(hub)  # the hub rebuilds it on first read ...
+                    t_warm = min(pull(hub) for _ in range(repeat))  # ... and serves its cached copy after
                     packed = tmp / "packed.zst"
 
                     def zstd_push():
@@ -230,7 +240,7 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
                     print(f"{n:>6} {name:<9} {stored:>6.3f}x {zratio:>5.3f}x | {mb / t_push_raw:>8.0f} "
                           f"{mb / t_push_delta:>8.0f} {mb / t_zpush:>6.0f} | {mb / t_pull_raw:>8.0f} "
                           f"{mb / t_cold:>8.0f} {mb / t_warm:>8.0f} {mb / t_pull_delta:>8.0f} {mb / t_zpull:>6.0f} | "
-                          f"{t_pull_raw / t_pull_delta:>5.2f}x"
+                          f"{t_pull_raw / t_pull_delta:>5.2f}x {paired:>5.2f}x"
                           f"   (delta push sent {r.bytes_sent / 1e6:.1f} of {mb:.1f} MB)")
         finally:
             raw_hub.close()

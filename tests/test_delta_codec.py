@@ -27,6 +27,21 @@ def test_byte_planes_by_hand():
     # planes two bytes wide: the low halves of the items, then their high halves
     assert codec.planes(data, 4, 2).tobytes() == bytes([1, 2, 5, 6, 3, 4, 7, 8])
     assert codec.unplanes(bytes([1, 2, 5, 6, 3, 4, 7, 8]), 4, width=2).tobytes() == data
+    # 2-byte items (bfloat16, float16): their low bytes, then their high bytes
+    assert codec.planes(data, 2).tobytes() == bytes([1, 3, 5, 7, 2, 4, 6, 8])
+    assert codec.unplanes(bytes([1, 3, 5, 7, 2, 4, 6, 8]), 2).tobytes() == data
+
+
+@pytest.mark.parametrize("itemsize,width", [(2, 1), (4, 2), (4, 1), (8, 1), (8, 2)])
+def test_planes_are_the_transposed_items_at_any_length_and_into_any_buffer(itemsize, width):
+    """Two planes are cut by mask and shift, more by strided copies: both are the items' transpose, over
+    more than one block, and rejoined into a view that starts at an odd offset."""
+    raw = np.random.default_rng(itemsize * width).integers(0, 256, (3 * codec._BLOCK + 5) * itemsize, dtype=np.uint8)
+    expected = raw.view(codec._UINT[width]).reshape(-1, itemsize // width).T.ravel().view(np.uint8)
+    assert codec.planes(raw.tobytes(), itemsize, width).tobytes() == expected.tobytes()
+    into = np.zeros(len(raw) + 3, dtype=np.uint8)
+    codec.unplanes(expected.tobytes(), itemsize, into[1:-2], width)
+    assert into[1:-2].tobytes() == raw.tobytes() and into[0] == into[-1] == into[-2] == 0
 
 
 def test_float32_differences_go_in_half_planes_and_frames_from_before_widths_still_decode():

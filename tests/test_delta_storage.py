@@ -451,3 +451,31 @@ def test_the_rebuilt_cache_starts_empty(hub_by_hand, models):
     again = EncodedBlobStore(store.blobs.inner, store.catalog, store.blobs.rebuilt.root.parent, cache_bytes=1 << 30)
     assert not again.rebuilt.has(sha)
     assert hashlib.sha256(b"".join(again.read_chunks(sha))).hexdigest() == sha
+
+
+@pytest.mark.parametrize("tail", [1 << 30, 4096, 7])
+def test_a_remote_container_is_decoded_from_two_downloads_each_byte_sent_once(models, tmp_path, monkeypatch, tail):
+    """RemoteBlob against a blob served from memory: the index is read from a tail fetched at once, the
+    frames stream up to where that tail begins, whatever the tail's size against the container's."""
+    import io
+
+    from deltahub.deltas.filedelta import encode_file
+
+    base, (ft, *_) = models
+    packed = io.BytesIO()
+    encode_file(ft / WEIGHTS, {_sha(base / WEIGHTS): base / WEIGHTS}, packed)
+    blob = packed.getvalue()
+    downloads, received = [], []
+
+    def open_at(offset, length):
+        downloads.append((offset, length))
+        return (blob[at:min(at + 1000, offset + length)] for at in range(offset, offset + length, 1000))
+
+    monkeypatch.setattr(client_deltas.RemoteBlob, "TAIL", tail)
+    remote = client_deltas.RemoteBlob(len(blob), open_at, received.append)
+    client_deltas.rebuild(remote, {_sha(base / WEIGHTS): base / WEIGHTS}, tmp_path / WEIGHTS, _sha(ft / WEIGHTS), 0o644)
+    assert _sha(tmp_path / WEIGHTS) == _sha(ft / WEIGHTS)
+    assert sum(received) == len(blob) and sum(n for _, n in downloads) == len(blob)
+    # a tail holding the trailer and index: two downloads (tail, frames); the whole blob: one; a tail
+    # shorter than the 8-byte trailer is never fetched: trailer, index and frames come in three
+    assert len(downloads) == (1 if tail >= len(blob) else 2 if tail == 4096 else 3)

@@ -89,7 +89,11 @@ class RemoteBlob(io.RawIOBase):
     end and its frames are decoded as they arrive, while the rest is still on the wire.
 
     A download ends where an earlier one began: the frames' stream stops at the index already read,
-    so no byte crosses the wire twice and no stream is cut short."""
+    so no byte crosses the wire twice and no stream is cut short. A read within the last ``TAIL`` bytes,
+    off the open stream, fetches all of them at once (a container's trailer and, nearly always, its
+    whole index: one download where there were two, each a round trip to the hub's permission check)."""
+
+    TAIL = 256 << 10
 
     def __init__(self, size: int, open_at: Callable[[int, int], Iterator[bytes]], received: Callable[[int], None]):
         self._size = size
@@ -101,6 +105,8 @@ class RemoteBlob(io.RawIOBase):
         self._stream_end = -1  # where it stops
         self._starts: list[int] = []  # where earlier downloads began
         self._buf = memoryview(b"")
+        self._tail: memoryview | None = None  # the blob's last bytes, from _tail_at, once fetched
+        self._tail_at = size
 
     def readable(self) -> bool:
         return True
@@ -126,6 +132,32 @@ class RemoteBlob(io.RawIOBase):
         n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
         if n <= 0:
             return b""
+        on_stream = self._stream is not None and self._stream_pos - len(self._buf) == self._pos
+        if self._tail is None and not on_stream and self._pos >= self._size - self.TAIL:
+            self._fetch_tail()
+        head = self._from_stream(min(n, self._tail_at - self._pos)) if self._pos < self._tail_at else b""
+        rest, at = n - len(head), self._pos - self._tail_at
+        if not rest:
+            return head
+        self._pos += rest
+        return head + self._tail[at:at + rest].tobytes()
+
+    def _fetch_tail(self) -> None:
+        at = max(0, self._size - self.TAIL)
+        self._starts.append(at)
+        stream, parts = self._open_at(at, self._size - at), []
+        try:
+            for chunk in stream:
+                self._received(len(chunk))
+                parts.append(chunk)
+        finally:
+            stream.close()
+        tail = b"".join(parts)
+        if len(tail) != self._size - at:
+            raise IntegrityError(f"the hub sent {len(tail)} bytes of a delta's last {self._size - at}")
+        self._tail, self._tail_at = memoryview(tail), at
+
+    def _from_stream(self, n: int) -> bytes:
         if self._stream is None or self._stream_pos - len(self._buf) != self._pos:
             self._open(self._pos)
         parts, want = [], n

@@ -26,7 +26,10 @@ XOR, no planes              0.558x    0.255x
 * **Byte planes** (all first bytes, then all second bytes, ...): the sign/exponent plane of a delta is
   nearly all zeros and compresses away; without planes XOR costs 0.56x instead of 0.47x. A float32
   difference goes in 16-bit planes instead (its high half is 0x0000 or 0xffff): the same size, and
-  rejoined twice as fast (3.6 GB/s against 1.8), which is most of a decode's time after zstd's.
+  rejoined twice as fast (3.6 GB/s against 1.8), which is most of a decode's time after zstd's. Two
+  planes (16-bit items; float32 halves) are cut with a mask and a shift and rejoined with a shift and an
+  or, not by strided copies: per 1 MiB, 0.54 -> 0.26 ms (16-bit items) and 0.30 -> 0.21 ms (halves,
+  with the add of the base), cutting 0.46 -> 0.17 and 0.27 -> 0.15 ms.
 * **Pieces**: callers encode large tensors in pieces (``filedelta.PIECE``); an input above
   ``2 * SAMPLE * SAMPLES`` bytes chooses its method on samples and is compressed once.
 * **zstd level 1**: within 1-4% of level 9 at 5-10x the speed (750-930 MB/s against 76-150).
@@ -75,6 +78,12 @@ def planes(data: bytes | memoryview | np.ndarray, itemsize: int, width: int = 1)
     raw = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
     if itemsize == width:
         return raw
+    if itemsize == 2 * width:  # two planes: a mask and a shift, 1.8-2.7x faster than the strided copies
+        words, out = raw.view(_UINT[itemsize]), np.empty(len(raw), dtype=np.uint8)
+        low, high = np.split(out.view(_UINT[width]), 2)
+        np.bitwise_and(words, np.iinfo(_UINT[width]).max, out=low, casting="unsafe")
+        np.right_shift(words, 8 * width, out=high, casting="unsafe")
+        return out
     items = raw.view(_UINT[width]).reshape(-1, itemsize // width)
     out = np.empty((itemsize // width, items.shape[0]), dtype=_UINT[width])
     for at in range(0, items.shape[0], _BLOCK):
@@ -92,6 +101,13 @@ def unplanes(data: bytes | memoryview, itemsize: int, out: np.ndarray | None = N
         out = np.empty(len(raw), dtype=np.uint8)
     if itemsize == width:
         out[:] = raw
+        return out
+    if itemsize == 2 * width:  # two planes: high << bits | low, 1.5-2x faster than the strided copies
+        low, high = np.split(raw.view(_UINT[width]), 2)
+        words = out.view(_UINT[itemsize])
+        words[:] = high
+        words <<= 8 * width
+        words |= low
         return out
     n = itemsize // width
     rows, items = raw.view(_UINT[width]).reshape(n, -1), out.view(_UINT[width]).reshape(-1, n)
