@@ -438,17 +438,29 @@ def test_readers_cancelled_mid_rebuild_leave_no_server_error(hub_by_hand, tmp_pa
     _same_files(folders[1], tmp_path / "after")
 
 
-def test_the_rebuilt_cache_starts_empty(hub_by_hand, models):
-    from deltahub.storage.encoded import EncodedBlobStore
+def test_a_restart_keeps_settled_rebuilt_files_and_drops_the_rest(hub_by_hand, models):
+    from deltahub.storage.encoded import SETTLED, EncodedBlobStore
 
     hub, store, _ = hub_by_hand
     base, (ft, *_) = models
     _, f = _stored_as_delta(hub, store, base, ft)
     sha = f.file(WEIGHTS).sha256
     hub.pull("fin/llama", store.blobs.rebuilt.root.parent / "warm")
-    assert store.blobs.rebuilt.has(sha)
-    store.blobs.rebuilt.path(sha).write_bytes(b"short")  # as a crash may leave a file written without fsync
-    again = EncodedBlobStore(store.blobs.inner, store.catalog, store.blobs.rebuilt.root.parent, cache_bytes=1 << 30)
+    path = store.blobs.rebuilt.path(sha)
+    deadline = time.time() + 30
+    while path.stat().st_mode & 0o777 != SETTLED and time.time() < deadline:  # fsynced, then marked
+        time.sleep(0.05)
+    assert path.stat().st_mode & 0o777 == SETTLED
+
+    def restarted():
+        return EncodedBlobStore(store.blobs.inner, store.catalog, store.blobs.rebuilt.root.parent, cache_bytes=1 << 30)
+
+    inode = path.stat().st_ino
+    again = restarted()  # a settled file is kept and read as it is, not rebuilt
+    assert again.rebuilt.has(sha) and again.require(sha).stat().st_ino == inode
+    path.chmod(0o600)
+    path.write_bytes(b"short")  # as a crash may leave a file written, not yet fsynced
+    again = restarted()
     assert not again.rebuilt.has(sha)
     assert hashlib.sha256(b"".join(again.read_chunks(sha))).hexdigest() == sha
 

@@ -13,8 +13,10 @@ Uploads, server-made blobs and garbage collection's listing go to the underlying
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,33 @@ from deltahub.errors import IntegrityError, NotFoundError
 from deltahub.storage.blobs import BlobStore, LocalBlobStore, file_chunks, trim_lru
 from deltahub.storage.catalog import Catalog, Encoding
 
+log = logging.getLogger(__name__)
+
+# The mode of a rebuilt file once it is on disk. It is set after the fsync has returned, so a file
+# that has it after a crash has all its bytes; a restart keeps those and drops the rest, and a hub's
+# plain readers find the deltas they read before it restarted still rebuilt.
+SETTLED = 0o444
+
+
+def _settle(path: Path) -> None:
+    """fsyncs a rebuilt file, then marks it settled; one trimmed from the cache meanwhile is let be."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+        os.fchmod(fd, SETTLED)
+    except OSError as err:  # left unsettled: the next start drops it, nothing is lost
+        log.warning("rebuilt file %s not settled: %s", path.name, err)
+    finally:
+        os.close(fd)
+
+
+def _settled(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) == SETTLED
+
+
 class EncodedBlobStore(BlobStore):
     def __init__(self, inner: BlobStore, catalog: Catalog, scratch: Path, *,
                  cache_bytes: int, workers: int | None = None) -> None:
@@ -34,10 +63,11 @@ class EncodedBlobStore(BlobStore):
         self.url = inner.url
         self.max_blob_bytes = inner.max_blob_bytes
         self.rebuilt = LocalBlobStore(Path(scratch) / "rebuilt")
-        # what an earlier process rebuilt is not trusted: rebuilt files are written without fsync (see
-        # rebuild), so a crash may have left one short; the cache starts empty
+        # an earlier process's rebuilt files are kept once settled (see _settle); the others may have
+        # been cut short by a crash, and go
         for sha, _, _ in list(self.rebuilt.iter_blobs()):
-            self.rebuilt.delete(sha)
+            if not _settled(self.rebuilt.path(sha)):
+                self.rebuilt.delete(sha)
         self.cache_bytes = cache_bytes
         self.workers = workers
         self._lock = threading.Lock()
@@ -104,8 +134,8 @@ class EncodedBlobStore(BlobStore):
         IntegrityError when a part is missing or the bytes are not the blob's. ``tee`` is handed the
         bytes as they are decoded (a reader streaming them meanwhile).
 
-        The decode's own sha256 check is the only one, and the file is not fsynced: a cache is rebuilt
-        after a crash anyway, and a reader waiting for the last chunk does not wait for the disk."""
+        The decode's own sha256 check is the only one, and a reader waiting for the last chunk does not
+        wait for the disk: the file is fsynced after, on a thread of its own (:func:`_settle`)."""
         try:
             container = self.inner.require(enc.container)
             bases = {b: self.inner.require(b) for b in enc.bases}
@@ -118,8 +148,10 @@ class EncodedBlobStore(BlobStore):
             if actual != enc.sha256 or size != enc.size:
                 raise IntegrityError(f"blob {enc.sha256} rebuilds from its delta as {size} bytes of sha256 "
                                      f"{actual}; restore it from a backup or push the file again")
+        path = self.rebuilt.path(enc.sha256)
+        threading.Thread(target=_settle, args=(path,), name=f"settle-{enc.sha256[:12]}", daemon=True).start()
         trim_lru(self.rebuilt, self.cache_bytes, keep=enc.sha256)
-        return self.rebuilt.path(enc.sha256)
+        return path
 
     def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
                     chunk_size: int = 1 << 20) -> Iterator[bytes]:
