@@ -146,6 +146,8 @@ class RemoteBlob(io.RawIOBase):
         at = max(0, self._size - self.TAIL)
         self._starts.append(at)
         stream, parts = self._open_at(at, self._size - at), []
+        if at and self._stream is None:  # the frames come next, from the start: asked for now, so the
+            self._open(0)                # two round trips overlap (the stream ends where the tail begins)
         try:
             for chunk in stream:
                 self._received(len(chunk))
