@@ -109,6 +109,32 @@ def test_a_compacted_fine_tune_is_stored_small_and_pulled_bit_for_bit(hub_by_han
     assert _compact(store).looked_at == 0
 
 
+@pytest.mark.backends("embedded", "shared")
+def test_a_compacted_files_copy_becomes_its_rebuilt_copy_on_a_local_store(hub_by_hand, models, tmp_path,
+                                                                          monkeypatch):
+    """The first plain read after compaction decodes nothing on a local store: the copy as itself went
+    into the rebuilt cache, settled. An object store's copy is deleted, and that read decodes."""
+    from deltahub.storage import encoded
+    from deltahub.storage.blobs import LocalBlobStore
+
+    hub, store, _ = hub_by_hand
+    base, (ft, *_) = models
+    _, f = _stored_as_delta(hub, store, base, ft)
+    sha = f.file(WEIGHTS).sha256
+    assert not store.blobs.inner.has(sha)
+    local = isinstance(store.blobs.inner, LocalBlobStore)
+    assert store.blobs.rebuilt.has(sha) == local
+    if local:
+        assert store.blobs.rebuilt.path(sha).stat().st_mode & 0o777 == encoded.SETTLED
+
+        def no_decode(*a, **k):
+            raise AssertionError("decoded a file its cache holds")
+
+        monkeypatch.setattr(encoded, "decode_file", no_decode)
+    hub.pull("fin/llama", tmp_path / "plain")
+    _same_files(ft, tmp_path / "plain")
+
+
 def test_a_pull_with_the_base_at_hand_receives_only_the_delta(hub_by_hand, models, tmp_path, monkeypatch):
     hub, store, _ = hub_by_hand
     base, (ft, *_) = models

@@ -114,7 +114,7 @@ class Compactor:
         dropped = 0
         for sha in self.catalog.copies_to_drop(time.time() - grace):
             with self.store._blob_lock(), self.catalog.transaction() as db:
-                if self.blobs.encoding(sha) is not None and self.raw.delete(sha) is not None:
+                if self.blobs.encoding(sha) is not None and self.blobs.retire_copy(sha):
                     dropped += 1
                 self.catalog.copy_dropped(db, sha)
         return dropped

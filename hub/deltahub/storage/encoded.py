@@ -153,6 +153,25 @@ class EncodedBlobStore(BlobStore):
         trim_lru(self.rebuilt, self.cache_bytes, keep=enc.sha256)
         return path
 
+    def retire_copy(self, sha256: str) -> bool:
+        """Takes a file's copy as itself out of the store once its delta replaces it (False when there was
+        none). A local store's copy moves into the rebuilt cache, settled (it was fsynced when stored),
+        so the first plain read after compaction is not a decode; an object store's is deleted."""
+        if isinstance(self.inner, LocalBlobStore):
+            source, dest = self.inner.path(check_sha256(sha256)), self.rebuilt.path(sha256)
+            try:
+                dest.parent.mkdir(exist_ok=True)
+                os.chmod(source, SETTLED)
+                os.replace(source, dest)
+            except FileNotFoundError:
+                return False
+            except OSError as err:  # another file system: deleted below as an object store's is
+                log.debug("copy of %s not moved into the rebuilt cache: %s", sha256[:12], err)
+            else:
+                trim_lru(self.rebuilt, self.cache_bytes)
+                return True
+        return self.inner.delete(sha256) is not None
+
     def read_chunks(self, sha256: str, *, offset: int = 0, length: int | None = None,
                     chunk_size: int = 1 << 20) -> Iterator[bytes]:
         check_sha256(sha256)
