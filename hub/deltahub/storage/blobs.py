@@ -200,7 +200,8 @@ class LocalBlobStore(BlobStore):
     def checked_writer(self, sha256: str) -> Iterator[BinaryIO]:
         """A new file, open for reading and writing, that becomes blob ``sha256`` when the block ends
         without error. The caller has checked its bytes are that blob (a decode does), so they are not
-        hashed again, nor fsynced: only for caches that a restart empties."""
+        hashed again, nor fsynced here: for a cache whose owner syncs its files later, off the reader's
+        path (the rebuilt cache: ``encoded._settle``)."""
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="c-")
         try:
             with os.fdopen(fd, "w+b") as fh:
@@ -213,7 +214,8 @@ class LocalBlobStore(BlobStore):
             if os.path.exists(name):
                 os.unlink(name)
 
-    def _install(self, tmp_path: Path, sha256: str) -> None:
+    def install(self, tmp_path: Path, sha256: str) -> None:
+        """Moves a file that is blob ``sha256`` (checked and fsynced by the caller) into the store, durably."""
         dest = self.path(sha256)
         dest.parent.mkdir(exist_ok=True)
         os.replace(tmp_path, dest)
@@ -304,7 +306,7 @@ class BlobWriter:
                 if self._store.has(self.sha256):
                     self._tmp.unlink()
                 else:
-                    self._store._install(self._tmp, self.sha256)
+                    self._store.install(self._tmp, self.sha256)
         finally:
             if not self._fh.closed:
                 self._fh.close()
@@ -380,7 +382,7 @@ class UploadWriter(ResumableUpload):
         if self._store.has(self.sha256):
             self._part.unlink(missing_ok=True)
         else:
-            self._store._install(self._part, self.sha256)
+            self._store.install(self._part, self.sha256)
         self.close()
 
     @property

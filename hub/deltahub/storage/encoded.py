@@ -158,11 +158,10 @@ class EncodedBlobStore(BlobStore):
         none). A local store's copy moves into the rebuilt cache, settled (it was fsynced when stored),
         so the first plain read after compaction is not a decode; an object store's is deleted."""
         if isinstance(self.inner, LocalBlobStore):
-            source, dest = self.inner.path(check_sha256(sha256)), self.rebuilt.path(sha256)
+            source = self.inner.path(check_sha256(sha256))
             try:
-                dest.parent.mkdir(exist_ok=True)
                 os.chmod(source, SETTLED)
-                os.replace(source, dest)
+                self.rebuilt.install(source, sha256)
             except FileNotFoundError:
                 return False
             except OSError as err:  # another file system: deleted below as an object store's is
