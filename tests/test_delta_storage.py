@@ -517,3 +517,19 @@ def test_a_remote_container_is_decoded_from_two_downloads_each_byte_sent_once(mo
     # a tail holding the trailer and index: two downloads (tail, frames); the whole blob: one; a tail
     # shorter than the 8-byte trailer is never fetched: trailer, index and frames come in three
     assert len(downloads) == (1 if tail >= len(blob) else 2 if tail == 4096 else 3)
+
+
+@pytest.mark.parametrize("skew", [-1, 1])
+def test_a_hub_sending_a_tail_of_the_wrong_length_is_an_integrity_error(skew, tmp_path):
+    """A stream of a delta's tail one byte short or long is refused, and nothing is rebuilt from it."""
+    blob = bytes(range(256)) * 4096  # 1 MiB: a tail of 256 KiB, then frames
+
+    def open_at(offset, length):
+        data = blob[offset:offset + length]
+        yield data[:-1] if skew < 0 else data + b"x"
+
+    remote = client_deltas.RemoteBlob(len(blob), open_at, lambda n: None)
+    remote.seek(-8, 2)
+    with pytest.raises(IntegrityError, match="last"):
+        remote.read(8)
+    remote.close()
