@@ -203,10 +203,14 @@ class EncodedBlobStore(BlobStore):
         pending = bytearray()  # pieces joined into whole chunks: a small tensor is not a message of its own
 
         def tee(data: memoryview) -> None:
-            pending.extend(data)
-            while len(pending) >= chunk_size:
-                put(bytes(pending[:chunk_size]))
-                del pending[:chunk_size]  # a bytearray drops its front without moving the rest
+            view = memoryview(data)
+            while view:  # each byte copied in, then once into the chunk handed over
+                take = chunk_size - len(pending)
+                pending.extend(view[:take])
+                view = view[take:]
+                if len(pending) == chunk_size:
+                    put(bytes(pending))
+                    pending.clear()
 
         def produce() -> None:
             try:
