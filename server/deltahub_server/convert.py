@@ -1,4 +1,5 @@
-"""Protobuf <-> core types, server side. The only server module that builds messages."""
+"""Protobuf <-> core types, server side: the only server module that builds messages (the servicers'
+answers included; the servicers read their requests' plain fields)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from deltahub.artifacts import ArtifactInfo, DomainCard, FileEntry, Kind, Lineage, Revision
+from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry, Kind, Lineage, Revision
 from deltahub import jsondoc
 from deltahub.errors import InvalidInputError
 from deltahub.merge_engine import MergeRequest
@@ -15,6 +16,7 @@ from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import jobs_pb2 as jpb
 from deltahub.v1 import registry_pb2 as rpb_registry
 from deltahub.v1 import router_pb2 as rpb
+from deltahub.v1 import train_pb2 as trpb
 from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.routing.router import DEFAULT_K, RouteRequest
 from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
@@ -109,6 +111,44 @@ def artifact_to_pb(a: ArtifactInfo) -> pb.Artifact:
     )
 
 
+
+def committed_to_pb(rev: Revision, created: bool) -> rpb_registry.CommitRevisionResponse:
+    return rpb_registry.CommitRevisionResponse(revision=revision_to_pb(rev), created=created)
+
+
+def artifacts_to_pb(found: list[ArtifactInfo]) -> rpb_registry.ListArtifactsResponse:
+    return rpb_registry.ListArtifactsResponse(artifacts=[artifact_to_pb(a) for a in found])
+
+
+def revisions_to_pb(revs: list[Revision]) -> rpb_registry.ListRevisionsResponse:
+    return rpb_registry.ListRevisionsResponse(revisions=[revision_to_pb(r) for r in revs])
+
+
+def ref_updated_to_pb(ref: str, digest: str, previous: str | None) -> rpb_registry.UpdateRefResponse:
+    return rpb_registry.UpdateRefResponse(ref=ref, digest=digest, previous=previous or "")
+
+
+def ref_deleted_to_pb(digest: str) -> rpb_registry.DeleteRefResponse:
+    return rpb_registry.DeleteRefResponse(digest=digest)
+
+
+def deleted_to_pb(result: DeleteResult) -> rpb_registry.DeleteResponse:
+    return rpb_registry.DeleteResponse(deleted_revisions=result.deleted_revisions, deleted_refs=result.deleted_refs,
+                                       blobs_removed=result.blobs_removed, bytes_freed=result.bytes_freed)
+
+
+def collected_to_pb(removed: int, freed: int, partials: int) -> rpb_registry.CollectGarbageResponse:
+    return rpb_registry.CollectGarbageResponse(blobs_removed=removed, bytes_freed=freed, partial_uploads_removed=partials)
+
+
+def uploaded_to_pb(sha256: str, size: int, offset: int, complete: bool) -> tpb.UploadBlobResponse:
+    return tpb.UploadBlobResponse(status=upload_status_to_pb(sha256, size, offset, complete))
+
+
+def blob_chunk_to_pb(data: bytes) -> tpb.BlobChunk:
+    return tpb.BlobChunk(data=data)
+
+
 # -- merges --------------------------------------------------------
 def params_from_json(text: str, field: str = "params_json") -> dict:
     """A request field that carries a JSON object (method parameters, a trainer config)."""
@@ -157,6 +197,15 @@ def method_to_pb(spec):
                           needs_data=spec.needs_data, params_json=json.dumps(doc["params"], default=str))
 
 
+
+def methods_to_pb(specs) -> mpb.ListMethodsResponse:
+    return mpb.ListMethodsResponse(methods=[method_to_pb(spec) for spec in specs])
+
+
+def merge_started_to_pb(job, created: bool) -> mpb.StartMergeResponse:
+    return mpb.StartMergeResponse(job=job_to_pb(job), created=created)
+
+
 # -- routing -----------------------------------------------------------------------
 def route_request_from_pb(queries, options, base: str) -> RouteRequest:
     """``base`` is the resolved base revision spec (the servicer resolves the name)."""
@@ -195,6 +244,15 @@ def assembly_to_pb(a, job_id: str = "") -> rpb.AssembleResponse:
     )
 
 
+
+def router_status_to_pb(status: dict, embedders: list[str]) -> rpb.RouterStatus:
+    return rpb.RouterStatus(embedder=status["embedder"], embedders=embedders, ready=status["ready"], dim=status["dim"],
+                            indexed=status["indexed"], unrouted=status["unrouted"], search=status["search"],
+                            error=status["error"])
+
+
+# -- jobs and training -------------------------------------------------------------
+
 def to_json(doc) -> str:
     return json.dumps(doc, sort_keys=True) if doc else ""
 
@@ -209,3 +267,31 @@ def job_to_pb(job) -> jpb.Job:
         idempotency_key=job.key, created_by=job.created_by, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at,
     )
+
+
+def jobs_to_pb(jobs) -> jpb.ListJobsResponse:
+    return jpb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs])
+
+
+def checkpoint_pinned_to_pb() -> jpb.PinCheckpointResponse:
+    return jpb.PinCheckpointResponse()
+
+
+def checkpoint_released_to_pb() -> jpb.ReleaseCheckpointResponse:
+    return jpb.ReleaseCheckpointResponse()
+
+
+def job_result_to_pb(found: bool, result: dict) -> jpb.CommitJobResultResponse:
+    return jpb.CommitJobResultResponse(found=found, result_json=to_json(result))
+
+
+def training_submitted_to_pb(job, created: bool) -> trpb.SubmitJobResponse:
+    return trpb.SubmitJobResponse(job=job_to_pb(job), created=created)
+
+
+def trainers_to_pb(trainers) -> trpb.ListTrainersResponse:
+    """``trainers``: (name, trainer class) pairs."""
+    return trpb.ListTrainersResponse(trainers=[
+        trpb.TrainerInfo(name=name, title=cls.title, paper=cls.paper, rank_adaptive=cls.rank_adaptive,
+                         defaults_json=json.dumps(cls.config_cls().to_dict(), sort_keys=True),
+                         help_json=json.dumps(cls.config_cls.help(), sort_keys=True)) for name, cls in trainers])

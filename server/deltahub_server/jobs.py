@@ -21,7 +21,6 @@ from deltahub.jobs.specs import MergeSpec, TaskVectorSpec
 from deltahub.limits import JobLimits
 from deltahub.merge_engine import MergeEngine
 from deltahub.store import HubStore
-from deltahub.v1 import jobs_pb2 as jpb
 from deltahub.v1 import jobs_pb2_grpc as jgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
@@ -89,7 +88,7 @@ class JobsServicer(jgrpc.JobsServicer):
         jobs = [j for j in self.queue.list(request.namespace or None, kind=request.kind or None, state=state or None,
                                            limit=min(request.limit or 100, 10_000))
                 if principal.allows(j.namespace, Scope.READ)]
-        return jpb.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs])
+        return convert.jobs_to_pb(jobs)
 
     @rpc_method
     async def WatchJob(self, request, context):
@@ -111,7 +110,7 @@ class JobsServicer(jgrpc.JobsServicer):
         job = self.queue.get(request.job_id)
         jobs_model.held_by(job, request.worker)  # only the lease holder writes the checkpoint
         self.store.pin(request.job_id, convert.files_from_pb(request.files))
-        return jpb.PinCheckpointResponse()
+        return convert.checkpoint_pinned_to_pb()
 
     @rpc_method
     def ReleaseCheckpoint(self, request, context):
@@ -121,7 +120,7 @@ class JobsServicer(jgrpc.JobsServicer):
                 raise jobs_model.LeaseLostError(f"job {job.id} is {job.state.lower()}; its checkpoint is still needed")
             jobs_model.held_by(job, request.worker)
         self.store.unpin(request.job_id)
-        return jpb.ReleaseCheckpointResponse()
+        return convert.checkpoint_released_to_pb()
 
     @rpc_method(heavy=True)
     def CommitJobResult(self, request, context):
@@ -134,8 +133,7 @@ class JobsServicer(jgrpc.JobsServicer):
                 spec = MergeSpec.from_dict(job.spec)
                 if not files:
                     found = self.engine.cached(spec)
-                    return jpb.CommitJobResultResponse(found=found is not None,
-                                                       result_json=convert.to_json(found.to_dict() if found else {}))
+                    return convert.job_result_to_pb(found is not None, found.to_dict() if found else {})
                 result = self.engine.commit(spec, files, metrics).to_dict()
             elif job.kind == TASK_VECTOR:
                 if not files:
@@ -146,4 +144,4 @@ class JobsServicer(jgrpc.JobsServicer):
             else:
                 raise PreconditionError(f"{job.kind} jobs commit nothing through CommitJobResult"
                                         + (" (training pushes its adapter)" if job.kind == TRAIN else ""))
-        return jpb.CommitJobResultResponse(found=True, result_json=convert.to_json(result))
+        return convert.job_result_to_pb(True, result)

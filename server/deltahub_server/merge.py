@@ -5,7 +5,6 @@ from __future__ import annotations
 from deltahub.jobs import EVALUATE, MERGE
 from deltahub.merge_engine import MergeEngine
 from deltahub.merging import MERGE_METHODS
-from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import merge_pb2_grpc as mgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
@@ -30,11 +29,11 @@ class MergeServicer(mgrpc.MergeServicer):
         job, created = self.board.submit(MERGE, req.out.split("/", 1)[0], spec.to_dict(),
                                          key=request.idempotency_key,
                                          result=cached.to_dict() if cached is not None else None)
-        return mpb.StartMergeResponse(job=convert.job_to_pb(job), created=created)
+        return convert.merge_started_to_pb(job, created)
 
     @rpc_method
     def ListMethods(self, request, context):
-        return mpb.ListMethodsResponse(methods=[convert.method_to_pb(MERGE_METHODS.get(n).spec) for n in MERGE_METHODS])
+        return convert.methods_to_pb(MERGE_METHODS.get(n).spec for n in MERGE_METHODS)
 
     @rpc_method
     async def Evaluate(self, request, context):

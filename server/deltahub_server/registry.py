@@ -9,7 +9,6 @@ from deltahub.artifacts import DomainCard
 from deltahub.jobs import TASK_VECTOR
 from deltahub.names import ArtifactName, check_namespace
 from deltahub.store import UNSET, CommitRequest, HubStore
-from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
@@ -79,7 +78,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
                 encoded=convert.encoded_from_pb(request.encoded),
             )
         )
-        return rpb.CommitRevisionResponse(revision=convert.revision_to_pb(rev), created=created)
+        return convert.committed_to_pb(rev, created)
 
     @rpc_method
     def ListArtifacts(self, request, context):
@@ -92,7 +91,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
             for a in self.store.list_artifacts(request.namespace or None, kind)
             if principal.allows(a.name.split("/")[0], Scope.READ)
         ]
-        return rpb.ListArtifactsResponse(artifacts=[convert.artifact_to_pb(a) for a in found])
+        return convert.artifacts_to_pb(found)
 
     @rpc_method
     def GetArtifact(self, request, context):
@@ -101,7 +100,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
     @rpc_method
     def ListRevisions(self, request, context):
         revs = self.store.list_revisions(request.artifact)
-        return rpb.ListRevisionsResponse(revisions=[convert.revision_to_pb(r) for r in revs])
+        return convert.revisions_to_pb(revs)
 
     @rpc_method
     def GetRevision(self, request, context):
@@ -110,29 +109,20 @@ class RegistryServicer(rgrpc.RegistryServicer):
     @rpc_method
     def UpdateRef(self, request, context):
         digest, previous = self.store.update_ref(request.artifact, request.ref, request.revision, _expected(request))
-        return rpb.UpdateRefResponse(ref=request.ref, digest=digest, previous=previous or "")
+        return convert.ref_updated_to_pb(request.ref, digest, previous)
 
     @rpc_method
     def DeleteRef(self, request, context):
         digest = self.store.delete_ref(request.artifact, request.ref, _expected(request))
-        return rpb.DeleteRefResponse(digest=digest)
-
-    @staticmethod
-    def _deleted(result) -> rpb.DeleteResponse:
-        return rpb.DeleteResponse(
-            deleted_revisions=result.deleted_revisions,
-            deleted_refs=result.deleted_refs,
-            blobs_removed=result.blobs_removed,
-            bytes_freed=result.bytes_freed,
-        )
+        return convert.ref_deleted_to_pb(digest)
 
     @rpc_method
     def DeleteRevision(self, request, context):
-        return self._deleted(self.store.delete_revision(request.artifact, request.revision))
+        return convert.deleted_to_pb(self.store.delete_revision(request.artifact, request.revision))
 
     @rpc_method
     def DeleteArtifact(self, request, context):
-        return self._deleted(self.store.delete_artifact(request.artifact))
+        return convert.deleted_to_pb(self.store.delete_artifact(request.artifact))
 
     @rpc_method
     def UpdateCard(self, request, context):
@@ -160,4 +150,4 @@ class RegistryServicer(rgrpc.RegistryServicer):
         removed, freed, partials = self.store.collect_garbage(
             partial_upload_max_age_s=request.partial_upload_max_age_s or None
         )
-        return rpb.CollectGarbageResponse(blobs_removed=removed, bytes_freed=freed, partial_uploads_removed=partials)
+        return convert.collected_to_pb(removed, freed, partials)

@@ -8,7 +8,6 @@ from deltahub.routing.assembly import DEFAULT_FORM, DEFAULT_METHOD, AssembleRequ
 from deltahub.routing.embedders import EMBEDDERS
 from deltahub.routing.router import Router
 from deltahub.store import HubStore
-from deltahub.v1 import router_pb2 as rpb
 from deltahub.v1 import router_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
@@ -61,6 +60,4 @@ class RouterServicer(rgrpc.RouterServicer):
 
     @rpc_method
     def GetRouterStatus(self, request, context):
-        s = self.router.status()
-        return rpb.RouterStatus(embedder=s["embedder"], embedders=EMBEDDERS.names(), ready=s["ready"], dim=s["dim"],
-                                indexed=s["indexed"], unrouted=s["unrouted"], search=s["search"], error=s["error"])
+        return convert.router_status_to_pb(self.router.status(), EMBEDDERS.names())

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from deltahub.jobs import TRAIN
 from deltahub.limits import TrainingLimits
 from deltahub.store import HubStore
-from deltahub.v1 import train_pb2 as trpb
 from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub_server import convert
 from deltahub_server.errors import rpc_method
@@ -34,15 +31,8 @@ class TrainServicer(trgrpc.TrainServicer):
         )
         job, created = self.board.submit(TRAIN, spec.out.split("/", 1)[0], spec.to_dict(),
                                          key=request.idempotency_key, max_attempts=request.max_attempts)
-        return trpb.SubmitJobResponse(job=convert.job_to_pb(job), created=created)
+        return convert.training_submitted_to_pb(job, created)
 
     @rpc_method
     def ListTrainers(self, request, context):
-        out = []
-        for name in TRAINERS:
-            cls = TRAINERS.get(name)
-            defaults = cls.config_cls().to_dict()
-            out.append(trpb.TrainerInfo(name=name, title=cls.title, paper=cls.paper, rank_adaptive=cls.rank_adaptive,
-                                        defaults_json=json.dumps(defaults, sort_keys=True),
-                                        help_json=json.dumps(cls.config_cls.help(), sort_keys=True)))
-        return trpb.ListTrainersResponse(trainers=out)
+        return convert.trainers_to_pb((name, TRAINERS.get(name)) for name in TRAINERS)

@@ -16,7 +16,6 @@ from contextlib import aclosing
 from deltahub.artifacts import check_sha256
 from deltahub.errors import ConflictError, InvalidInputError
 from deltahub.store import HubStore
-from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
@@ -58,7 +57,7 @@ class TransferServicer(tgrpc.TransferServicer):
             check_sha256(first.sha256)
             writer = await self._open(first, principal)
             if writer is None:  # another stream of the same content finished it meanwhile
-                return tpb.UploadBlobResponse(status=convert.upload_status_to_pb(first.sha256, first.size, first.size, True))
+                return convert.uploaded_to_pb(first.sha256, first.size, first.size, True)
             what = f"upload of blob {first.sha256}"
             floor = RateFloor(limits.min_upload_bytes_per_s, limits.upload_grace_s)
             try:
@@ -70,8 +69,7 @@ class TransferServicer(tgrpc.TransferServicer):
                     floor.add(len(chunk.data), what)
                     chunk = await stream.next(what)
                 await self.blocking.run(writer.finish)
-                return tpb.UploadBlobResponse(status=convert.upload_status_to_pb(writer.sha256, writer.size, writer.offset,
-                                                             writer.complete))
+                return convert.uploaded_to_pb(writer.sha256, writer.size, writer.offset, writer.complete)
             except BaseException:
                 # The client went away, stalled or crawled: keep what arrived for its resume.
                 if writer.is_open and writer.offset < writer.size:
@@ -116,6 +114,6 @@ class TransferServicer(tgrpc.TransferServicer):
                 chunk_size=CHUNK_SIZE))
             async with aclosing(self.blocking.drain(chunks)) as stream:
                 async for data in stream:
-                    await write_within(context, tpb.BlobChunk(data=data), self.streams.limits.stream_idle_s,
+                    await write_within(context, convert.blob_chunk_to_pb(data), self.streams.limits.stream_idle_s,
                                        f"download of blob {request.sha256}")
 
