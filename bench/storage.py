@@ -142,13 +142,11 @@ def _pushes(hub, folder: Path, base: str, repeat: int, **kw) -> float:
 
 def _stored_as_delta(hub, spec: str, held: list[str], timeout: float = 300.0):
     """The hub's plan for a client holding ``held``: waits until the fine-tune is stored as a delta."""
-    from deltahub.v1 import transfer_pb2 as tpb
     from deltahub_client import convert
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        plan = convert.pull_plan_from_pb(hub._unary(hub._transfer.PlanPull, tpb.PlanPullRequest(
-            revision=spec, held=held)))
+        plan = convert.pull_plan_from_pb(hub._unary(hub._transfer.PlanPull, convert.plan_pull_request(spec, held)))
         if plan:
             return plan[0]
         time.sleep(0.2)

@@ -7,6 +7,7 @@
 
 from deltahub.artifacts import DeleteResult
 from deltahub_client.channel import TLSOptions
-from deltahub_client.hub import Hub, PushResult, TaskVectorResult
+from deltahub_client.hub import Hub
+from deltahub_client.results import EvalResult, MergeResult, PushResult, TaskVectorResult
 
-__all__ = ["Hub", "PushResult", "DeleteResult", "TaskVectorResult", "TLSOptions"]
+__all__ = ["Hub", "PushResult", "DeleteResult", "TaskVectorResult", "MergeResult", "EvalResult", "TLSOptions"]

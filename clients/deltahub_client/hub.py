@@ -13,12 +13,11 @@ import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from huggingface_hub import constants as hf_constants
 from tqdm.auto import tqdm
 
@@ -31,9 +30,7 @@ from deltahub.storage.hashing import sha256_file
 from deltahub.v1 import merge_pb2_grpc as mgrpc
 from deltahub.v1 import jobs_pb2_grpc as jgrpc
 from deltahub.v1 import router_pb2_grpc as routergrpc
-from deltahub.v1 import registry_pb2 as rpb
 from deltahub.v1 import registry_pb2_grpc as rgrpc
-from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.v1 import train_pb2_grpc as trgrpc
 from deltahub.v1 import transfer_pb2_grpc as tgrpc
 from deltahub_client import convert
@@ -43,6 +40,7 @@ from deltahub_client.errors import translated
 from deltahub_client.files import hash_files, list_folder
 from deltahub_client.jobs import JobVerbs
 from deltahub_client.merges import MergeVerbs
+from deltahub_client.results import PushResult, TaskVectorResult
 from deltahub_client.routes import RouterVerbs
 from deltahub_client.training import TrainVerbs
 
@@ -53,22 +51,6 @@ CHUNK_SIZE = 1 << 20
 UPLOAD_RETRIES = 3
 
 
-@dataclass(frozen=True)
-class PushResult:
-    revision: Revision
-    created: bool
-    blobs_sent: int
-    bytes_sent: int
-
-
-@dataclass(frozen=True)
-class TaskVectorResult:
-    revision: Revision
-    created: bool
-    relative_error: float
-    job: str = ""                 # the task_vector job that extracted it
-
-
 def _read_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -76,10 +58,6 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once, at import: os.umask sets it process-wide while it reads
-
-
-def _expected_kw(expected_revision: str | None) -> dict:
-    return {} if expected_revision is None else {"expected_revision": expected_revision}
 
 
 class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
@@ -133,8 +111,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
     @translated
     def health(self, service: str = "") -> str:
         """The server's health status name (``SERVING`` when up). Raises UnavailableError if unreachable."""
-        resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        return convert.health_from_pb(self._health.Check(convert.health_request(service), timeout=self.timeout))
 
     # -- push --------------------------------------------------------------
     def push(
@@ -179,43 +156,37 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                    card=None, labels=None, lineage=None, ref=DEFAULT_REF, tags=(), expected_revision=None,
                    allow_code: bool = False, held: dict[str, Path] | None = None) -> PushResult:
         held = held or {}
-        plan = self._unary(
-            self._transfer.PlanPush,
-            tpb.PlanPushRequest(artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries),
-                                base=base or "", allow_code=allow_code, held=sorted(held)),
-        )
+        missing, session, delta_bases = convert.push_plan_from_pb(self._unary(
+            self._transfer.PlanPush, convert.plan_push_request(artifact, kind, entries, base, allow_code, held)))
         by_sha = {e.sha256: files[e.path] for e in entries}
         with tempfile.TemporaryDirectory(prefix="deltahub-push-") as scratch:
-            blobs, encoded = self._push_deltas(plan, by_sha, {s: held[s] for s in plan.delta_bases if s in held},
+            blobs, encoded = self._push_deltas(missing, by_sha, {s: held[s] for s in delta_bases if s in held},
                                                Path(scratch))
-            sent = self._upload_all(blobs, sum(size - offset for _, size, offset, _ in blobs), plan.session)
-        request = rpb.CommitRevisionRequest(
-            artifact=artifact, kind=convert.kind_to_pb(kind), files=convert.files_to_pb(entries), base=base or "",
-            card=convert.card_to_pb(card), labels=labels or {}, lineage=convert.lineage_to_pb(lineage),
-            ref=ref, tags=list(tags), session=plan.session, allow_code=allow_code, **_expected_kw(expected_revision),
-            encoded=convert.encoded_to_pb(encoded),
-        )
-        resp = self._unary(self._registry.CommitRevision, request)
-        return PushResult(convert.revision_from_pb(resp.revision), resp.created, len(plan.missing), sent)
+            sent = self._upload_all(blobs, sum(size - offset for _, size, offset, _ in blobs), session)
+        request = convert.commit_request(
+            artifact, kind, entries, base=base, card=card, labels=labels, lineage=lineage, ref=ref, tags=tags,
+            session=session, allow_code=allow_code, expected_revision=expected_revision, encoded=encoded)
+        rev, created = convert.committed_from_pb(self._unary(self._registry.CommitRevision, request))
+        return PushResult(rev, created, len(missing), sent)
 
-    def _push_deltas(self, plan, by_sha: dict[str, Path], bases: dict[str, Path],
+    def _push_deltas(self, missing: list[tuple[str, int, int]], by_sha: dict[str, Path], bases: dict[str, Path],
                      scratch: Path) -> tuple[list[tuple[str, int, int, Path]], dict[str, str]]:
-        """What to upload: each missing blob, or its container against ``bases`` where that pays (a blob
-        whose upload was interrupted resumes as it was)."""
+        """What to upload: each missing blob (sha256, size, offset), or its container against ``bases``
+        where that pays (a blob whose upload was interrupted resumes as it was)."""
         blobs, encoded = [], {}
-        todo = {m.sha256 for m in plan.missing
-                if bases and m.offset == 0 and by_sha[m.sha256].name.endswith(".safetensors")}
-        with self._bar(sum(m.size for m in plan.missing if m.sha256 in todo), "encoding deltas") as bar:
-            for m in plan.missing:
+        todo = {sha for sha, _, offset in missing
+                if bases and offset == 0 and by_sha[sha].name.endswith(".safetensors")}
+        with self._bar(sum(size for sha, size, _ in missing if sha in todo), "encoding deltas") as bar:
+            for sha, size, offset in missing:
                 container = None
-                if m.sha256 in todo:
-                    container = encode_for_push(by_sha[m.sha256], bases, scratch)
-                    bar.update(m.size)
+                if sha in todo:
+                    container = encode_for_push(by_sha[sha], bases, scratch)
+                    bar.update(size)
                 if container is None:
-                    blobs.append((m.sha256, m.size, m.offset, by_sha[m.sha256]))
+                    blobs.append((sha, size, offset, by_sha[sha]))
                 else:
                     blobs.append((container.sha256, container.size, 0, container.path))
-                    encoded[m.sha256] = container.sha256
+                    encoded[sha] = container.sha256
         return blobs, encoded
 
     def _upload_all(self, blobs: list[tuple[str, int, int, Path]], total: int, session: str = "") -> int:
@@ -251,26 +222,27 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                 if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
                                       grpc.StatusCode.DEADLINE_EXCEEDED) or failures == UPLOAD_RETRIES:
                     raise
-                status = self._unary(self._transfer.GetUploadStatus, tpb.GetUploadStatusRequest(sha256=sha256))
-                if status.complete:
+                held, complete = convert.upload_status_from_pb(
+                    self._unary(self._transfer.GetUploadStatus, convert.upload_status_request(sha256)))
+                if complete:
                     return sent
-                if status.offset <= offset:
+                if held <= offset:
                     failures += 1
-                sent += max(0, status.offset - offset)
-                offset = status.offset
+                sent += max(0, held - offset)
+                offset = held
 
     @staticmethod
-    def _chunks(sha256: str, size: int, offset: int, path: Path, bar, session: str = "") -> Iterator[tpb.UploadChunk]:
+    def _chunks(sha256: str, size: int, offset: int, path: Path, bar, session: str = "") -> Iterator:
         with open(path, "rb") as fh:
             fh.seek(offset)
             first = True
             while True:
                 data = fh.read(CHUNK_SIZE)
                 if first:
-                    yield tpb.UploadChunk(sha256=sha256, size=size, offset=offset, data=data, session=session)
+                    yield convert.upload_chunk(data, sha256=sha256, size=size, offset=offset, session=session)
                     first = False
                 elif data:
-                    yield tpb.UploadChunk(data=data)
+                    yield convert.upload_chunk(data)
                 if not data:
                     return
                 bar.update(len(data))
@@ -316,8 +288,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         ``held`` arrive as those deltas and are rebuilt here, checked by sha256."""
         deltas = {}
         if held and targets:
-            plan = self._unary(self._transfer.PlanPull, tpb.PlanPullRequest(revision=rev.spec,
-                                                                            held=sorted(held.files)))
+            plan = self._unary(self._transfer.PlanPull, convert.plan_pull_request(rev.spec, held.files))
             deltas = {e.sha256: e for e in convert.pull_plan_from_pb(plan)}
         total = sum(deltas[f.sha256].stored if f.sha256 in deltas else f.size for f, _ in targets)
         with self._bar(total, "downloading") as bar:
@@ -375,8 +346,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
 
     def _blob_stream(self, sha256: str, offset: int, length: int):
         """The hub's stream of ``length`` bytes of a blob from ``offset`` (chunks; ``close()`` cancels it)."""
-        call = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256, offset=offset, length=length),
-                                           metadata=self._metadata)
+        call = self._transfer.DownloadBlob(convert.download_request(sha256, offset, length), metadata=self._metadata)
         return _Chunks(call)
 
     @translated
@@ -391,11 +361,11 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
-                stream = self._transfer.DownloadBlob(tpb.DownloadBlobRequest(sha256=sha256), metadata=self._metadata)
-                for chunk in stream:
-                    fh.write(chunk.data)
+                for chunk in self._transfer.DownloadBlob(convert.download_request(sha256), metadata=self._metadata):
+                    data = convert.chunk_from_pb(chunk)
+                    fh.write(data)
                     if bar is not None:
-                        bar.update(len(chunk.data))
+                        bar.update(len(data))
             actual = sha256_file(tmp)
             if actual != sha256:
                 raise IntegrityError(f"{target.name}: downloaded bytes hash to {actual}, expected {sha256}")
@@ -408,23 +378,21 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
     # -- reading -----------------------------------------------------------
     @translated
     def list_artifacts(self, namespace: str | None = None, *, kind: Kind | str | None = None) -> list[ArtifactInfo]:
-        resp = self._unary(self._registry.ListArtifacts,
-                           rpb.ListArtifactsRequest(namespace=namespace or "", kind=convert.kind_to_pb(kind)))
-        return [convert.artifact_from_pb(a) for a in resp.artifacts]
+        return convert.artifacts_from_pb(self._unary(self._registry.ListArtifacts,
+                                                     convert.list_artifacts_request(namespace, kind)))
 
     @translated
     def artifact(self, artifact: str) -> ArtifactInfo:
-        return convert.artifact_from_pb(self._unary(self._registry.GetArtifact, rpb.GetArtifactRequest(artifact=artifact)))
+        return convert.artifact_from_pb(self._unary(self._registry.GetArtifact, convert.artifact_request(artifact)))
 
     @translated
     def show(self, spec: str) -> Revision:
         """The revision ``namespace/name[@ref_or_digest]`` resolves to (``main`` by default)."""
-        return convert.revision_from_pb(self._unary(self._registry.GetRevision, rpb.GetRevisionRequest(spec=spec)))
+        return convert.revision_from_pb(self._unary(self._registry.GetRevision, convert.revision_request(spec)))
 
     @translated
     def revisions(self, artifact: str) -> list[Revision]:
-        resp = self._unary(self._registry.ListRevisions, rpb.ListRevisionsRequest(artifact=artifact))
-        return [convert.revision_from_pb(r) for r in resp.revisions]
+        return convert.revisions_from_pb(self._unary(self._registry.ListRevisions, convert.revisions_request(artifact)))
 
     # -- refs --------------------------------------------------------------
     @translated
@@ -432,15 +400,13 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
             expected_revision: str | None = None) -> tuple[str, str]:
         """Points ``ref`` at ``revision`` (a ref or digest). ``expected_revision``: CAS
         (``""`` = the ref must be new). Returns (digest, previous digest or "")."""
-        resp = self._unary(self._registry.UpdateRef, rpb.UpdateRefRequest(
-            artifact=artifact, ref=ref, revision=revision, **_expected_kw(expected_revision)))
-        return resp.digest, resp.previous
+        return convert.ref_updated_from_pb(self._unary(
+            self._registry.UpdateRef, convert.update_ref_request(artifact, ref, revision, expected_revision)))
 
     @translated
     def delete_ref(self, artifact: str, ref: str, *, expected_revision: str | None = None) -> str:
-        resp = self._unary(self._registry.DeleteRef, rpb.DeleteRefRequest(
-            artifact=artifact, ref=ref, **_expected_kw(expected_revision)))
-        return resp.digest
+        return convert.ref_deleted_from_pb(self._unary(
+            self._registry.DeleteRef, convert.delete_ref_request(artifact, ref, expected_revision)))
 
     @translated
     def watch_refs(self, namespace: str | None = None, *, artifact: str | None = None,
@@ -453,8 +419,8 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
         ref it serves moves.
         """
         while True:
-            call = self._registry.WatchRefs(rpb.WatchRefsRequest(namespace=namespace or "", artifact=artifact or "",
-                                                                 after=after), metadata=self._metadata)
+            call = self._registry.WatchRefs(convert.watch_refs_request(namespace, artifact, after),
+                                            metadata=self._metadata)
             try:
                 if not after:  # "from now": where the hub's log stood, so the next watch resumes there
                     after = int(dict(call.initial_metadata()).get(EVENT_SEQ_HEADER, 0))
@@ -465,25 +431,20 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
             finally:
                 call.cancel()  # a caller that stops reading ends the stream on the hub too
 
-    @staticmethod
-    def _deleted(resp) -> DeleteResult:
-        return DeleteResult(list(resp.deleted_revisions), list(resp.deleted_refs), resp.blobs_removed, resp.bytes_freed)
-
     @translated
     def delete_revision(self, artifact: str, revision: str) -> DeleteResult:
-        return self._deleted(self._unary(self._registry.DeleteRevision,
-                                         rpb.DeleteRevisionRequest(artifact=artifact, revision=revision)))
+        return convert.deleted_from_pb(self._unary(self._registry.DeleteRevision,
+                                                   convert.delete_revision_request(artifact, revision)))
 
     @translated
     def delete_artifact(self, artifact: str) -> DeleteResult:
-        return self._deleted(self._unary(self._registry.DeleteArtifact, rpb.DeleteArtifactRequest(artifact=artifact)))
+        return convert.deleted_from_pb(self._unary(self._registry.DeleteArtifact,
+                                                   convert.delete_artifact_request(artifact)))
 
     @translated
     def update_card(self, spec: str, *, card: DomainCard | dict | None = None, labels: dict[str, str] | None = None,
                     replace_labels: bool = False) -> Revision:
-        request = rpb.UpdateCardRequest(spec=spec, labels=labels or {}, replace_labels=replace_labels)
-        if card is not None:
-            request.card.CopyFrom(convert.card_to_pb(card))
+        request = convert.update_card_request(spec, card, labels, replace_labels)
         return convert.revision_from_pb(self._unary(self._registry.UpdateCard, request))
 
     @translated
@@ -492,19 +453,15 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                            ref: str = DEFAULT_REF) -> TaskVectorResult:
         """delta = finetuned - base, computed by a worker (a ``task_vector`` job); dense, or low-rank at
         ``rank``/``energy``. Returns when the job ends; its error is the one raised."""
-        request = rpb.CreateTaskVectorRequest(finetuned=finetuned, base=base, out=out, rank=rank, energy=energy,
-                                              labels=labels or {}, ref=ref)
-        if card is not None:
-            request.card.CopyFrom(convert.card_to_pb(card))
-        resp = self._registry.CreateTaskVector(request, metadata=self._metadata)  # no deadline: long work
-        return TaskVectorResult(convert.revision_from_pb(resp.revision), resp.created, resp.relative_error, resp.job)
+        request = convert.task_vector_request(finetuned, base, out, rank=rank, energy=energy, card=card,
+                                              labels=labels, ref=ref)
+        # no deadline: long work
+        return convert.task_vector_from_pb(self._registry.CreateTaskVector(request, metadata=self._metadata))
 
     @translated
     def collect_garbage(self, *, partial_upload_max_age_s: float = 0.0) -> dict:
-        resp = self._unary(self._registry.CollectGarbage,
-                           rpb.CollectGarbageRequest(partial_upload_max_age_s=partial_upload_max_age_s))
-        return {"blobs_removed": resp.blobs_removed, "bytes_freed": resp.bytes_freed,
-                "partial_uploads_removed": resp.partial_uploads_removed}
+        return convert.collected_from_pb(self._unary(self._registry.CollectGarbage,
+                                                     convert.collect_garbage_request(partial_upload_max_age_s)))
 
     # -- Hugging Face cache ------------------------------------------------------
     def import_hf(self, source: str | os.PathLike, artifact: str, *, kind: Kind | str, repo_id: str | None = None,
@@ -539,7 +496,7 @@ class _Chunks:
         return self
 
     def __next__(self) -> bytes:
-        return next(self._call).data
+        return convert.chunk_from_pb(next(self._call))
 
     def close(self) -> None:
         self._call.cancel()

@@ -5,7 +5,6 @@ A mixin of :class:`deltahub_client.hub.Hub`, kept apart so each file holds one i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -13,8 +12,6 @@ from tqdm.auto import tqdm
 
 from deltahub.artifacts import FileEntry
 from deltahub.jobs.model import SUCCEEDED, Job
-from deltahub.v1 import jobs_pb2 as jpb
-from deltahub.v1 import transfer_pb2 as tpb
 from deltahub_client import convert
 from deltahub_client.errors import translated
 from deltahub_client.files import hash_files
@@ -53,15 +50,14 @@ class JobBar:
 class JobVerbs:
     @translated
     def job(self, job_id: str) -> Job:
-        return convert.job_from_pb(self._unary(self._jobs.GetJob, jpb.GetJobRequest(id=job_id)))
+        return convert.job_from_pb(self._unary(self._jobs.GetJob, convert.job_request(job_id)))
 
     @translated
     def jobs(self, namespace: str | None = None, *, kind: str | None = None, state: str | None = None,
              limit: int = 100) -> list[Job]:
         """Jobs of every kind the caller may read, newest first; ``kind`` and ``state`` filter."""
-        resp = self._unary(self._jobs.ListJobs, jpb.ListJobsRequest(namespace=namespace or "", kind=kind or "",
-                                                                    state=state or "", limit=limit))
-        return [convert.job_from_pb(j) for j in resp.jobs]
+        return convert.jobs_from_pb(self._unary(self._jobs.ListJobs,
+                                                convert.list_jobs_request(namespace, kind, state, limit)))
 
     @translated
     def watch_job(self, job_id: str) -> Iterator[Job]:
@@ -70,7 +66,7 @@ class JobVerbs:
         The hub ends a watch after a while (``--max-watch``); this watches again until the job is final.
         """
         while True:  # a watch opened again starts with the job as it is now
-            for msg in self._jobs.WatchJob(jpb.WatchJobRequest(id=job_id), metadata=self._metadata):
+            for msg in self._jobs.WatchJob(convert.watch_job_request(job_id), metadata=self._metadata):
                 job = convert.job_from_pb(msg)
                 yield job
                 if job.finished:
@@ -95,7 +91,7 @@ class JobVerbs:
 
     @translated
     def cancel_job(self, job_id: str) -> Job:
-        return convert.job_from_pb(self._unary(self._jobs.CancelJob, jpb.CancelJobRequest(id=job_id)))
+        return convert.job_from_pb(self._unary(self._jobs.CancelJob, convert.cancel_job_request(job_id)))
 
     # -- for workers -----------------------------------------------------------------
     @translated
@@ -104,21 +100,21 @@ class JobVerbs:
         entries = hash_files(files, progress=False)
         todo = []
         for e in {e.sha256: e for e in entries}.values():  # equal files are asked about and sent once
-            status = self._unary(self._transfer.GetUploadStatus, tpb.GetUploadStatusRequest(sha256=e.sha256))
-            if not status.complete:
-                todo.append((e.sha256, e.size, status.offset, files[e.path]))
+            offset, complete = convert.upload_status_from_pb(
+                self._unary(self._transfer.GetUploadStatus, convert.upload_status_request(e.sha256)))
+            if not complete:
+                todo.append((e.sha256, e.size, offset, files[e.path]))
         self._upload_all(todo, sum(size - offset for _, size, offset, _ in todo))
         return entries
 
     @translated
     def pin_checkpoint(self, job_id: str, worker: str, entries: list[FileEntry]) -> None:
-        self._unary(self._jobs.PinCheckpoint, jpb.PinCheckpointRequest(
-            job_id=job_id, worker=worker, files=convert.files_to_pb(entries)))
+        self._unary(self._jobs.PinCheckpoint, convert.pin_checkpoint_request(job_id, worker, entries))
 
     @translated
     def release_checkpoint(self, job_id: str, worker: str = "") -> None:
         """Drops a job's checkpoint: a finished job's, or (``worker`` = its lease holder) a running one's."""
-        self._unary(self._jobs.ReleaseCheckpoint, jpb.ReleaseCheckpointRequest(job_id=job_id, worker=worker))
+        self._unary(self._jobs.ReleaseCheckpoint, convert.release_checkpoint_request(job_id, worker))
 
     @translated
     def commit_job_result(self, job_id: str, worker: str, files: list[FileEntry] | None = None,
@@ -127,7 +123,5 @@ class JobVerbs:
 
         With no files, looks the merge job's recipe up in the hub's cache instead: None when never built.
         """
-        resp = self._jobs.CommitJobResult(jpb.CommitJobResultRequest(
-            job_id=job_id, worker=worker, files=convert.files_to_pb(files or []),
-            metrics_json=json.dumps(metrics or {}, sort_keys=True)), timeout=None, metadata=self._metadata)
-        return json.loads(resp.result_json) if resp.found else None
+        request = convert.commit_job_result_request(job_id, worker, files or [], metrics or {})
+        return convert.job_result_from_pb(self._jobs.CommitJobResult(request, timeout=None, metadata=self._metadata))

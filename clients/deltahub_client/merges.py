@@ -5,39 +5,15 @@ A mixin of :class:`deltahub_client.hub.Hub`, kept apart so each file holds one i
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from deltahub.artifacts import DomainCard, Revision
+from deltahub.artifacts import DomainCard
 from deltahub.jobs.model import Job
-from deltahub.v1 import merge_pb2 as mpb
 from deltahub_client import convert
 from deltahub_client.errors import translated
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    revision: Revision
-    cached: bool
-    recipe_hash: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    job: str = ""                 # the merge job that built (or found) it
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    target: str
-    data: str
-    metric: str
-    score: float
-    samples: int
-    loss: float | None = None
-    perplexity: float | None = None
-    accuracy: float | None = None
-    job: str = ""
+from deltahub_client.results import EvalResult, MergeResult
 
 
 class MergeVerbs:
@@ -96,7 +72,7 @@ class MergeVerbs:
             method, inputs, out=out, base=base, weights=weights, params=params, input_params=input_params,
             max_error=max_error, form=form, data=data, rank=rank, energy=energy, device=device, ref=ref, tags=tags,
             card=card, labels=labels, idempotency_key=idempotency_key, dtype=dtype)
-        job = convert.job_from_pb(self._unary(self._merge.StartMerge, request).job)
+        job = convert.started_from_pb(self._unary(self._merge.StartMerge, request))
         return self.wait_merge(job.id) if wait else job
 
     def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | Job:
@@ -126,17 +102,12 @@ class MergeVerbs:
 
     @translated
     def merge_methods(self) -> list[dict[str, Any]]:
-        resp = self._unary(self._merge.ListMethods, mpb.ListMethodsRequest())
-        return [{"name": m.name, "title": m.title, "paper": m.paper, "url": m.url, "source": m.source,
-                 "needs_data": m.needs_data, "params": json.loads(m.params_json or "[]")} for m in resp.methods]
+        return convert.methods_from_pb(self._unary(self._merge.ListMethods, convert.methods_request()))
 
     @translated
     def evaluate(self, target: str, data: str, *, device: str = "auto") -> EvalResult:
         """The held-out metric of a model, adapter or task vector on a dataset (what the greedy soup uses).
 
         Computed by a worker (an ``evaluate`` job); returns when it ends."""
-        r = self._merge.Evaluate(mpb.EvaluateRequest(target=target, data=data, device=device),
-                                 timeout=None, metadata=self._metadata)
-        acc = r.metric == "accuracy"
-        return EvalResult(r.target, r.data, r.metric, r.score, r.samples, None if acc else r.loss,
-                          None if acc else r.perplexity, r.accuracy if acc else None, r.job)
+        return convert.evaluation_from_pb(self._merge.Evaluate(convert.evaluate_request(target, data, device),
+                                                               timeout=None, metadata=self._metadata))

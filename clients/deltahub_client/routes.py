@@ -11,25 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from deltahub.routing.results import Assembly, QueryRoute, RouteAnswer, Routed
-from deltahub.v1 import router_pb2 as rpb
+from deltahub.routing.results import Assembly, RouteAnswer
+from deltahub_client import convert
 from deltahub_client.errors import translated
-
-
-def _adapters(msgs) -> tuple[Routed, ...]:
-    return tuple(Routed(m.artifact, m.digest, m.score, m.weight) for m in msgs)
-
-
-def _options(k, base, namespace, labels, temperature, min_score, scoring) -> rpb.RouteOptions:
-    options = rpb.RouteOptions(base=base or "", namespace=namespace or "", labels=labels or {},
-                               scoring=scoring or "")
-    if min_score is not None:
-        options.min_score = min_score
-    if k is not None:
-        options.k = k
-    if temperature is not None:
-        options.temperature = temperature
-    return options
 
 
 class RouterVerbs:
@@ -60,14 +44,9 @@ class RouterVerbs:
             InvalidInputError (empty query, k < 1, unknown scoring), NotFoundError (unknown base).
         """
         texts = [queries] if isinstance(queries, str) else list(queries)
-        resp = self._unary(self._router.Route, rpb.RouteRequest(
-            queries=texts, options=_options(k, base, namespace, labels, temperature, min_score, scoring)))
-        routes = tuple(
-            QueryRoute(r.query, _adapters(r.adapters), r.best_score if r.HasField("best_score") else None, r.reason)
-            for r in resp.routes
-        )
-        return RouteAnswer(routes, resp.embedder, resp.scoring, resp.candidates, resp.unrouted_count,
-                           tuple(resp.unrouted), resp.unrouted_reason)
+        request = convert.route_request(texts, k=k, base=base, namespace=namespace, labels=labels,
+                                        temperature=temperature, min_score=min_score, scoring=scoring)
+        return convert.route_answer_from_pb(self._unary(self._router.Route, request))
 
     @translated
     def assemble(
@@ -105,15 +84,12 @@ class RouterVerbs:
         Raises:
             InvalidInputError, NotFoundError, PreconditionError (adapters of different bases).
         """
-        request = rpb.AssembleRequest(
-            query=query or "", adapters=list(adapters or []), weights=list(weights or []),
-            options=_options(k, base, namespace, labels, temperature, min_score, scoring), method=method,
-            form=form, params_json=json.dumps(params or {}), rank=rank or 0, energy=energy or 0.0, out=out or "",
-        )
+        request = convert.assemble_request(
+            query, adapters=adapters, weights=weights, method=method, form=form, params=params, rank=rank,
+            energy=energy, out=out, k=k, base=base, namespace=namespace, labels=labels, temperature=temperature,
+            min_score=min_score, scoring=scoring)
         # a miss merges, which may take longer than a unary call's usual deadline
-        r = self._router.Assemble(request, timeout=None, metadata=self._metadata)
-        return Assembly(_adapters(r.adapters), r.method, r.form, r.base, r.artifact, r.digest, r.cached,
-                        r.recipe_hash, r.reason)
+        return convert.assembly_from_pb(self._router.Assemble(request, timeout=None, metadata=self._metadata))
 
     def load_assembled(self, query: str | None = None, *, cache_dir: str | os.PathLike | None = None,
                        **assemble_kwargs):
@@ -157,9 +133,8 @@ class RouterVerbs:
 
     @translated
     def router_status(self) -> dict[str, Any]:
-        s = self._unary(self._router.GetRouterStatus, rpb.GetRouterStatusRequest())
-        return {"embedder": s.embedder, "embedders": list(s.embedders), "ready": s.ready, "dim": s.dim,
-                "indexed": s.indexed, "unrouted": s.unrouted, "search": s.search, "error": s.error}
+        return convert.router_status_from_pb(self._unary(self._router.GetRouterStatus,
+                                                         convert.router_status_request()))
 
 
 def _auto_model(folder: Path):

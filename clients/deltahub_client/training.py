@@ -5,12 +5,10 @@ A mixin of :class:`deltahub_client.hub.Hub`, kept apart so each file holds one i
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 from deltahub.artifacts import DomainCard
 from deltahub.jobs.model import Job
-from deltahub.v1 import train_pb2 as trpb
 from deltahub_client import convert
 from deltahub_client.errors import translated
 
@@ -41,12 +39,10 @@ class TrainVerbs:
                 the idempotency key was used for another request.
         """
         datasets = [data] if isinstance(data, str) else list(data)
-        resp = self._unary(self._train.SubmitJob, trpb.SubmitJobRequest(
-            trainer=trainer, base=base, datasets=datasets, out=out, config_json=json.dumps(config or {}),
-            replay=list(replay), resume_from=resume_from or "", card=convert.card_to_pb(card), labels=labels or {},
-            idempotency_key=idempotency_key or "", max_attempts=max_attempts,
-        ))
-        return convert.job_from_pb(resp.job), resp.created
+        request = convert.submit_job_request(
+            trainer, base=base, datasets=datasets, out=out, config=config, replay=replay, resume_from=resume_from,
+            card=card, labels=labels, idempotency_key=idempotency_key, max_attempts=max_attempts)
+        return convert.submitted_from_pb(self._unary(self._train.SubmitJob, request))
 
     def train(self, trainer: str, *, base: str, data: str | Sequence[str], out: str, wait: bool = False,
               **options) -> Job:
@@ -56,6 +52,4 @@ class TrainVerbs:
 
     @translated
     def trainers(self) -> list[dict[str, Any]]:
-        resp = self._unary(self._train.ListTrainers, trpb.ListTrainersRequest())
-        return [{"name": t.name, "title": t.title, "paper": t.paper, "rank_adaptive": t.rank_adaptive,
-                 "defaults": json.loads(t.defaults_json), "help": json.loads(t.help_json)} for t in resp.trainers]
+        return convert.trainers_from_pb(self._unary(self._train.ListTrainers, convert.trainers_request()))
