@@ -61,21 +61,26 @@ def blob_path(cache_dir: str | os.PathLike, repo_id: str, sha256: str, repo_type
     return path
 
 
-def cached_repo(cache_dir: str | os.PathLike, repo_id: str, repo_type: str = "model") -> bool:
+def _snapshots(cache_dir: str | os.PathLike, repo_id: str, repo_type: str) -> Path | None:
+    """The repo's snapshots folder in the cache; None for a name or type no cache holds (looked up, not
+    pushed: no error)."""
     try:
-        return (repo_folder(cache_dir, repo_id, repo_type) / "snapshots").is_dir()
+        return repo_folder(cache_dir, repo_id, repo_type) / "snapshots"
     except (InvalidInputError, ValueError):
-        return False
+        return None
+
+
+def cached_repo(cache_dir: str | os.PathLike, repo_id: str, repo_type: str = "model") -> bool:
+    snapshots = _snapshots(cache_dir, repo_id, repo_type)
+    return snapshots is not None and snapshots.is_dir()
 
 
 def cached_snapshot(cache_dir: str | os.PathLike, repo_id: str, digest: str, repo_type: str = "model") -> Path | None:
     """The snapshot folder of revision ``digest`` of ``repo_id`` when the cache holds it (as an export
     leaves it), else None."""
-    try:
-        folder = repo_folder(cache_dir, repo_id, repo_type) / "snapshots" / commit_hash(digest)
-    except (InvalidInputError, ValueError):
-        return None
-    return folder if folder.is_dir() else None
+    snapshots = _snapshots(cache_dir, repo_id, repo_type)
+    folder = snapshots / commit_hash(digest) if snapshots is not None else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def link_snapshot(cache_dir: str | os.PathLike, repo_id: str, digest: str, files: list[tuple[str, str]],

@@ -255,17 +255,19 @@ class HubStore:
             raise
         if req.encoded:  # deltas of files the hub had meanwhile: not needed, unless another push sends them
             with self._blob_lock():
-                for container in set(req.encoded.values()):
-                    if not self.catalog.blob_in_use(container) and not self.catalog.sessions_of(container):
-                        self.blobs.delete(container)
+                self._delete_unused(req.encoded.values(), held_by=set())
         return result
 
     def _discard_session(self, session: str, shas: list[str]) -> None:
         with self._blob_lock(), self.catalog.transaction() as db:
-            for sha in set(shas):
-                if self.catalog.sessions_of(sha) == {session} and not self.catalog.blob_in_use(sha):
-                    self.blobs.delete(sha)
+            self._delete_unused(shas, held_by={session})
             self.catalog.end_session(db, session)
+
+    def _delete_unused(self, shas, *, held_by: set[str]) -> None:
+        """Deletes each blob no revision uses and exactly the sessions ``held_by`` hold (under the blob lock)."""
+        for sha in set(shas):
+            if self.catalog.sessions_of(sha) == held_by and not self.catalog.blob_in_use(sha):
+                self.blobs.delete(sha)
 
     def _commit(self, req: CommitRequest) -> tuple[Revision, bool]:
         name, kind = self.check_manifest(req.artifact, req.kind, req.files, req.allow_code)

@@ -147,10 +147,14 @@ class LocalBlobStore(BlobStore):
         return file_chunks(open(self.require(sha256), "rb", buffering=0), offset, length, chunk_size)
 
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
+        for sha, st in self.iter_stats():
+            yield sha, st.st_size, st.st_mtime
+
+    def iter_stats(self) -> Iterator[tuple[str, os.stat_result]]:
+        """(sha256, stat) of every stored blob, one stat each."""
         for sub in self._blobs.iterdir():
             for path in sub.iterdir():
-                st = path.stat()
-                yield path.name, st.st_size, st.st_mtime
+                yield path.name, path.stat()
 
     # -- uploads -----------------------------------------------------------
     def upload_offset(self, sha256: str) -> int:

@@ -51,10 +51,6 @@ def _settle(path: Path) -> None:
         os.close(fd)
 
 
-def _settled(path: Path) -> bool:
-    return stat.S_IMODE(path.stat().st_mode) == SETTLED
-
-
 class EncodedBlobStore(BlobStore):
     def __init__(self, inner: BlobStore, catalog: Catalog, scratch: Path, *,
                  cache_bytes: int, workers: int | None = None) -> None:
@@ -65,8 +61,8 @@ class EncodedBlobStore(BlobStore):
         self.rebuilt = LocalBlobStore(Path(scratch) / "rebuilt")
         # an earlier process's rebuilt files are kept once settled (see _settle); the others may have
         # been cut short by a crash, and go
-        for sha, _, _ in list(self.rebuilt.iter_blobs()):
-            if not _settled(self.rebuilt.path(sha)):
+        for sha, st in list(self.rebuilt.iter_stats()):
+            if stat.S_IMODE(st.st_mode) != SETTLED:
                 self.rebuilt.delete(sha)
         self.cache_bytes = cache_bytes
         self.workers = workers
