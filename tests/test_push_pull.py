@@ -28,6 +28,22 @@ def test_push_model_then_repush_sends_nothing(server, tiny_base):
     assert other.bytes_sent == 0 and other.revision.digest == first.revision.digest
 
 
+def test_a_push_plan_asks_the_blob_store_only_of_files_no_revision_holds(server, tiny_base, monkeypatch):
+    """A revision's files are known stored (one catalog query): on S3 no request per file is made for them."""
+    import hashlib
+
+    from deltahub.artifacts import FileEntry
+
+    hub, store, _ = server
+    first = hub.push(tiny_base, "base/tiny-llama", kind="model").revision
+    asked = []
+    has = store.blobs.has
+    monkeypatch.setattr(store.blobs, "has", lambda sha: asked.append(sha) or has(sha))
+    new = FileEntry("notes.txt", hashlib.sha256(b"new").hexdigest(), 3)
+    assert store.plan_push("base/more", Kind.MODEL, [*first.files, new]) == [(new.sha256, 3, 0)]
+    assert asked == [new.sha256]
+
+
 def test_pulled_model_loads_with_transformers(server, pushed_base, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -169,8 +169,9 @@ class HubStore:
         _, kind = self.check_manifest(artifact, kind, files, allow_code)
         self._resolve_base(kind, base)
         missing: dict[str, tuple[str, int, int]] = {}
+        stored = self.catalog.committed_files([f.sha256 for f in files])  # one query, not a request per file
         for f in files:
-            if f.sha256 not in missing and not self.blobs.has(f.sha256):
+            if f.sha256 not in missing and f.sha256 not in stored and not self.blobs.has(f.sha256):
                 missing[f.sha256] = (f.sha256, f.size, self.blobs.upload_offset(f.sha256))
         return list(missing.values())
 

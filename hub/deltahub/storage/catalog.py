@@ -291,6 +291,16 @@ class Catalog:
     def blobs_in_use(self) -> set[str]:
         return {r[0] for r in self._query(self._USERS)}
 
+    def committed_files(self, shas: list[str]) -> set[str]:
+        """Of ``shas``, the files some revision holds: stored (a commit checks its blobs, under the blob
+        lock, and only unused blobs are removed), so a push plan need not ask the blob store of them."""
+        shas, found = sorted(set(shas)), set()
+        for at in range(0, len(shas), 500):  # within every database's limit of bound parameters
+            part = shas[at:at + 500]
+            found |= {r[0] for r in self._query(
+                f"SELECT DISTINCT sha256 FROM files WHERE sha256 IN ({', '.join('?' * len(part))})", tuple(part))}
+        return found
+
     # -- encodings: blobs stored as deltas against base blobs --------------------------
     def encoding(self, sha256: str) -> Encoding | None:
         rows = self._query("SELECT sha256, container, size, stored FROM encodings WHERE sha256=?", (sha256,))
