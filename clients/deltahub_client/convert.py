@@ -306,11 +306,6 @@ def job_result_from_pb(resp) -> dict | None:
 
 
 # -- merges and training -----------------------------------------------------------
-def started_from_pb(resp) -> Job:
-    """The job a StartMerge or SubmitJob call queued (or found by its idempotency key)."""
-    return job_from_pb(resp.job)
-
-
 def methods_request() -> mpb.ListMethodsRequest:
     return mpb.ListMethodsRequest()
 
@@ -339,6 +334,7 @@ def submit_job_request(trainer: str, *, base: str, datasets: list[str], out: str
 
 
 def submitted_from_pb(resp) -> tuple[Job, bool]:
+    """(the job a StartMerge or SubmitJob call queued or found by its idempotency key, whether it is new)."""
     return job_from_pb(resp.job), resp.created
 
 

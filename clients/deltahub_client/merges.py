@@ -72,7 +72,7 @@ class MergeVerbs:
             method, inputs, out=out, base=base, weights=weights, params=params, input_params=input_params,
             max_error=max_error, form=form, data=data, rank=rank, energy=energy, device=device, ref=ref, tags=tags,
             card=card, labels=labels, idempotency_key=idempotency_key, dtype=dtype)
-        job = convert.started_from_pb(self._unary(self._merge.StartMerge, request))
+        job, _ = convert.submitted_from_pb(self._unary(self._merge.StartMerge, request))
         return self.wait_merge(job.id) if wait else job
 
     def merge_recipe(self, recipe: str | os.PathLike, *, out: str, **kwargs) -> MergeResult | Job:

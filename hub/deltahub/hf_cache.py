@@ -79,8 +79,10 @@ def cached_snapshot(cache_dir: str | os.PathLike, repo_id: str, digest: str, rep
     """The snapshot folder of revision ``digest`` of ``repo_id`` when the cache holds it (as an export
     leaves it), else None."""
     snapshots = _snapshots(cache_dir, repo_id, repo_type)
-    folder = snapshots / commit_hash(digest) if snapshots is not None else None
-    return folder if folder is not None and folder.is_dir() else None
+    if snapshots is None:
+        return None
+    folder = snapshots / commit_hash(digest)
+    return folder if folder.is_dir() else None
 
 
 def link_snapshot(cache_dir: str | os.PathLike, repo_id: str, digest: str, files: list[tuple[str, str]],
