@@ -1,5 +1,7 @@
 """Protobuf <-> core types, server side: the only server module that builds messages (the servicers'
-answers included; the servicers read their requests' plain fields)."""
+answers included). A request that stands for a core request type (a commit, a merge, an assembly, a
+route) is read here into it; the servicers read only the plain fields they pass straight on (names,
+specs, ids, limits)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry
 from deltahub import jsondoc
 from deltahub.errors import InvalidInputError
 from deltahub.merge_engine import MergeRequest
+from deltahub.store import UNSET, CommitRequest
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import jobs_pb2 as jpb
@@ -18,6 +21,7 @@ from deltahub.v1 import registry_pb2 as rpb_registry
 from deltahub.v1 import router_pb2 as rpb
 from deltahub.v1 import train_pb2 as trpb
 from deltahub.v1 import transfer_pb2 as tpb
+from deltahub.routing.assembly import DEFAULT_FORM, DEFAULT_METHOD, AssembleRequest
 from deltahub.routing.router import DEFAULT_K, RouteRequest
 from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
 
@@ -80,6 +84,20 @@ def card_from_pb(card: pb.DomainCard) -> DomainCard:
 
 def lineage_from_pb(lineage: pb.Lineage) -> Lineage:
     return Lineage.from_json_fields(lineage.parents, lineage.recipe_json, lineage.training_json, lineage.metrics_json)
+
+
+def expected_from_pb(request, field: str = "expected_revision"):
+    """An optional expected revision: UNSET when the field is absent ("" expects no revision at all)."""
+    return getattr(request, field) if request.HasField(field) else UNSET
+
+
+def commit_request_from_pb(req, created_by: str) -> CommitRequest:
+    return CommitRequest(
+        artifact=req.artifact, kind=kind_from_pb(req.kind), files=files_from_pb(req.files), base=req.base,
+        card=card_from_pb(req.card), labels=dict(req.labels), lineage=lineage_from_pb(req.lineage),
+        ref=req.ref or "main", expected_revision=expected_from_pb(req), tags=list(req.tags),
+        created_by=created_by, session=req.session, allow_code=req.allow_code, encoded=encoded_from_pb(req.encoded),
+    )
 
 
 def revision_to_pb(rev: Revision) -> pb.Revision:
@@ -215,6 +233,15 @@ def route_request_from_pb(queries, options, base: str) -> RouteRequest:
         temperature=options.temperature if options.HasField("temperature") else DEFAULT_TEMPERATURE,
         min_score=options.min_score if options.HasField("min_score") else None,
         scoring=options.scoring or DEFAULT_SCORING,
+    )
+
+
+def assemble_request_from_pb(req, route: RouteRequest, created_by: str) -> AssembleRequest:
+    """``route`` is the request's routing, read by :func:`route_request_from_pb` once its base is resolved."""
+    return AssembleRequest(
+        query=req.query, adapters=list(req.adapters), weights=list(req.weights) or None, route=route,
+        method=req.method or DEFAULT_METHOD, form=req.form or DEFAULT_FORM, params=params_from_json(req.params_json),
+        rank=req.rank or None, energy=req.energy or None, out=req.out, created_by=created_by,
     )
 
 

@@ -8,7 +8,7 @@ import time
 from deltahub.artifacts import DomainCard
 from deltahub.jobs import TASK_VECTOR
 from deltahub.names import ArtifactName, check_namespace
-from deltahub.store import UNSET, CommitRequest, HubStore
+from deltahub.store import HubStore
 from deltahub.v1 import registry_pb2_grpc as rgrpc
 from deltahub_server import convert
 from deltahub_server.auth import current_principal
@@ -20,10 +20,6 @@ from deltahub.errors import InvalidInputError
 from deltahub.events import EVENT_SEQ_HEADER
 
 REF_POLL_S = 0.2  # how often a ref watch looks at the catalog's event log (a read of the newest rows)
-
-
-def _expected(request, field: str = "expected_revision"):
-    return getattr(request, field) if request.HasField(field) else UNSET
 
 
 class RegistryServicer(rgrpc.RegistryServicer):
@@ -60,24 +56,7 @@ class RegistryServicer(rgrpc.RegistryServicer):
 
     @rpc_method
     def CommitRevision(self, request, context):
-        rev, created = self.store.commit(
-            CommitRequest(
-                artifact=request.artifact,
-                kind=convert.kind_from_pb(request.kind),
-                files=convert.files_from_pb(request.files),
-                base=request.base,
-                card=convert.card_from_pb(request.card),
-                labels=dict(request.labels),
-                lineage=convert.lineage_from_pb(request.lineage),
-                ref=request.ref or "main",
-                expected_revision=_expected(request),
-                tags=list(request.tags),
-                created_by=current_principal().name,
-                session=request.session,
-                allow_code=request.allow_code,
-                encoded=convert.encoded_from_pb(request.encoded),
-            )
-        )
+        rev, created = self.store.commit(convert.commit_request_from_pb(request, current_principal().name))
         return convert.committed_to_pb(rev, created)
 
     @rpc_method
@@ -108,12 +87,13 @@ class RegistryServicer(rgrpc.RegistryServicer):
 
     @rpc_method
     def UpdateRef(self, request, context):
-        digest, previous = self.store.update_ref(request.artifact, request.ref, request.revision, _expected(request))
+        digest, previous = self.store.update_ref(request.artifact, request.ref, request.revision,
+                                                 convert.expected_from_pb(request))
         return convert.ref_updated_to_pb(request.ref, digest, previous)
 
     @rpc_method
     def DeleteRef(self, request, context):
-        digest = self.store.delete_ref(request.artifact, request.ref, _expected(request))
+        digest = self.store.delete_ref(request.artifact, request.ref, convert.expected_from_pb(request))
         return convert.ref_deleted_to_pb(digest)
 
     @rpc_method

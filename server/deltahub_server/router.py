@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from deltahub.auth import Scope
 from deltahub.jobs import ASSEMBLE
-from deltahub.routing.assembly import DEFAULT_FORM, DEFAULT_METHOD, AssembleRequest, Assembler
+from deltahub.routing.assembly import Assembler
 from deltahub.routing.embedders import EMBEDDERS
 from deltahub.routing.router import Router
 from deltahub.store import HubStore
@@ -49,13 +49,8 @@ class RouterServicer(rgrpc.RouterServicer):
 
     def _prepare(self, request):
         principal = current_principal()
-        req = AssembleRequest(
-            query=request.query, adapters=list(request.adapters), weights=list(request.weights) or None,
-            route=self._route_request([request.query], request.options),
-            method=request.method or DEFAULT_METHOD, form=request.form or DEFAULT_FORM,
-            params=convert.params_from_json(request.params_json), rank=request.rank or None,
-            energy=request.energy or None, out=request.out, created_by=principal.name,
-        )
+        req = convert.assemble_request_from_pb(request, self._route_request([request.query], request.options),
+                                               principal.name)
         return self.assembler.prepare(req, namespaces=principal.namespaces_with(Scope.READ))
 
     @rpc_method
