@@ -12,10 +12,11 @@ stored the fine-tune as a delta; push MB/s raw and with --base-dir (deltas sent)
 delta-stored file rebuilt by the hub (first read, then from its cache) and with --base-dir (deltas
 received, rebuilt by the client); and zstd alone on the same file (compress on every core, send the
 compressed bytes; receive them, decompress). MB/s are of the fine-tune's file bytes. Raw and delta pulls
-take turns; -b/raw is their best times' ratio, "paired" the median of each turn's ratio (this VM's
-speed drifts by tens of percent within a minute, and a turn's two pulls see the same drift).
+take --turns turns; -b/raw is their best times' ratio, "paired" the median of each turn's ratio (this VM's
+speed drifts by tens of percent within a minute, and a turn's two pulls see the same drift), with its
+quartiles, and "cpu" the median ratio of the CPU seconds a pull costs, client and hub processes together.
 
-Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1] [--repeat 2] [--no-hub]
+Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1] [--repeat 2] [--turns 15] [--no-hub]
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def measure(base: dict, tuned: dict, dtype: torch.dtype, level: int) -> dict[str
             "enc": total / 1e6 / t_enc, "dec": total / 1e6 / t_dec}
 
 
-def files_on_all_cores(base: dict, tuned: dict, dtype: torch.dtype, level: int) -> dict[str, float]:
-    """The file container (deltas/filedelta.py) on every core, against reading and writing the file raw."""
+def files_on_all_cores(base: dict, tuned: dict, dtype: torch.dtype, level: int, repeat: int) -> dict[str, float]:
+    """The file container (deltas/filedelta.py) on every core, against reading and writing the file raw;
+    decoding timed best of ``repeat``."""
     import io
     import os
     import shutil
@@ -109,11 +111,15 @@ def files_on_all_cores(base: dict, tuned: dict, dtype: torch.dtype, level: int) 
         stats = encode_file(t, {"base": b}, encoded, level=level, workers=os.cpu_count())
         t_enc = time.perf_counter() - t0
         rebuilt = Path(tmp) / "rebuilt.safetensors"
-        t0 = time.perf_counter()
-        with open(rebuilt, "w+b") as out:  # as a client rebuilds a file: into its pages
-            decode_file(encoded, {"base": b}, out)
-        t_dec = time.perf_counter() - t0
-        assert rebuilt.read_bytes() == t.read_bytes()
+        t_dec = float("inf")
+        for _ in range(repeat):  # best of: a first decode also warms the pool and the base's pages
+            rebuilt.unlink(missing_ok=True)
+            encoded.seek(0)
+            t0 = time.perf_counter()
+            with open(rebuilt, "w+b") as out:  # as a client rebuilds a file: into its pages
+                decode_file(encoded, {"base": b}, out)
+            t_dec = min(t_dec, time.perf_counter() - t0)
+            assert rebuilt.read_bytes() == t.read_bytes()
     mb = stats.file_bytes / 1e6
     return {"stored": stats.stored_bytes / stats.file_bytes, "enc": mb / t_enc, "dec": mb / t_dec,
             "copy": mb / t_copy}
@@ -153,7 +159,20 @@ def _stored_as_delta(hub, spec: str, held: list[str], timeout: float = 300.0):
     raise SystemExit(f"{spec} was not stored as a delta within {timeout:.0f} s")
 
 
-def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repeat: int) -> None:
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) this process, or process ``pid``, has used."""
+    import os
+    import resource
+
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with open(f"/proc/{pid}/stat") as fh:  # fields after the command's closing parenthesis
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repeat: int, turns: int) -> None:
     import os
     import shutil
     import tempfile
@@ -167,10 +186,10 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
     zc = zstandard.ZstdCompressor(level=3, threads=-1)
     zd = zstandard.ZstdDecompressor()
     print(f"\nthrough the hub (two `deltahub serve` on loopback, {cores} cores; MB/s of file bytes, best of "
-          f"{repeat}):")
+          f"{repeat}; raw and -b pulls: {turns} turns):")
     print(f"{'steps':>6} {'dtype':<9} {'stored':>7} {'zstd':>6} | {'push raw':>8} {'push -b':>8} {'zstd':>6} | "
           f"{'pull raw':>8} {'hub cold':>8} {'hub warm':>8} {'pull -b':>8} {'zstd':>6} | {'-b/raw':>6} "
-          f"{'paired':>6}")
+          f"{'paired (quartiles)':>19} {'cpu':>5}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raw_srv = ServeProcess(tmp / "raw", "--no-delta-encoding")
@@ -199,18 +218,24 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
 
                     def pull(h, **kw) -> float:
                         """Seconds of one pull (the check of what arrived is not timed)."""
+                        return pull_costs(h, **kw)[0]
+
+                    def pull_costs(h, srv=enc_srv, **kw) -> tuple[float, float]:
+                        """Seconds of one pull and the CPU seconds it cost, client and hub."""
                         out = tmp / f"out-{next(counter)}"
-                        t0 = time.perf_counter()
+                        cpu0, t0 = _cpu_s() + _cpu_s(srv.proc.pid), time.perf_counter()
                         h.pull(spec, out, **kw)
                         took = time.perf_counter() - t0
+                        cpu = _cpu_s() + _cpu_s(srv.proc.pid) - cpu0
                         assert sha256_file(out / "model.safetensors") == enc.sha256
                         shutil.rmtree(out)
-                        return took
+                        return took, cpu
 
                     # raw and delta pulls take turns, so a slow spell of this shared VM falls on both
-                    pairs = [(pull(raw_hub), pull(hub, base_dir=b)) for _ in range(repeat)]
-                    t_pull_raw, t_pull_delta = min(r for r, _ in pairs), min(d for _, d in pairs)
-                    paired = statistics.median(r / d for r, d in pairs)
+                    pairs = [(pull_costs(raw_hub, raw_srv), pull_costs(hub, base_dir=b)) for _ in range(turns)]
+                    t_pull_raw, t_pull_delta = min(r for (r, _), _ in pairs), min(d for _, (d, _) in pairs)
+                    q1, paired, q3 = statistics.quantiles([r / d for (r, _), (d, _) in pairs], n=4)
+                    cpu = statistics.median(dc / rc for (_, rc), (_, dc) in pairs)
                     for cached in (tmp / "enc" / "rebuilt").rglob(enc.sha256):
                         cached.unlink()  # the check at commit rebuilt it once: forgotten, to time a first read
                     t_cold = pull(hub)  # the hub rebuilds it on first read ...
@@ -238,7 +263,7 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
                     print(f"{n:>6} {name:<9} {stored:>6.3f}x {zratio:>5.3f}x | {mb / t_push_raw:>8.0f} "
                           f"{mb / t_push_delta:>8.0f} {mb / t_zpush:>6.0f} | {mb / t_pull_raw:>8.0f} "
                           f"{mb / t_cold:>8.0f} {mb / t_warm:>8.0f} {mb / t_pull_delta:>8.0f} {mb / t_zpull:>6.0f} | "
-                          f"{t_pull_raw / t_pull_delta:>5.2f}x {paired:>5.2f}x"
+                          f"{t_pull_raw / t_pull_delta:>5.2f}x {paired:>5.2f}x ({q1:.2f}-{q3:.2f}x) {cpu:>4.2f}x"
                           f"   (delta push sent {r.bytes_sent / 1e6:.1f} of {mb:.1f} MB)")
         finally:
             raw_hub.close()
@@ -253,6 +278,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--level", type=int, default=codec.DEFAULT_LEVEL)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--turns", type=int, default=15, help="raw and --base-dir pulls taking turns, per fine-tune")
     ap.add_argument("--no-hub", action="store_true", help="the codec and container figures only")
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
@@ -268,13 +294,13 @@ def main() -> None:
     import os
 
     print(f"\nwhole safetensors files, the container on {os.cpu_count()} cores (rebuilt byte for byte), "
-          f"{max(steps)} steps:")
+          f"{max(steps)} steps, decode best of {args.repeat}:")
     for dtype in (torch.float32, torch.bfloat16):
-        r = files_on_all_cores(base, tuned[max(steps)], dtype, args.level)
+        r = files_on_all_cores(base, tuned[max(steps)], dtype, args.level, args.repeat)
         print(f"  {str(dtype).split('.')[1]:<9} stored {r['stored']:.3f}x  encode {r['enc']:.0f} MB/s  "
               f"decode {r['dec']:.0f} MB/s  (a file copy: {r['copy']:.0f} MB/s)")
     if not args.no_hub:
-        through_the_hub(base, tuned, (torch.float32, torch.bfloat16), args.level, args.repeat)
+        through_the_hub(base, tuned, (torch.float32, torch.bfloat16), args.level, args.repeat, args.turns)
 
 
 if __name__ == "__main__":

@@ -200,7 +200,10 @@ class EncodedBlobStore(BlobStore):
 
         def tee(data: memoryview) -> None:
             view = memoryview(data)
-            while view:  # each byte copied in, then once into the chunk handed over
+            while len(view) >= chunk_size and not pending:  # whole chunks: one copy, into the chunk
+                put(bytes(view[:chunk_size]))
+                view = view[chunk_size:]
+            while view:  # the rest copied in, then once into the chunk handed over
                 take = chunk_size - len(pending)
                 pending.extend(view[:take])
                 view = view[take:]
