@@ -200,16 +200,13 @@ class EncodedBlobStore(BlobStore):
 
         def tee(data: memoryview) -> None:
             view = memoryview(data)
-            while len(view) >= chunk_size and not pending:  # whole chunks: one copy, into the chunk
-                put(bytes(view[:chunk_size]))
-                view = view[chunk_size:]
-            while view:  # the rest copied in, then once into the chunk handed over
+            while len(pending) + len(view) >= chunk_size:
                 take = chunk_size - len(pending)
-                pending.extend(view[:take])
+                # the piece's bytes copied once, into the chunk; only a piece's tail waits in pending
+                put(b"".join((pending, view[:take])))
+                pending.clear()
                 view = view[take:]
-                if len(pending) == chunk_size:
-                    put(bytes(pending))
-                    pending.clear()
+            pending.extend(view)
 
         def produce() -> None:
             try:
