@@ -168,6 +168,17 @@ def test_wire_level_statuses(server, pushed_base):
             artifact="a/b", kind=common_pb2.ARTIFACT_KIND_DATASET,
             files=[common_pb2.FileEntry(path="x.jsonl", sha256="b" * 64, size=3)]),
          grpc.StatusCode.FAILED_PRECONDITION, "not been uploaded"),
+        # the commit request as convert.commit_request_from_pb reads it: each bad field named
+        (registry.CommitRevision, registry_pb2.CommitRevisionRequest(artifact="a/b", kind=99),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown or missing artifact kind"),
+        (registry.CommitRevision, registry_pb2.CommitRevisionRequest(
+            artifact="a/b", kind=common_pb2.ARTIFACT_KIND_DATASET, lineage=common_pb2.Lineage(recipe_json="{not json")),
+         grpc.StatusCode.INVALID_ARGUMENT, "lineage recipe"),
+        (registry.CommitRevision, registry_pb2.CommitRevisionRequest(
+            artifact="a/b", kind=common_pb2.ARTIFACT_KIND_MODEL, encoded=[
+                registry_pb2.EncodedFile(sha256="b" * 64, container="c" * 64),
+                registry_pb2.EncodedFile(sha256="b" * 64, container="d" * 64)]),
+         grpc.StatusCode.INVALID_ARGUMENT, "two different deltas"),
         (registry.UpdateRef, registry_pb2.UpdateRefRequest(
             artifact="base/tiny-llama", ref="main", revision="main", expected_revision="0" * 64),
          grpc.StatusCode.ABORTED, "not the expected"),
