@@ -96,6 +96,22 @@ class CommitRequest:
     encoded: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class TaskVectorRequest:
+    """A task vector to extract: ``finetuned`` minus ``base``, stored as ``out``; low rank when ``rank`` or
+    ``energy`` (the share of each delta's spectrum to keep) is given, else dense."""
+
+    finetuned: str
+    base: str
+    out: str
+    rank: int | None = None
+    energy: float | None = None
+    card: DomainCard = field(default_factory=DomainCard)
+    labels: dict[str, str] = field(default_factory=dict)
+    ref: str = DEFAULT_REF
+    created_by: str = ""
+
+
 def _replica_id(data_dir: Path) -> str:
     """This replica's name, kept in its folder: what its in-process workers are called by, so that a
     restart takes back its own running jobs and never another replica's."""
@@ -645,23 +661,20 @@ class HubStore:
         return self.catalog.get_revision(rev.artifact, rev.digest)
 
     # -- derived artifacts -------------------------------------------------------
-    def task_vector_spec(self, finetuned: str, base: str, out: str, *, rank: int | None = None,
-                         energy: float | None = None, card: DomainCard = DomainCard(),
-                         labels: dict[str, str] | None = None, ref: str = DEFAULT_REF,
-                         created_by: str = "") -> TaskVectorSpec:
+    def task_vector_spec(self, req: TaskVectorRequest) -> TaskVectorSpec:
         """Checks a task-vector request and resolves its models: the spec of the job that extracts it."""
-        ArtifactName.parse(out)
-        check_target(rank, energy)
-        check_labels_settable(labels or {})
-        check_card(card, self.config.inputs)
-        ft_rev, base_rev = self.resolve(finetuned), self.resolve(base)
+        ArtifactName.parse(req.out)
+        check_target(req.rank, req.energy)
+        check_labels_settable(req.labels)
+        check_card(req.card, self.config.inputs)
+        ft_rev, base_rev = self.resolve(req.finetuned), self.resolve(req.base)
         for what, rev in (("finetuned", ft_rev), ("base", base_rev)):
             if rev.kind is not Kind.MODEL:
                 raise PreconditionError(f"{what} {rev.artifact} is a {rev.kind.value}, not a model")
         check_compatible(self.base_info(ft_rev), self.base_info(base_rev))  # refused now, not in the job
-        return TaskVectorSpec(finetuned=ft_rev.spec, base=base_rev.spec, out=out, rank=rank or None,
-                              energy=energy or None, card=card.to_dict(), labels=dict(labels or {}), ref=ref,
-                              created_by=created_by)
+        return TaskVectorSpec(finetuned=ft_rev.spec, base=base_rev.spec, out=req.out, rank=req.rank or None,
+                              energy=req.energy or None, card=req.card.to_dict(), labels=dict(req.labels),
+                              ref=req.ref, created_by=req.created_by)
 
     def commit_task_vector(self, spec: TaskVectorSpec, files: list[FileEntry], metrics: dict) -> tuple[Revision, bool]:
         recipe = {"op": "task_vector", "finetuned": spec.finetuned, "base": spec.base,

@@ -1,11 +1,14 @@
 """Protobuf <-> core types, server side: the only server module that builds messages (the servicers'
-answers included). A request that stands for a core request type (a commit, a merge, an assembly, a
-route) is read here into it; the servicers read only the plain fields they pass straight on (names,
-specs, ids, limits)."""
+answers included) or reads what is particular to protobuf in them. A request that stands for a core
+request type (a commit, a merge, a task vector, a training job, an assembly, a route) is read here into
+it; so is every field whose meaning depends on protobuf (presence, zero for unset, repeated and map
+fields, enums, JSON carried in strings). The servicers read only plain scalar fields they pass straight
+on (a name, a spec, an id, an idempotency key)."""
 
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,7 +16,7 @@ from deltahub.artifacts import ArtifactInfo, DeleteResult, DomainCard, FileEntry
 from deltahub import jsondoc
 from deltahub.errors import InvalidInputError
 from deltahub.merge_engine import MergeRequest
-from deltahub.store import UNSET, CommitRequest
+from deltahub.store import UNSET, CommitRequest, TaskVectorRequest
 from deltahub.v1 import common_pb2 as pb
 from deltahub.v1 import merge_pb2 as mpb
 from deltahub.v1 import jobs_pb2 as jpb
@@ -24,6 +27,8 @@ from deltahub.v1 import transfer_pb2 as tpb
 from deltahub.routing.assembly import DEFAULT_FORM, DEFAULT_METHOD, AssembleRequest
 from deltahub.routing.router import DEFAULT_K, RouteRequest
 from deltahub.routing.scoring import DEFAULT_SCORING, DEFAULT_TEMPERATURE
+from deltahub.jobs import KINDS, STATES
+from deltahub_trainers.submit import TrainRequest
 
 KIND_TO_PB = {kind: pb.ArtifactKind.Value(kind.wire_name) for kind in Kind}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
@@ -98,6 +103,43 @@ def commit_request_from_pb(req, created_by: str) -> CommitRequest:
         ref=req.ref or "main", expected_revision=expected_from_pb(req), tags=list(req.tags),
         created_by=created_by, session=req.session, allow_code=req.allow_code, encoded=encoded_from_pb(req.encoded),
     )
+
+
+def ref_watch_from_pb(req) -> tuple[str | None, str | None, int]:
+    """WatchRefs: the namespace and artifact to follow (None: any) and the event seq to start after (0: now)."""
+    return req.namespace or None, req.artifact or None, req.after
+
+
+def artifact_filter_from_pb(req) -> tuple[str | None, Kind | None]:
+    """ListArtifacts: the namespace and kind to list (None: any)."""
+    return req.namespace or None, kind_from_pb(req.kind, required=False)
+
+
+def card_update_from_pb(req) -> tuple[DomainCard | None, dict[str, str], bool]:
+    """UpdateCard: the new card (None keeps the old one), the labels, and whether they replace the old ones."""
+    return (card_from_pb(req.card) if req.HasField("card") else None), dict(req.labels), req.replace_labels
+
+
+def task_vector_request_from_pb(req, created_by: str) -> TaskVectorRequest:
+    return TaskVectorRequest(
+        finetuned=req.finetuned, base=req.base, out=req.out, rank=req.rank or None, energy=req.energy or None,
+        card=card_from_pb(req.card), labels=dict(req.labels), ref=req.ref or "main", created_by=created_by,
+    )
+
+
+def gc_max_age_from_pb(req) -> float | None:
+    """CollectGarbage: the age past which a partial upload is removed (None: the hub's default)."""
+    return req.partial_upload_max_age_s or None
+
+
+def held_from_pb(req) -> list[str]:
+    """PlanPush and PlanPull: sha256 of the files the client holds."""
+    return list(req.held)
+
+
+def blob_range_from_pb(req) -> tuple[int, int | None]:
+    """DownloadBlob: the first byte and how many (None: to the end)."""
+    return req.offset, req.length or None
 
 
 def revision_to_pb(rev: Revision) -> pb.Revision:
@@ -195,6 +237,11 @@ def merge_request_from_pb(req, created_by: str):
     )
 
 
+def evaluation_request_from_pb(req) -> tuple[str, str, str]:
+    """Evaluate: the model or adapter to score, the dataset, and the device (auto unless given)."""
+    return req.target, req.data, req.device or "auto"
+
+
 def task_vector_to_pb(revision, result: dict, job_id: str):
     return rpb_registry.CreateTaskVectorResponse(revision=revision_to_pb(revision), created=bool(result.get("created")),
                                                  relative_error=result.get("relative_error", 0.0), job=job_id)
@@ -225,21 +272,27 @@ def merge_started_to_pb(job, created: bool) -> mpb.StartMergeResponse:
 
 
 # -- routing -----------------------------------------------------------------------
-def route_request_from_pb(queries, options, base: str) -> RouteRequest:
-    """``base`` is the resolved base revision spec (the servicer resolves the name)."""
+def _route_from_pb(queries, options, resolve_base: Callable[[str], str]) -> RouteRequest:
     return RouteRequest(
-        queries=list(queries), k=options.k if options.HasField("k") else DEFAULT_K, base=base,
-        namespace=options.namespace, labels=dict(options.labels),
+        queries=list(queries), k=options.k if options.HasField("k") else DEFAULT_K,
+        base=resolve_base(options.base) if options.base else "", namespace=options.namespace,
+        labels=dict(options.labels),
         temperature=options.temperature if options.HasField("temperature") else DEFAULT_TEMPERATURE,
         min_score=options.min_score if options.HasField("min_score") else None,
         scoring=options.scoring or DEFAULT_SCORING,
     )
 
 
-def assemble_request_from_pb(req, route: RouteRequest, created_by: str) -> AssembleRequest:
-    """``route`` is the request's routing, read by :func:`route_request_from_pb` once its base is resolved."""
+def route_request_from_pb(req, resolve_base: Callable[[str], str]) -> RouteRequest:
+    """Route; ``resolve_base`` turns the options' base name into the revision spec it stands for."""
+    return _route_from_pb(req.queries, req.options, resolve_base)
+
+
+def assemble_request_from_pb(req, resolve_base: Callable[[str], str], created_by: str) -> AssembleRequest:
+    """Assemble: its query is routed as :func:`route_request_from_pb` reads a route."""
     return AssembleRequest(
-        query=req.query, adapters=list(req.adapters), weights=list(req.weights) or None, route=route,
+        query=req.query, adapters=list(req.adapters), weights=list(req.weights) or None,
+        route=_route_from_pb([req.query], req.options, resolve_base),
         method=req.method or DEFAULT_METHOD, form=req.form or DEFAULT_FORM, params=params_from_json(req.params_json),
         rank=req.rank or None, energy=req.energy or None, out=req.out, created_by=created_by,
     )
@@ -310,6 +363,27 @@ def checkpoint_released_to_pb() -> jpb.ReleaseCheckpointResponse:
 
 def job_result_to_pb(found: bool, result: dict) -> jpb.CommitJobResultResponse:
     return jpb.CommitJobResultResponse(found=found, result_json=to_json(result))
+
+
+def training_request_from_pb(req) -> TrainRequest:
+    return TrainRequest(
+        trainer=req.trainer, base=req.base, datasets=list(req.datasets), out=req.out,
+        config=params_from_json(req.config_json, "config_json"), replay=list(req.replay),
+        resume_from=req.resume_from, card=card_from_pb(req.card), labels=dict(req.labels),
+    )
+
+
+def job_filter_from_pb(req) -> tuple[str | None, str | None, str | None, int]:
+    """ListJobs: the namespace, kind and state to list (None: any), and how many at most (100 unless
+    given, never over 10,000)."""
+    if req.limit < 0:
+        raise InvalidInputError(f"limit must be >= 0, not {req.limit}")
+    if req.kind and req.kind not in KINDS:
+        raise InvalidInputError(f"unknown job kind {req.kind!r}; known: {', '.join(KINDS)}")
+    state = req.state.upper()
+    if state and state not in STATES:
+        raise InvalidInputError(f"unknown job state {req.state!r}; known: {', '.join(STATES)}")
+    return req.namespace or None, req.kind or None, state or None, min(req.limit or 100, 10_000)
 
 
 def training_submitted_to_pb(job, created: bool) -> trpb.SubmitJobResponse:

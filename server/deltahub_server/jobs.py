@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
-from deltahub import jsondoc
 from deltahub.auth import Scope, acting_as_hub
 from deltahub.errors import InvalidInputError, PreconditionError
 from deltahub.jobs import (
-    ASSEMBLE, KINDS, MERGE, STATES, SUCCEEDED, TASK_VECTOR, TRAIN, Job, JobQueue, model as jobs_model,
+    ASSEMBLE, MERGE, SUCCEEDED, TASK_VECTOR, TRAIN, Job, JobQueue, model as jobs_model,
 )
 from deltahub.jobs.specs import MergeSpec, TaskVectorSpec
 from deltahub.limits import JobLimits
@@ -77,16 +76,9 @@ class JobsServicer(jgrpc.JobsServicer):
 
     @rpc_method
     def ListJobs(self, request, context):
-        if request.limit < 0:
-            raise InvalidInputError("limit must be >= 0")
-        if request.kind and request.kind not in KINDS:
-            raise InvalidInputError(f"unknown job kind {request.kind!r}; known: {', '.join(KINDS)}")
-        state = request.state.upper()
-        if state and state not in STATES:
-            raise InvalidInputError(f"unknown job state {request.state!r}; known: {', '.join(STATES)}")
+        namespace, kind, state, limit = convert.job_filter_from_pb(request)
         principal = current_principal()
-        jobs = [j for j in self.queue.list(request.namespace or None, kind=request.kind or None, state=state or None,
-                                           limit=min(request.limit or 100, 10_000))
+        jobs = [j for j in self.queue.list(namespace, kind=kind, state=state, limit=limit)
                 if principal.allows(j.namespace, Scope.READ)]
         return convert.jobs_to_pb(jobs)
 
@@ -126,7 +118,7 @@ class JobsServicer(jgrpc.JobsServicer):
     def CommitJobResult(self, request, context):
         job = jobs_model.held_by(self.queue.get(request.job_id), request.worker)
         files = convert.files_from_pb(request.files)
-        metrics = jsondoc.loads_object(request.metrics_json, "metrics_json") if request.metrics_json else {}
+        metrics = convert.params_from_json(request.metrics_json, "metrics_json")
         # what is committed comes from the job (authorised when it was asked), not from the worker
         with acting_as_hub():
             if job.kind in (MERGE, ASSEMBLE):

@@ -37,9 +37,8 @@ class MergeServicer(mgrpc.MergeServicer):
 
     @rpc_method
     async def Evaluate(self, request, context):
-        spec = await self.blocking.run(
-            lambda: self.engine.evaluation_spec(request.target, request.data, device=request.device or "auto"),
-            heavy=True)
+        target, data, device = convert.evaluation_request_from_pb(request)
+        spec = await self.blocking.run(lambda: self.engine.evaluation_spec(target, data, device=device), heavy=True)
         job, _ = await self.blocking.run(self.board.submit, EVALUATE, spec.target.split("/", 1)[0], spec.to_dict())
         done = await self.board.finished(job.id)
         return convert.evaluation_to_pb(done.result, done.id)

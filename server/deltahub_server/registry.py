@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from deltahub.artifacts import DomainCard
 from deltahub.jobs import TASK_VECTOR
 from deltahub.names import ArtifactName, check_namespace
 from deltahub.store import HubStore
@@ -32,20 +31,21 @@ class RegistryServicer(rgrpc.RegistryServicer):
     @rpc_method
     async def WatchRefs(self, request, context):
         principal = current_principal()
-        if request.namespace:  # read scope on it was checked with the call (auth.RULES)
-            check_namespace(request.namespace)
-        if request.artifact:
-            ArtifactName.parse(request.artifact)
-        if request.after < 0:
-            raise InvalidInputError(f"after must be an event seq (0: from now), not {request.after}")
-        cursor = request.after or await self.blocking.run(self.store.last_event)
+        namespace, artifact, after = convert.ref_watch_from_pb(request)
+        if namespace:  # read scope on it was checked with the call (auth.RULES)
+            check_namespace(namespace)
+        if artifact:
+            ArtifactName.parse(artifact)
+        if after < 0:
+            raise InvalidInputError(f"after must be an event seq (0: from now), not {after}")
+        cursor = after or await self.blocking.run(self.store.last_event)
         limits = self.streams.limits
         async with self.streams.hold(principal.name, "watch of refs"):
             await context.send_initial_metadata(((EVENT_SEQ_HEADER, str(cursor)),))
             deadline = time.monotonic() + limits.max_watch_s
             while not context.done() and time.monotonic() < deadline:
                 moves = await self.blocking.run(lambda: self.store.ref_moves(
-                    cursor, namespace=request.namespace or None, artifact=request.artifact or None))
+                    cursor, namespace=namespace, artifact=artifact))
                 for move in moves:
                     cursor = move.seq
                     if principal.allows(move.artifact.split("/", 1)[0], Scope.READ):
@@ -61,13 +61,13 @@ class RegistryServicer(rgrpc.RegistryServicer):
 
     @rpc_method
     def ListArtifacts(self, request, context):
-        if request.namespace:
-            check_namespace(request.namespace)
-        kind = convert.kind_from_pb(request.kind, required=False)
+        namespace, kind = convert.artifact_filter_from_pb(request)
+        if namespace:
+            check_namespace(namespace)
         principal = current_principal()
         found = [
             a
-            for a in self.store.list_artifacts(request.namespace or None, kind)
+            for a in self.store.list_artifacts(namespace, kind)
             if principal.allows(a.name.split("/")[0], Scope.READ)
         ]
         return convert.artifacts_to_pb(found)
@@ -106,20 +106,15 @@ class RegistryServicer(rgrpc.RegistryServicer):
 
     @rpc_method
     def UpdateCard(self, request, context):
-        card = convert.card_from_pb(request.card) if request.HasField("card") else None
-        rev = self.store.update_card(request.spec, card, dict(request.labels), replace_labels=request.replace_labels)
+        card, labels, replace = convert.card_update_from_pb(request)
+        rev = self.store.update_card(request.spec, card, labels, replace_labels=replace)
         return convert.revision_to_pb(rev)
 
     @rpc_method
     async def CreateTaskVector(self, request, context):
         """Extracted by a worker as a ``task_vector`` job; answered when the job ends."""
-        def spec():
-            return self.store.task_vector_spec(
-                request.finetuned, request.base, request.out, rank=request.rank or None, energy=request.energy or None,
-                card=convert.card_from_pb(request.card) if request.HasField("card") else DomainCard(),
-                labels=dict(request.labels), ref=request.ref or "main", created_by=current_principal().name)
-
-        tv = await self.blocking.run(spec, heavy=True)
+        req = convert.task_vector_request_from_pb(request, current_principal().name)
+        tv = await self.blocking.run(self.store.task_vector_spec, req, heavy=True)
         job, _ = await self.blocking.run(self.board.submit, TASK_VECTOR, tv.out.split("/", 1)[0], tv.to_dict())
         done = await self.board.finished(job.id)
         rev = await self.blocking.run(self.store.catalog.get_revision, done.result["artifact"], done.result["digest"])
@@ -128,6 +123,5 @@ class RegistryServicer(rgrpc.RegistryServicer):
     @rpc_method(heavy=True)
     def CollectGarbage(self, request, context):
         removed, freed, partials = self.store.collect_garbage(
-            partial_upload_max_age_s=request.partial_upload_max_age_s or None
-        )
+            partial_upload_max_age_s=convert.gc_max_age_from_pb(request))
         return convert.collected_to_pb(removed, freed, partials)

@@ -25,15 +25,14 @@ class RouterServicer(rgrpc.RouterServicer):
         self.router = router
         self.assembler = assembler
 
-    def _route_request(self, queries, options):
-        base = self.store.resolve_base(options.base).spec if options.base else ""
-        return convert.route_request_from_pb(queries, options, base)
+    def _base_spec(self, name: str) -> str:
+        return self.store.resolve_base(name).spec
 
     @rpc_method
     def Route(self, request, context):
         # Answers hold only adapters the caller may read.
         readable = current_principal().namespaces_with(Scope.READ)
-        answer = self.router.route(self._route_request(request.queries, request.options), namespaces=readable)
+        answer = self.router.route(convert.route_request_from_pb(request, self._base_spec), namespaces=readable)
         return convert.route_answer_to_pb(answer)
 
     @rpc_method
@@ -49,8 +48,7 @@ class RouterServicer(rgrpc.RouterServicer):
 
     def _prepare(self, request):
         principal = current_principal()
-        req = convert.assemble_request_from_pb(request, self._route_request([request.query], request.options),
-                                               principal.name)
+        req = convert.assemble_request_from_pb(request, self._base_spec, principal.name)
         return self.assembler.prepare(req, namespaces=principal.namespaces_with(Scope.READ))
 
     @rpc_method

@@ -23,12 +23,7 @@ class TrainServicer(trgrpc.TrainServicer):
 
     @rpc_method(heavy=True)
     def SubmitJob(self, request, context):
-        spec = build_spec(
-            self.store, trainer=request.trainer, base=request.base, datasets=list(request.datasets),
-            out=request.out, config=convert.params_from_json(request.config_json, "config_json"), replay=list(request.replay),
-            resume_from=request.resume_from, card=convert.card_from_pb(request.card), labels=dict(request.labels),
-            limits=self.limits,
-        )
+        spec = build_spec(self.store, convert.training_request_from_pb(request), self.limits)
         job, created = self.board.submit(TRAIN, spec.out.split("/", 1)[0], spec.to_dict(),
                                          key=request.idempotency_key, max_attempts=request.max_attempts)
         return convert.training_submitted_to_pb(job, created)

@@ -37,13 +37,13 @@ class TransferServicer(tgrpc.TransferServicer):
         files = convert.files_from_pb(request.files)
         missing = self.store.plan_push(request.artifact, convert.kind_from_pb(request.kind), files, request.base,
                                        allow_code=request.allow_code)
-        held = self.store.check_held(list(request.held))  # a bad list is refused even when nothing is missing
+        held = self.store.check_held(convert.held_from_pb(request))  # a bad list is refused even when nothing is missing
         bases = self.store.delta_bases(sorted(held)) if missing else []
         return convert.plan_push_to_pb(missing, self.store.open_session(current_principal().name, files), bases)
 
     @rpc_method
     def PlanPull(self, request, context):
-        return convert.pull_plan_to_pb(self.store.pull_plan(request.revision, list(request.held)))
+        return convert.pull_plan_to_pb(self.store.pull_plan(request.revision, convert.held_from_pb(request)))
 
     @rpc_method
     async def UploadBlob(self, request_iterator, context):
@@ -107,10 +107,11 @@ class TransferServicer(tgrpc.TransferServicer):
     @rpc_method
     async def DownloadBlob(self, request, context):
         check_sha256(request.sha256)
+        offset, length = convert.blob_range_from_pb(request)
         async with self.streams.hold(current_principal().name, "download"):
             # opened on the pool: a blob stored as a delta is rebuilt there, off the event loop
             chunks = await self.blocking.run(functools.partial(
-                self.store.blobs.read_chunks, request.sha256, offset=request.offset, length=request.length or None,
+                self.store.blobs.read_chunks, request.sha256, offset=offset, length=length,
                 chunk_size=CHUNK_SIZE))
             async with aclosing(self.blocking.drain(chunks)) as stream:
                 async for data in stream:

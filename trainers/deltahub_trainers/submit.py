@@ -57,39 +57,53 @@ def resolve_targets(config: dict, module_names: set[str]) -> dict:
     return config
 
 
-def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str], out: str,
-               config: dict | None = None, replay: list[str] | None = None, resume_from: str = "",
-               card: DomainCard | None = None, labels: dict[str, str] | None = None,
-               limits: TrainingLimits | None = None) -> TrainSpec:
-    config = dict(config or {})
-    t = make_trainer(trainer, config)  # unknown trainer (lists the known ones), bad config values
-    name = str(ArtifactName.parse(out))
+@dataclasses.dataclass
+class TrainRequest:
+    """An adapter to train: ``trainer`` on ``datasets`` over ``base``, stored as ``out``; ``config`` is the
+    trainer's knobs (its defaults for the rest), ``replay`` data mixed in against forgetting, ``resume_from``
+    an adapter of the same base to continue."""
+
+    trainer: str
+    base: str
+    datasets: list[str]
+    out: str
+    config: dict = dataclasses.field(default_factory=dict)
+    replay: list[str] = dataclasses.field(default_factory=list)
+    resume_from: str = ""
+    card: DomainCard = dataclasses.field(default_factory=DomainCard)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def build_spec(store: HubStore, req: TrainRequest, limits: TrainingLimits | None = None) -> TrainSpec:
+    config = dict(req.config)
+    t = make_trainer(req.trainer, config)  # unknown trainer (lists the known ones), bad config values
+    name = str(ArtifactName.parse(req.out))
     existing = store.catalog.artifact_kind(name)
     if existing is not None and existing is not Kind.ADAPTER:
         raise PreconditionError(f"{name} holds {existing.value} revisions; a trainer writes adapters")
-    if not base:
+    if not req.base:
         raise InvalidInputError("a training job needs a base model (--base namespace/name[@ref])")
-    base_rev = store.resolve_base(base)
+    base_rev = store.resolve_base(req.base)
     if not any(f.path in TOKENIZER_FILES for f in base_rev.files):
         raise PreconditionError(f"base {base_rev.spec} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
                                 "push the model folder with its tokenizer")
-    if not datasets:
+    if not req.datasets:
         raise InvalidInputError("a training job needs at least one dataset (--data namespace/name[@ref])")
-    data = [store.resolve_as(d, Kind.DATASET, "dataset") for d in datasets]
+    data = [store.resolve_as(d, Kind.DATASET, "dataset") for d in req.datasets]
     check_limits(t.config, limits or TrainingLimits(),
                  lambda: sum(len(read_rows(store.local_files(rev))) for rev in data))
     config = resolve_targets(config, store.base_info(base_rev).module_names)
-    replay_specs = [store.resolve_as(d, Kind.DATASET, "replay dataset").spec for d in (replay or [])]
+    replay_specs = [store.resolve_as(d, Kind.DATASET, "replay dataset").spec for d in req.replay]
     if t.config.replay_fraction and not replay_specs:
         raise InvalidInputError("config replay_fraction > 0 needs replay datasets (--replay namespace/name)")
     if replay_specs and not t.config.replay_fraction:
         raise InvalidInputError("replay datasets were given but config replay_fraction is 0")
     resumed = ""
-    if resume_from:
+    if req.resume_from:
         if not t.resumable_from_adapter:
-            raise InvalidInputError(f"trainer {trainer} cannot continue an adapter (the lora trainer can); "
+            raise InvalidInputError(f"trainer {req.trainer} cannot continue an adapter (the lora trainer can); "
                                     "rank-adaptive trainers start from their own initialisation")
-        rev = store.resolve_as(resume_from, Kind.ADAPTER, "resume_from")
+        rev = store.resolve_as(req.resume_from, Kind.ADAPTER, "resume_from")
         if rev.base != base_rev.spec:
             raise PreconditionError(f"resume_from {rev.spec} applies to base {rev.base or 'none'}, "
                                     f"not to {base_rev.spec}")
@@ -98,6 +112,6 @@ def build_spec(store: HubStore, *, trainer: str, base: str, datasets: list[str],
     if phases is not None:  # AdaLoRA: the budgeting phase must fit in the steps (which may follow from the rows)
         rows = t.config.steps or sum(len(read_rows(store.local_files(rev))) for rev in data)
         phases(t.config.total_steps(rows))
-    return TrainSpec(trainer=trainer, base=base_rev.spec, datasets=tuple(rev.spec for rev in data), out=name,
+    return TrainSpec(trainer=req.trainer, base=base_rev.spec, datasets=tuple(rev.spec for rev in data), out=name,
                      config=config, replay=tuple(replay_specs), resume_from=resumed,
-                     card=(card or DomainCard()).to_dict(), labels=dict(labels or {}))
+                     card=req.card.to_dict(), labels=dict(req.labels))
