@@ -22,7 +22,6 @@ depends on. Version 1 (one frame per region, no ``piece``) is still read.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import io
@@ -33,12 +32,10 @@ import stat
 import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
-
-import numpy as np
+from typing import BinaryIO, Callable
 
 from deltahub.deltas import codec
 from deltahub.errors import IntegrityError
@@ -259,11 +256,12 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
     """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded;
     ``pieces`` is handed each piece of the file in order as it is decoded (a reader streaming it).
 
-    Pieces are decoded on a pool of threads, ``window`` at a time, and written in order; straight into
-    the file's pages when ``out`` is an empty file open for reading and writing (see
-    :func:`_mapped_output`)."""
+    Pieces are decoded on a pool of threads, ``window`` at a time, and hashed in order; each worker
+    writes its own piece at its offset when ``out`` is an empty file (see :func:`_positioned_output`),
+    else they are written to ``out`` in order."""
     index = read_index(container)
-    with _Maps() as maps, _mapped_output(out, index["file_size"]) as target:
+    fd = _positioned_output(out)
+    with _Maps() as maps:
         base_views = {}
         for sha in needs(index):
             if sha not in bases:
@@ -297,11 +295,10 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
         def one(job):
             i, at, length, frame, base = job
             with (base[at:at + length] if base is not None else nullcontext()) as ref:
-                if target is None:
-                    return codec.decode(frame, ref)
-                start = regions[i]["start"] + at
-                codec.decode_into(frame, target[start:start + length], ref)
-                return target[start:start + length]
+                data = codec.decode(frame, ref)
+            if fd is not None:
+                _pwrite_all(fd, data, regions[i]["start"] + at)
+            return data
 
         written = 0
         # hashed on a thread of its own, in order: hashing is the largest part of this loop's work
@@ -311,7 +308,7 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
                 for (i, at, length, _, _), data in _in_order(pool, one, jobs(), window):
                     if len(data) != length or regions[i]["start"] + at != written:
                         raise IntegrityError("encoded file's pieces do not tile the file")
-                    if target is None:
+                    if fd is None:
                         out.write(data)
                     hasher.update(data)
                     if pieces is not None:
@@ -326,37 +323,28 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
     return actual
 
 
-@contextmanager
-def _mapped_output(out: BinaryIO, size: int) -> Iterator[np.ndarray | None]:
-    """``out``'s file mapped for writing ``size`` bytes, when it is an empty regular file open for reading
-    and writing; else None (the bytes are written to ``out``).
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset`` (a write may take less than it is given)."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
-    Decoding into the map skips a copy of every byte (1.3x faster for float32 on 2 cores), and the
-    workers fill their pieces in place while the caller hashes them in order."""
+
+def _positioned_output(out: BinaryIO) -> int | None:
+    """``out``'s file descriptor, when it is an empty regular file at its start: the workers then write
+    their pieces at their offsets (``os.pwrite``) as they decode them. Else None: the caller writes the
+    pieces to ``out`` in order.
+
+    Measured against decoding into the file mapped for writing (float32 and bfloat16 fine-tunes of
+    all-MiniLM-L6-v2, 2 cores): 1.15x faster and 0.86x the CPU. A page of a mapped new file is read
+    (zero-filled) when first touched and only then written, where a write of whole pages just copies."""
     try:
         out.flush()
         fd = out.fileno()
         st = os.fstat(fd)
-        usable = (size > 0 and stat.S_ISREG(st.st_mode) and st.st_size == 0 and out.tell() == 0
-                  and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR)
+        usable = (stat.S_ISREG(st.st_mode) and st.st_size == 0 and out.tell() == 0
+                  and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR))
     except (AttributeError, OSError, io.UnsupportedOperation):
         usable = False
-    if not usable:
-        yield None
-        return
-    try:
-        # the space is taken now: a full disk is an OSError here, not a SIGBUS while writing the map
-        os.posix_fallocate(fd, 0, size)
-    except OSError as err:
-        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        yield None
-        return
-    mapped = mmap.mmap(fd, size)  # shared and writable: its pages are the file's
-    try:
-        yield np.frombuffer(mapped, dtype=np.uint8)
-    finally:
-        try:
-            mapped.close()
-        except BufferError:  # a piece is still referenced (by an error's traceback): unmapped with it
-            pass
+    return fd if usable else None
