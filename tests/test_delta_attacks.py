@@ -62,8 +62,10 @@ def _refused(call, request, token, code, text):
 
 def _upload(transfer, data: bytes, token: str = "bob", session: str = "") -> str:
     sha = hashlib.sha256(data).hexdigest()
-    transfer.UploadBlob(iter([transfer_pb2.UploadChunk(sha256=sha, size=len(data), offset=0, data=data,
-                                                       session=session)]), metadata=_as(token))
+    step = 1 << 20  # the hub's largest chunk
+    transfer.UploadBlob(iter([transfer_pb2.UploadChunk(sha256=sha, size=len(data), offset=at, data=data[at:at + step],
+                                                       session=session) for at in range(0, len(data), step)]),
+                        metadata=_as(token))
     return sha
 
 
@@ -158,3 +160,49 @@ def test_download_ranges_past_the_end_or_oversize_are_clipped_and_odd_names_refu
         list(transfer.DownloadBlob(
             transfer_pb2.DownloadBlobRequest(sha256="../" + entry.sha256[3:], length=5), metadata=_as("bob")))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+
+
+def _repeated_container(ft_weights, base_weights, times: int) -> tuple[bytes, int]:
+    """A well-formed container whose file is the fine-tune's ``times`` over: each copy's regions against
+    the same base tensors, its frames sent again (with frames of zeros it would be a few KB a copy)."""
+    import io
+    import json
+
+    from deltahub.deltas import filedelta
+
+    packed = io.BytesIO()
+    filedelta.encode_file(ft_weights, {hashlib.sha256(base_weights.read_bytes()).hexdigest(): base_weights}, packed)
+    data = packed.getvalue()
+    index = filedelta.read_index(io.BytesIO(data))
+    (index_len,) = filedelta.TRAILER.unpack(data[-filedelta.TRAILER.size:])
+    frames = data[filedelta.PREFIX.size:len(data) - filedelta.TRAILER.size - index_len]
+    size = index["file_size"]
+    index["regions"] = [{**r, "start": r["start"] + k * size} for k in range(times) for r in index["regions"]]
+    index["file_size"] = times * size
+    raw = json.dumps(index).encode()
+    return (filedelta.PREFIX.pack(filedelta.MAGIC, filedelta.VERSION) + frames * times + raw
+            + filedelta.TRAILER.pack(len(raw))), times * size
+
+
+def test_a_delta_declaring_more_than_its_file_or_its_bases_allow_is_refused_before_it_is_decoded(
+        hub, models, monkeypatch):
+    store, b, _, registry, transfer = hub
+    files = _entries(models[2])
+    weights = next(e for e in files if e.path == WEIGHTS)
+    base_weights = models[0] / WEIGHTS
+    decoded = []
+    monkeypatch.setattr(store.blobs, "rebuild", lambda *a, **kw: decoded.append(a))  # never reached
+    before = store_state(store)
+    one, _ = _repeated_container(models[2] / WEIGHTS, base_weights, 1)
+    times = (2 * base_weights.stat().st_size + (1 << 20)) // weights.size + 2
+    bomb, bomb_size = _repeated_container(models[2] / WEIGHTS, base_weights, times)
+    for size, container, code, text in (
+            (weights.size + 1, one, grpc.StatusCode.INVALID_ARGUMENT, f"the file has {weights.size + 1}"),
+            (bomb_size, bomb, grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-delta-growth")):
+        declared = [common_pb2.FileEntry(path=e.path, sha256=e.sha256 if e.path != WEIGHTS else "f" * 64,
+                                         size=e.size if e.path != WEIGHTS else size) for e in files]
+        _refused(registry.CommitRevision, registry_pb2.CommitRevisionRequest(
+            artifact="B/llama", kind=common_pb2.ARTIFACT_KIND_MODEL, files=declared,
+            encoded=[registry_pb2.EncodedFile(sha256="f" * 64, container=_upload(transfer, container))]),
+            "bob", code, text)
+    assert decoded == [] and store_state(store)[0] == before[0]

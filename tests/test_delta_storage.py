@@ -535,3 +535,17 @@ def test_a_hub_sending_a_tail_of_the_wrong_length_is_an_integrity_error(skew, tm
     with pytest.raises(IntegrityError, match="last"):
         remote.read(8)
     remote.close()
+
+
+def test_a_file_far_larger_than_its_base_is_pushed_as_it_is_not_as_a_delta(models, tmp_path):
+    """A hub refuses a delta rebuilding to over --max-delta-growth times its bases (2 by default, plus
+    1 MiB); the client does not send one: a fine-tune that gained a tensor twice its base's size goes whole."""
+    base, ft = models[0] / "model.safetensors", models[1][0] / "model.safetensors"
+    grown = load_file(str(ft))
+    extra = (2 * base.stat().st_size + (2 << 20)) // 4
+    grown["extra.weight"] = torch.randn(extra, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "grown.safetensors"
+    save_file(grown, str(path))
+    bases = {_sha(base): base}
+    assert client_deltas.encode_for_push(path, bases, tmp_path) is None
+    assert client_deltas.encode_for_push(ft, bases, tmp_path) is not None

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from deltahub.artifacts import FileEntry
-from deltahub.deltas.filedelta import decode_file, encode_file
+from deltahub.deltas.filedelta import decode_file, encode_file, within_growth
 from deltahub.errors import IntegrityError
+from deltahub.limits import DeltaLimits
 from deltahub.storage.hashing import HashingWriter, sha256_file
 from deltahub_client.files import list_folder
 
@@ -72,13 +73,15 @@ class Container:
 
 
 def encode_for_push(path: Path, bases: dict[str, Path], folder: Path) -> Container | None:
-    """The container of ``path`` against ``bases``, written into ``folder``; None when it does not pay."""
+    """The container of ``path`` against ``bases``, written into ``folder``; None when it does not pay or
+    would rebuild to more than a hub's default ``--max-delta-growth`` allows."""
     fd, name = tempfile.mkstemp(dir=folder, suffix=".dhdl")
     with os.fdopen(fd, "wb") as fh:
         out = HashingWriter(fh)  # the container's sha256 as it is written, not read back
         stats = encode_file(path, bases, out)
-    if not stats.pays:
-        os.unlink(name)
+    base_bytes = sum(os.path.getsize(bases[sha]) for sha in stats.depends_on)
+    if not stats.pays or not within_growth(stats.file_bytes, base_bytes, DeltaLimits().max_delta_growth):
+        os.unlink(name)  # not worth it, or more than a hub takes as a delta by default: sent as it is
         return None
     return Container(Path(name), out.hexdigest(), stats.stored_bytes)
 

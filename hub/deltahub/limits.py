@@ -87,6 +87,9 @@ class DeltaLimits:
                                       "Seconds a file stored as a delta keeps its copy as itself (for open readers).")
     compact_every_s: float = limit(300.0, "--compact-every",
                                    "Seconds between passes looking for files to store as deltas (also after commits).")
+    max_delta_growth: float = limit(2.0, "--max-delta-growth",
+                                    "Times the bytes of the base files it needs that a file pushed as a delta may "
+                                    "rebuild to (plus 1 MiB), so a small container cannot make the hub write more.")
 
     @property
     def workers(self) -> int | None:

@@ -46,7 +46,7 @@ from deltahub.formats.model import BaseModelInfo, validate_model
 from deltahub.names import DEFAULT_REF, ArtifactName, RevisionSpec, check_namespace, check_ref, looks_like_digest
 from deltahub.jobs.specs import TaskVectorSpec
 from deltahub.limits import DeltaLimits, InputLimits, UploadLimits, check_annotations, check_card
-from deltahub.deltas.filedelta import needs as needs_of, read_index
+from deltahub.deltas.filedelta import needs as needs_of, read_index, within_growth
 from deltahub.storage import Catalog, UploadWriter, open_blob_store
 from deltahub.storage.catalog import Encoding
 from deltahub.storage.encoded import EncodedBlobStore
@@ -363,6 +363,14 @@ class HubStore:
             if unusable:
                 raise PreconditionError(f"{f.path}: its delta needs base blob {unusable[0]}, which this hub does not "
                                         "store as itself; push without --base-dir")
+            if index["file_size"] != f.size:
+                raise InvalidInputError(f"{f.path}: the delta uploaded for it rebuilds {index['file_size']} bytes, "
+                                        f"the file has {f.size}")
+            base_bytes, growth = sum(self.blobs.inner.size(b) for b in needs), self.config.deltas.max_delta_growth
+            if not within_growth(f.size, base_bytes, growth):
+                raise LimitExceededError(f"{f.path}: {f.size} bytes rebuilt from a delta against {base_bytes} bytes "
+                                         f"of base files is over --max-delta-growth {growth:g} times those; push it "
+                                         "without --base-dir")
             enc = Encoding(sha, container, f.size, self.blobs.inner.size(container), tuple(needs))
             try:
                 self.blobs.rebuild(enc)

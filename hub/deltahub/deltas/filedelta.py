@@ -50,6 +50,14 @@ PREFIX = struct.Struct("<4sI")
 TRAILER = struct.Struct("<Q")
 PAYS = 0.9
 MAX_INDEX_BYTES = 64 << 20  # a client may send the container: its index is parsed only below this
+GROWTH_SLACK = 1 << 20  # the header and small tensors a base lacks, beyond --max-delta-growth
+
+
+def within_growth(file_size: int, base_bytes: int, growth: float) -> bool:
+    """Whether a file of ``file_size`` bytes may be rebuilt from a delta against base files of
+    ``base_bytes``: a fine-tune is about its base's size, while a container of a few MB could
+    otherwise declare a file of terabytes (every region against the same base tensor, frames of zeros)."""
+    return file_size <= growth * base_bytes + GROWTH_SLACK
 
 
 @dataclass(frozen=True)
