@@ -47,28 +47,35 @@ def wait_for(predicate, timeout=120.0, every=0.1):
     raise AssertionError("timed out waiting")
 
 
+# Enough steps that training outlasts a few of the watch's polls (0.2 s) and of the worker's progress
+# reports (at most every 0.5 s): 12 steps of the tiny model can finish between two polls, and the
+# stream then shows no step of them.
+STEPS = 200
+
+
 def test_in_process_worker_trains_and_commits_with_lineage(server, finance, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     hub, store, _ = server
     job, created = hub.submit_job("lora", base="base/tiny-llama", data="data/finance", out="fin/lora",
-                                  config={"steps": 12, "checkpoint_every": 5, "r": 4}, idempotency_key="k1")
+                                  config={"steps": STEPS, "checkpoint_every": 25, "r": 4}, idempotency_key="k1")
     assert created and job.state == QUEUED
     again, created_again = hub.submit_job("lora", base="base/tiny-llama", data="data/finance", out="fin/lora",
-                                          config={"steps": 12, "checkpoint_every": 5, "r": 4}, idempotency_key="k1")
+                                          config={"steps": STEPS, "checkpoint_every": 25, "r": 4}, idempotency_key="k1")
     assert again.id == job.id and not created_again
     events = list(hub.watch_job(job.id))
     final = events[-1]
     assert final.state == SUCCEEDED, final.error_message
     assert any(e.state == RUNNING and e.metrics.get("loss") for e in events)  # progress streamed
+    assert "loss" in final.metrics  # the last progress report stays on the job
     assert final.attempts == 1 and final.device == "cpu" and "/in-process-" in final.worker
-    assert final.kind == TRAIN and final.unit == "step" and final.done == 12
+    assert final.kind == TRAIN and final.unit == "step" and final.done == STEPS
     rev = hub.show("fin/lora")
     assert rev.spec == f"{final.result['artifact']}@{final.result['digest']}"
     assert rev.lineage.parents == (hub.show("base/tiny-llama").spec, finance.spec)
     assert rev.lineage.training["trainer"] == "lora" and rev.lineage.training["config"]["r"] == 4
-    assert rev.lineage.metrics["steps"] == 12 and "train_loss" in rev.lineage.metrics
+    assert rev.lineage.metrics["steps"] == STEPS and "train_loss" in rev.lineage.metrics
     assert rev.card.samples[:3] == tuple(texts(48)[:3])  # the router's card: the training data
     assert store.pinned(job.id) == []  # the checkpoint is released
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(hub.pull("base/tiny-llama", tmp_path / "b")),
