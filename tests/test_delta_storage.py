@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from deltahub.artifacts import FileEntry
 from deltahub.compaction import Compactor
 from deltahub.errors import IntegrityError, InvalidInputError, PreconditionError
 from deltahub_client import deltas as client_deltas
@@ -513,12 +514,30 @@ def test_a_remote_container_is_decoded_from_two_downloads_each_byte_sent_once(mo
 
     monkeypatch.setattr(client_deltas.RemoteBlob, "TAIL", tail)
     remote = client_deltas.RemoteBlob(len(blob), open_at, received.append)
-    client_deltas.rebuild(remote, {_sha(base / WEIGHTS): base / WEIGHTS}, tmp_path / WEIGHTS, _sha(ft / WEIGHTS), 0o644)
+    entry = FileEntry(WEIGHTS, _sha(ft / WEIGHTS), (ft / WEIGHTS).stat().st_size)
+    client_deltas.rebuild(remote, {_sha(base / WEIGHTS): base / WEIGHTS}, tmp_path / WEIGHTS, entry, 0o644)
     assert _sha(tmp_path / WEIGHTS) == _sha(ft / WEIGHTS)
     assert sum(received) == len(blob) and sum(n for _, n in downloads) == len(blob)
     # a tail holding the trailer and index: two downloads (tail, frames); the whole blob: one; a tail
     # shorter than the 8-byte trailer is never fetched: trailer, index and frames come in three
     assert len(downloads) == (1 if tail >= len(blob) else 2 if tail == 4096 else 3)
+
+
+def test_a_hub_sending_another_files_delta_gets_nothing_rebuilt(models, tmp_path):
+    """The client checks the container's index against the manifest's entry before it decodes a frame."""
+    import io
+
+    from deltahub.deltas.filedelta import encode_file
+
+    base, (ft, other, *_) = models
+    packed = io.BytesIO()
+    encode_file(other / WEIGHTS, {_sha(base / WEIGHTS): base / WEIGHTS}, packed)
+    blob = packed.getvalue()
+    remote = client_deltas.RemoteBlob(len(blob), lambda at, n: (c for c in [blob[at:at + n]]), lambda n: None)
+    entry = FileEntry(WEIGHTS, _sha(ft / WEIGHTS), (ft / WEIGHTS).stat().st_size)
+    with pytest.raises(IntegrityError, match=f"{WEIGHTS}: the encoded file rebuilds sha256 .* another file's delta"):
+        client_deltas.rebuild(remote, {_sha(base / WEIGHTS): base / WEIGHTS}, tmp_path / WEIGHTS, entry, 0o644)
+    assert list(tmp_path.iterdir()) == []  # no target, no temp file left
 
 
 @pytest.mark.parametrize("skew", [-1, 1])

@@ -66,6 +66,26 @@ def test_without_its_base_or_with_damage_an_encoded_file_refuses_to_rebuild(pair
         decode_file(io.BytesIO(b"nonsense" * 10), {}, io.BytesIO())
 
 
+@pytest.mark.parametrize("expect", ["size", "sha256"])
+def test_a_container_of_another_file_than_expected_is_refused_before_it_is_decoded(pair, monkeypatch, expect):
+    """The caller's manifest entry is checked against the index first: a hub sending another file's delta
+    (or one declaring terabytes) makes the client decode and write nothing."""
+    base, tuned = pair(torch.float32)
+    encoded = io.BytesIO()
+    encode_file(tuned, {_sha(base): base}, encoded)
+    decoded = []
+    monkeypatch.setattr(filedelta.codec, "decode", lambda *a: decoded.append(a))
+    wrong = {"size": tuned.stat().st_size + 1, "sha256": None} if expect == "size" else {
+        "size": tuned.stat().st_size, "sha256": _sha(base)}
+    out = io.BytesIO()
+    with pytest.raises(IntegrityError, match=f"not the {wrong[expect]} expected: it is another file's delta"):
+        decode_file(encoded, {_sha(base): base}, out, **wrong)
+    assert not decoded and out.getvalue() == b""
+    monkeypatch.undo()
+    encoded.seek(0)
+    assert decode_file(encoded, {_sha(base): base}, out, size=tuned.stat().st_size, sha256=_sha(tuned)) == _sha(tuned)
+
+
 def test_a_file_with_no_base_still_round_trips(pair):
     _, tuned = pair(torch.bfloat16)
     encoded, out = io.BytesIO(), io.BytesIO()

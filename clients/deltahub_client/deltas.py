@@ -193,14 +193,19 @@ class RemoteBlob(io.RawIOBase):
         super().close()
 
 
-def rebuild(container: BinaryIO, bases: dict[str, Path], target: Path, sha256: str, mode: int) -> None:
-    """Decodes ``container`` into ``target`` (through a temp file), checking the file's sha256."""
+def rebuild(container: BinaryIO, bases: dict[str, Path], target: Path, entry: FileEntry, mode: int) -> None:
+    """Decodes ``container`` into ``target`` (through a temp file), checking it is ``entry``'s file: the
+    container's index must declare its size and sha256 before anything is decoded (a hub sending another
+    file's delta, or one declaring terabytes, gets nothing written), and the rebuilt bytes must hash to it."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, container as fh:
-            actual = decode_file(fh, bases, out)
-        if actual != sha256:
-            raise IntegrityError(f"{target.name}: rebuilt from its delta, hashes to {actual}, expected {sha256}")
+            try:
+                actual = decode_file(fh, bases, out, size=entry.size, sha256=entry.sha256)
+            except IntegrityError as err:
+                raise IntegrityError(f"{target.name}: {err}; pull without --base-dir to download it whole") from None
+        if actual != entry.sha256:
+            raise IntegrityError(f"{target.name}: rebuilt from its delta, hashes to {actual}, expected {entry.sha256}")
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:

@@ -302,7 +302,7 @@ class Hub(JobVerbs, MergeVerbs, RouterVerbs, TrainVerbs):
                 container = RemoteBlob(enc.stored, functools.partial(self._blob_stream, enc.container), bar.update)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    rebuild(container, {b: held.files[b] for b in enc.bases}, target, f.sha256, 0o666 & ~_UMASK)
+                    rebuild(container, {b: held.files[b] for b in enc.bases}, target, f, 0o666 & ~_UMASK)
                 except IntegrityError:
                     if not held.claimed.intersection(enc.bases):
                         raise

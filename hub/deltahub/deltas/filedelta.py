@@ -260,14 +260,24 @@ def depends_on(container: BinaryIO) -> list[str]:
 
 def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: BinaryIO, *,
                 workers: int | None = None, window: int = 16,
-                pieces: Callable[[memoryview], None] | None = None) -> str:
+                pieces: Callable[[memoryview], None] | None = None,
+                size: int | None = None, sha256: str | None = None) -> str:
     """Rebuilds the file into ``out`` and returns its sha256, checked against the one recorded;
     ``pieces`` is handed each piece of the file in order as it is decoded (a reader streaming it).
+    ``size`` and ``sha256``: the file the caller expects (a manifest's entry); a container whose index
+    declares another is refused before anything is decoded, so a wrong one (another file's, or one
+    declaring terabytes) writes nothing.
 
     Pieces are decoded on a pool of threads, ``window`` at a time, and hashed in order; each worker
     writes its own piece at its offset when ``out`` is an empty file (see :func:`_positioned_output`),
     else they are written to ``out`` in order."""
     index = read_index(container)
+    if size is not None and index["file_size"] != size:
+        raise IntegrityError(f"the encoded file rebuilds {index['file_size']} bytes, not the {size} expected: "
+                             "it is another file's delta")
+    if sha256 is not None and index["sha256"] != sha256:
+        raise IntegrityError(f"the encoded file rebuilds sha256 {index['sha256']}, not the {sha256} expected: "
+                             "it is another file's delta")
     fd = _positioned_output(out)
     with _Maps() as maps:
         base_views = {}

@@ -139,7 +139,7 @@ class EncodedBlobStore(BlobStore):
             raise IntegrityError(f"blob {enc.sha256} is stored as a delta whose parts are missing ({err}); "
                                  "restore them from a backup or push the file again") from None
         with open(container, "rb") as fh, self.rebuilt.checked_writer(enc.sha256) as out:
-            actual = decode_file(fh, bases, out, workers=self.workers, pieces=tee)
+            actual = decode_file(fh, bases, out, workers=self.workers, pieces=tee, size=enc.size, sha256=enc.sha256)
             size = os.fstat(out.fileno()).st_size
             if actual != enc.sha256 or size != enc.size:
                 raise IntegrityError(f"blob {enc.sha256} rebuilds from its delta as {size} bytes of sha256 "
