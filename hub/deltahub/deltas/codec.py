@@ -85,6 +85,30 @@ def _decompressor():
     return d
 
 
+_SCRATCH_KEPT = 4 << 20  # a larger frame (a whole tensor decoded at once) gets a buffer of its own
+
+
+def _scratch(length: int) -> memoryview:
+    """This thread's buffer for a frame's planes, ``length`` bytes of it: one buffer reused from frame to
+    frame, where a new one per frame had the kernel fault in (and zero) fresh pages for every piece."""
+    if length > _SCRATCH_KEPT:
+        return memoryview(bytearray(length))
+    buf = getattr(_local, "scratch", None)
+    if buf is None or len(buf) < length:
+        buf = _local.scratch = bytearray(length)
+    return memoryview(buf)[:length]
+
+
+def _decompress_into(payload, view: memoryview) -> tuple[memoryview, int, bool]:
+    """(``view``, bytes the zstd frame ``payload`` decoded into it, whether it holds more than fit). Read on
+    to the frame's end, so its content checksum is checked."""
+    reader = _decompressor().stream_reader(payload, read_across_frames=False)
+    got = 0
+    while got < len(view) and (n := reader.readinto(view[got:])):
+        got += n
+    return view, got, bool(reader.read(1))
+
+
 def planes(data: bytes | memoryview | np.ndarray, itemsize: int, width: int = 1) -> np.ndarray:
     """Planes: the first ``width`` bytes of every item, then the next ``width``, ... (as bytes; an item
     of ``width`` bytes leaves them as they are)."""
@@ -241,11 +265,12 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray, base: bytes | memory
         # before anything is allocated for it
         if zstandard.frame_content_size(payload) not in (length, -1):
             raise IntegrityError(f"delta frame's payload declares another length than its {length} bytes")
-        shaped = _decompressor().decompress(payload, max_output_size=length)
+        shaped, got, extra = _decompress_into(payload, _scratch(length))
     except zstandard.ZstdError as err:
         raise IntegrityError(f"delta frame is corrupt: {err}") from None
-    if len(shaped) != length:
-        raise IntegrityError(f"delta frame decodes to {len(shaped)} bytes, not the {length} it declares")
+    if got != length or extra:
+        raise IntegrityError(f"delta frame decodes to {'more than ' if extra else ''}{got} bytes, not the {length} "
+                             "it declares")
     unplanes(shaped, itemsize, out, width)
     if method != PLANES:
         delta, ref = out.view(_UINT[itemsize]), _words(base, itemsize)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+import numpy as np
+
 from deltahub.deltas import codec
 from deltahub.errors import IntegrityError
 from deltahub.formats.safetensors_header import DTYPE_SIZES, read_header
@@ -310,17 +312,21 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
                         raise IntegrityError("a frame of the encoded file needs a base its region does not name")
                     yield i, at, length, frame, base
 
+        buffers = _Buffers(index["piece"])
+
         def one(job):
             i, at, length, frame, base = job
+            data = buffers.take(length)
             with (base[at:at + length] if base is not None else nullcontext()) as ref:
-                data = codec.decode(frame, ref)
+                codec.decode_into(frame, data, ref)
             if fd is not None:
                 _pwrite_all(fd, data, regions[i]["start"] + at)
             return data
 
         written = 0
-        # hashed on a thread of its own, in order: hashing is the largest part of this loop's work
-        hasher = StreamHasher()
+        # hashed on a thread of its own, in order: hashing is the largest part of this loop's work; it
+        # hands each piece's buffer back once hashed, for a later piece
+        hasher = StreamHasher(release=buffers.give)
         try:
             with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
                 for (i, at, length, _, _), data in _in_order(pool, one, jobs(), window):
@@ -328,9 +334,9 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
                         raise IntegrityError("encoded file's pieces do not tile the file")
                     if fd is None:
                         out.write(data)
-                    hasher.update(data)
                     if pieces is not None:
                         pieces(memoryview(data))
+                    hasher.update(data)  # last: the buffer is reused once it is hashed
                     written += len(data)
                     del data
             actual = hasher.hexdigest()
@@ -339,6 +345,34 @@ def decode_file(container: BinaryIO, bases: dict[str, str | os.PathLike], out: B
     if written != index["file_size"] or actual != index["sha256"]:
         raise IntegrityError(f"rebuilt file hashes to {actual}, not the {index['sha256']} it was encoded from")
     return actual
+
+
+class _Buffers:
+    """The buffers pieces are decoded into, each reused once its piece is written and hashed.
+
+    A new array per piece had the kernel fault in and zero 1 MiB of fresh pages each time (glibc maps
+    allocations this large, and unmaps them when freed; perf put 6-7% of a decode's CPU there). With
+    buffers reused, paired A/B on the float32 fine-tune of all-MiniLM-L6-v2 (2 cores): a hub's rebuild
+    into a file is 1.13-1.17x faster at 0.84-0.86x the CPU, one streamed to a reader 1.05x at 0.93x.
+    Only buffers of the container's piece size are kept; as many exist as pieces are in flight."""
+
+    def __init__(self, piece: int | None) -> None:
+        self._piece = piece
+        self._free: deque[np.ndarray] = deque()
+
+    def take(self, length: int) -> np.ndarray:
+        if self._piece is None or length > self._piece:
+            return np.empty(length, dtype=np.uint8)
+        try:
+            buf = self._free.pop()
+        except IndexError:
+            buf = np.empty(self._piece, dtype=np.uint8)
+        return buf[:length]
+
+    def give(self, data: np.ndarray) -> None:
+        buf = data.base if data.base is not None else data
+        if self._piece is not None and buf.size == self._piece:
+            self._free.append(buf)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

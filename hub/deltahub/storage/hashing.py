@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 from pathlib import Path
+from typing import Any, Callable
 
 _HASH_BLOCK = 8 << 20
 _FLUSH_EVERY = 32 << 20  # bytes between flushes to disk while a stream arrives
@@ -59,8 +60,9 @@ class StreamHasher:
     _DONE = None
 
     def __init__(self, *, prefix_of: Path | None = None, prefix: int = 0, flush_fd: int = -1,
-                 depth: int = 32) -> None:
+                 depth: int = 32, release: Callable[[Any], None] | None = None) -> None:
         self._digest = hashlib.sha256()
+        self._release = release
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._flush_fd = flush_fd
@@ -79,6 +81,8 @@ class StreamHasher:
             since = 0
             while (chunk := self._queue.get()) is not self._DONE:
                 self._digest.update(chunk)
+                if self._release is not None:
+                    self._release(chunk)
                 since += len(chunk)
                 if since >= _FLUSH_EVERY and self._flush_fd >= 0:
                     os.fdatasync(self._flush_fd)
