@@ -14,7 +14,8 @@ received, rebuilt by the client); and zstd alone on the same file (compress on e
 compressed bytes; receive them, decompress). MB/s are of the fine-tune's file bytes. Raw and delta pulls
 take --turns turns; -b/raw is their best times' ratio, "paired" the median of each turn's ratio (this VM's
 speed drifts by tens of percent within a minute, and a turn's two pulls see the same drift), with its
-quartiles, and "cpu" the median ratio of the CPU seconds a pull costs, client and hub processes together.
+quartiles, and "cpu" the median ratio of the CPU seconds a pull costs, client and hub processes together
+(after the row: each pull's median CPU milliseconds per MB of file bytes).
 
 Usage: python bench/storage.py [--steps 20,80,320] [--lr 5e-5] [--level 1] [--repeat 2] [--turns 15] [--no-hub]
 """
@@ -236,6 +237,7 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
                     t_pull_raw, t_pull_delta = min(r for (r, _), _ in pairs), min(d for _, (d, _) in pairs)
                     q1, paired, q3 = statistics.quantiles([r / d for (r, _), (d, _) in pairs], n=4)
                     cpu = statistics.median(dc / rc for (_, rc), (_, dc) in pairs)
+                    cpu_raw, cpu_delta = (statistics.median(c[k][1] for c in pairs) * 1e3 / mb for k in (0, 1))
                     for cached in (tmp / "enc" / "rebuilt").rglob(enc.sha256):
                         cached.unlink()  # the check at commit rebuilt it once: forgotten, to time a first read
                     t_cold = pull(hub)  # the hub rebuilds it on first read ...
@@ -264,7 +266,8 @@ def through_the_hub(base: dict, tuned: dict[int, dict], dtypes, level: int, repe
                           f"{mb / t_push_delta:>8.0f} {mb / t_zpush:>6.0f} | {mb / t_pull_raw:>8.0f} "
                           f"{mb / t_cold:>8.0f} {mb / t_warm:>8.0f} {mb / t_pull_delta:>8.0f} {mb / t_zpull:>6.0f} | "
                           f"{t_pull_raw / t_pull_delta:>5.2f}x {paired:>5.2f}x ({q1:.2f}-{q3:.2f}x) {cpu:>4.2f}x"
-                          f"   (delta push sent {r.bytes_sent / 1e6:.1f} of {mb:.1f} MB)")
+                          f"   (CPU ms/MB raw {cpu_raw:.2f}, -b {cpu_delta:.2f}; delta push sent "
+                          f"{r.bytes_sent / 1e6:.1f} of {mb:.1f} MB)")
         finally:
             raw_hub.close()
             hub.close()
