@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+import zstandard
 from hypothesis import given, settings, strategies as st
 
 from deltahub.deltas import codec
@@ -120,6 +121,18 @@ def test_corruption_and_the_wrong_base_are_detected():
         codec.encode(b"abc", 2)
     with pytest.raises(InvalidInputError, match="no delta between them"):
         codec.encode(b"abcd", 2, b"ab")
+
+
+@pytest.mark.parametrize("extra", [-4, 4])
+def test_a_payload_that_decodes_to_another_length_than_its_header_is_refused(extra):
+    """A client's frame may carry a zstd payload without its content size, so the length is known only by
+    decoding: one longer than the header's is cut off and refused, one shorter refused."""
+    data = bytes(range(256)) * 64
+    payload = zstandard.ZstdCompressor(write_content_size=False, write_checksum=True).compress(
+        data + bytes(extra) if extra > 0 else data[:extra])
+    frame = codec.HEADER.pack(codec.MAGIC, codec.PLANES, 4, 1, len(data)) + payload
+    with pytest.raises(IntegrityError, match="more than" if extra > 0 else f"decodes to {len(data) + extra} bytes"):
+        codec.decode(frame)
 
 
 def test_decoding_into_a_buffer_writes_exactly_the_frame_there():

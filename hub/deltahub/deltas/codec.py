@@ -113,14 +113,14 @@ def _scratch(length: int) -> memoryview:
     return memoryview(buf)[:length]
 
 
-def _decompress_into(payload, view: memoryview) -> tuple[memoryview, int, bool]:
-    """(``view``, bytes the zstd frame ``payload`` decoded into it, whether it holds more than fit). Read on
-    to the frame's end, so its content checksum is checked."""
+def _decompress_into(payload, view: memoryview) -> tuple[int, bool]:
+    """(bytes the zstd frame ``payload`` decoded into ``view``, whether it holds more than fit). Read on to
+    the frame's end, so its content checksum is checked."""
     reader = _decompressor().stream_reader(payload, read_across_frames=False)
     got = 0
     while got < len(view) and (n := reader.readinto(view[got:])):
         got += n
-    return view, got, bool(reader.read(1))
+    return got, bool(reader.read(1))
 
 
 def planes(data: bytes | memoryview | np.ndarray, itemsize: int, width: int = 1) -> np.ndarray:
@@ -279,7 +279,8 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray, base: bytes | memory
         # before anything is allocated for it
         if zstandard.frame_content_size(payload) not in (length, -1):
             raise IntegrityError(f"delta frame's payload declares another length than its {length} bytes")
-        shaped, got, extra = _decompress_into(payload, _scratch(length))
+        shaped = _scratch(length)
+        got, extra = _decompress_into(payload, shaped)
     except zstandard.ZstdError as err:
         raise IntegrityError(f"delta frame is corrupt: {err}") from None
     if got != length or extra:

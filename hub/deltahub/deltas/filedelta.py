@@ -354,14 +354,15 @@ class _Buffers:
     allocations this large, and unmaps them when freed; perf put 6-7% of a decode's CPU there). With
     buffers reused, paired A/B on the float32 fine-tune of all-MiniLM-L6-v2 (2 cores): a hub's rebuild
     into a file is 1.13-1.17x faster at 0.84-0.86x the CPU, one streamed to a reader 1.05x at 0.93x.
-    Only buffers of the container's piece size are kept; as many exist as pieces are in flight."""
+    Every buffer is the container's piece size (no piece is longer: ``_spans``), and as many exist as
+    pieces are in flight; a version 1 container (no piece size, one frame per region) reuses none."""
 
     def __init__(self, piece: int | None) -> None:
         self._piece = piece
         self._free: deque[np.ndarray] = deque()
 
     def take(self, length: int) -> np.ndarray:
-        if self._piece is None or length > self._piece:
+        if self._piece is None:
             return np.empty(length, dtype=np.uint8)
         try:
             buf = self._free.pop()
@@ -370,9 +371,8 @@ class _Buffers:
         return buf[:length]
 
     def give(self, data: np.ndarray) -> None:
-        buf = data.base if data.base is not None else data
-        if self._piece is not None and buf.size == self._piece:
-            self._free.append(buf)
+        if self._piece is not None:
+            self._free.append(data.base)  # the whole buffer the piece was a view of
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
